@@ -1,0 +1,150 @@
+// The airlock app as a Fastify plugin tree: identity from the client certificate, one log line and one audit event
+// per request, the OCI error body for /v2/, and the admin API's JSON errors.
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { ApiError, RegistryError } from './errors.js';
+import { identityFromPeer, type Identity } from './pki/identity.js';
+import { registryRoutes } from './registry/routes.js';
+import type { RequestContext, Services } from './services.js';
+import type { TLSSocket } from 'node:tls';
+
+const identities = new WeakMap<object, Identity | null>();
+
+// identityOf reads (once per connection) the verified client certificate's identity.
+export function identityOf(socket: TLSSocket): Identity | null {
+  let id = identities.get(socket);
+  if (id === undefined) {
+    id = typeof socket.getPeerCertificate === 'function' ? identityFromPeer(socket.getPeerCertificate()) : null;
+    identities.set(socket, id);
+  }
+  return id;
+}
+
+function freshContext(identity: Identity | null, routeLabel: string): RequestContext {
+  return { identity, action: null, repository: null, reference: null, digest: null, decision: null, reason: null, source: null, bytes: null, routeLabel };
+}
+
+function routeLabel(url: string): string {
+  if (url.startsWith('/v2')) {
+    const path = url.split('?')[0];
+    if (path === '/v2' || path === '/v2/') return 'v2';
+    const m = /\/(manifests|blobs|tags|referrers)\//.exec(path);
+    return m ? `v2_${m[1]}` : 'v2_other';
+  }
+  if (url.startsWith('/api/')) return 'api';
+  if (url.startsWith('/ui')) return 'ui';
+  if (url.startsWith('/metrics')) return 'metrics';
+  if (url.startsWith('/healthz')) return 'healthz';
+  return 'other';
+}
+
+// buildApp registers everything on a Fastify instance made by runtime.ts.
+export async function buildApp(app: FastifyInstance, s: Services, extra: (app: FastifyInstance) => Promise<void> = async () => {}): Promise<void> {
+  app.decorateRequest('airlock', null as unknown as RequestContext);
+
+  app.addHook('onRequest', async (req, reply) => {
+    const identity = identityOf(req.raw.socket as TLSSocket);
+    req.airlock = freshContext(identity, routeLabel(req.url));
+    if (identity && s.revoked.has(identity.serial)) {
+      s.audit.append({ action: 'tls.refused', actor: identity.cn, actorSerial: identity.serial, role: identity.role, ip: req.ip, decision: 'deny', reason: 'certificate revoked' });
+      s.metrics.tlsRefused.inc({ reason: 'revoked' });
+      req.raw.socket.destroy();
+      return reply;
+    }
+    if (req.url.startsWith('/v2')) reply.header('docker-distribution-api-version', 'registry/2.0');
+    if (!identity || identity.role === null) {
+      const err = 'the client certificate names no airlock role (pull, audit or admin)';
+      if (req.url.startsWith('/v2')) throw new RegistryError('DENIED', err);
+      if (!req.url.startsWith('/healthz')) throw new ApiError('FORBIDDEN', err);
+    }
+    return undefined;
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    const c = req.airlock;
+    if (!c) return;
+    const ms = reply.elapsedTime;
+    const aborted = !reply.raw.writableFinished;
+    const status = reply.statusCode;
+    s.metrics.requests.inc({ route: c.routeLabel, method: req.method, status: aborted ? 'aborted' : String(status) });
+    s.metrics.requestSeconds.observe({ route: c.routeLabel }, ms / 1000);
+    if (c.bytes && !aborted) s.metrics.bytesServed.inc({ source: c.source ?? 'cache' }, c.bytes);
+    if (c.routeLabel.startsWith('v2') || c.action) {
+      s.audit.append({
+        action: c.action ?? `${c.routeLabel}.${req.method.toLowerCase()}`,
+        actor: c.identity?.cn ?? null,
+        actorSerial: c.identity?.serial ?? null,
+        role: c.identity?.role ?? null,
+        ip: req.ip,
+        repository: c.repository,
+        reference: c.reference,
+        digest: c.digest,
+        decision: c.decision ?? (status < 400 ? 'allow' : 'deny'),
+        reason: aborted ? 'aborted' : c.reason,
+        status: aborted ? null : status,
+        bytes: aborted ? null : c.bytes,
+      });
+    }
+    const line = {
+      actor: c.identity?.cn ?? null,
+      serial: c.identity?.serial ?? null,
+      role: c.identity?.role ?? null,
+      method: req.method,
+      path: req.url.length > 300 ? `${req.url.slice(0, 300)}…` : req.url,
+      repo: c.repository,
+      ref: c.reference,
+      digest: c.digest,
+      decision: c.decision,
+      reason: c.reason,
+      source: c.source,
+      status: aborted ? 'aborted' : status,
+      bytes: c.bytes,
+      ms: Math.round(ms * 10) / 10,
+    };
+    if (status >= 500 || aborted) s.logger.warn(line, 'request');
+    else s.logger.info(line, 'request');
+  });
+
+  app.setErrorHandler((err: FastifyError | RegistryError | ApiError, req: FastifyRequest, reply: FastifyReply) => {
+    const isRegistry = req.url.startsWith('/v2');
+    if (err instanceof RegistryError) {
+      if (req.airlock && !req.airlock.reason) req.airlock.reason = err.code.toLowerCase();
+      if (req.airlock && err.code === 'DENIED' && !req.airlock.decision) req.airlock.decision = 'deny';
+      for (const [k, v] of Object.entries(err.headers)) reply.header(k, v);
+      return reply.code(err.status).header('content-type', 'application/json').send(err.body());
+    }
+    if (err instanceof ApiError) {
+      return reply.code(err.status).send({ error: { code: err.code, message: err.message } });
+    }
+    const fe = err as FastifyError;
+    if (fe.validation) {
+      const first = fe.validation[0];
+      const field = first ? `${first.instancePath || '/'}${first.params && 'missingProperty' in first.params ? `/${String(first.params.missingProperty)}` : ''}` : '';
+      const message = `invalid ${fe.validationContext ?? 'request'}: ${field} ${first?.message ?? fe.message}`.trim();
+      if (isRegistry) return reply.code(400).send(new RegistryError('NAME_INVALID', message).body());
+      return reply.code(400).send({ error: { code: 'BAD_REQUEST', message, field } });
+    }
+    const status = typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500 ? fe.statusCode : 500;
+    if (status === 500) s.logger.error({ err: { message: fe.message, stack: fe.stack } }, 'unhandled error');
+    const message = status === 500 ? 'internal error; see the server log' : fe.message;
+    if (isRegistry) {
+      const code = status === 500 ? 'UNKNOWN' : status === 413 ? 'SIZE_INVALID' : 'UNSUPPORTED';
+      return reply.code(status).header('content-type', 'application/json').send({ errors: [{ code, message, detail: null }] });
+    }
+    return reply.code(status).send({ error: { code: status === 500 ? 'INTERNAL' : 'BAD_REQUEST', message } });
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    if (req.url.startsWith('/v2')) {
+      return reply.code(404).header('content-type', 'application/json').send(new RegistryError('NAME_UNKNOWN', 'no such endpoint').body());
+    }
+    return reply.code(404).send({ error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0].slice(0, 200)}` } });
+  });
+
+  app.get('/healthz', async (_req, reply) => {
+    reply.header('cache-control', 'no-store');
+    return { status: 'ok', startedAt: s.startedAt.toISOString() };
+  });
+
+  await app.register(async (scope) => registryRoutes(scope, s));
+  await extra(app);
+}

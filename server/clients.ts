@@ -1,0 +1,62 @@
+// Client set-up snippets for this mirror: Docker, containerd and podman, each routed so clients cannot silently
+// fall back to the public registry (SPEC §6 client-config, PROTOCOL §0).
+import type { Config } from './config.js';
+
+// ClientKind is a kind of client airlock writes configuration for.
+export type ClientKind = 'docker' | 'containerd' | 'podman';
+
+// ClientFile is one file to write on a client machine.
+export interface ClientFile {
+  path: string;
+  content: string;
+}
+
+// mirrorAddress is host:port clients use to reach airlock.
+export function mirrorAddress(config: Config, listening?: { host: string; port: number }): string {
+  if (config.publicUrl) return new URL(config.publicUrl).host;
+  const l = listening ?? config.listen;
+  const host = l.host === '0.0.0.0' || l.host === '::' ? 'localhost' : l.host.includes(':') ? `[${l.host}]` : l.host;
+  return `${host}:${l.port}`;
+}
+
+// clientFiles returns the files a client of kind needs, with certificate paths under certDir on the client.
+export function clientFiles(kind: ClientKind, config: Config, address: string, certDir = '/etc/airlock'): ClientFile[] {
+  const ca = `${certDir}/ca.crt`;
+  const cert = `${certDir}/client.cert`;
+  const key = `${certDir}/client.key`;
+  switch (kind) {
+    case 'docker':
+      return [
+        { path: '/etc/docker/daemon.json', content: `${JSON.stringify({ 'registry-mirrors': [`https://${address}`] }, null, 2)}\n` },
+        { path: `/etc/docker/certs.d/${address}/ca.crt`, content: `# copy ${ca} here\n` },
+        { path: `/etc/docker/certs.d/${address}/client.cert`, content: `# copy ${cert} here\n` },
+        { path: `/etc/docker/certs.d/${address}/client.key`, content: `# copy ${key} here\n` },
+      ];
+    case 'containerd':
+      return config.upstreams.map((u) => ({
+        path: `/etc/containerd/certs.d/${u.name}/hosts.toml`,
+        content:
+          `# Only airlock serves ${u.name}: "server" names the mirror, so containerd never falls back to the public registry.\n` +
+          `server = "https://${address}"\n\n` +
+          `[host."https://${address}"]\n` +
+          `  capabilities = ["pull", "resolve"]\n` +
+          `  ca = "${ca}"\n` +
+          `  client = [["${cert}", "${key}"]]\n`,
+      }));
+    case 'podman': {
+      const blocks = config.upstreams.map(
+        (u) =>
+          `[[registry]]\n` +
+          `prefix = "${u.name}"\n` +
+          `# location names the mirror, so podman and skopeo never fall back to the public registry.\n` +
+          `location = "${address}/${u.name}"\n`,
+      );
+      return [
+        { path: '/etc/containers/registries.conf.d/airlock.conf', content: `${blocks.join('\n')}` },
+        { path: `/etc/containers/certs.d/${address}/ca.crt`, content: `# copy ${ca} here\n` },
+        { path: `/etc/containers/certs.d/${address}/client.cert`, content: `# copy ${cert} here\n` },
+        { path: `/etc/containers/certs.d/${address}/client.key`, content: `# copy ${key} here\n` },
+      ];
+    }
+  }
+}

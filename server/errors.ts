@@ -1,0 +1,85 @@
+// The one error table: every OCI registry code with its HTTP status, and the admin API's codes.
+
+// OCI_CODES maps each registry error code to the HTTP status it is sent with (as distribution registers them).
+export const OCI_CODES = {
+  BLOB_UNKNOWN: 404,
+  BLOB_UPLOAD_INVALID: 404,
+  BLOB_UPLOAD_UNKNOWN: 404,
+  DIGEST_INVALID: 400,
+  MANIFEST_BLOB_UNKNOWN: 400,
+  MANIFEST_INVALID: 400,
+  MANIFEST_UNKNOWN: 404,
+  NAME_INVALID: 400,
+  NAME_UNKNOWN: 404,
+  SIZE_INVALID: 400,
+  TAG_INVALID: 400,
+  PAGINATION_NUMBER_INVALID: 400,
+  RANGE_INVALID: 416,
+  UNAUTHORIZED: 401,
+  DENIED: 403,
+  UNSUPPORTED: 405,
+  TOOMANYREQUESTS: 429,
+  UNKNOWN: 500,
+  UNAVAILABLE: 503,
+} as const;
+
+// OciCode is one registry error code.
+export type OciCode = keyof typeof OCI_CODES;
+
+// RegistryError is thrown anywhere under /v2/ and turned into the OCI error body by one handler.
+export class RegistryError extends Error {
+  readonly code: OciCode;
+  readonly status: number;
+  readonly detail: unknown;
+  readonly headers: Record<string, string>;
+
+  constructor(code: OciCode, message: string, detail: unknown = null, headers: Record<string, string> = {}) {
+    super(message);
+    this.name = 'RegistryError';
+    this.code = code;
+    this.status = OCI_CODES[code];
+    this.detail = detail;
+    this.headers = headers;
+  }
+
+  // body is the OCI error document for this error.
+  body(): { errors: { code: string; message: string; detail: unknown }[] } {
+    return { errors: [{ code: this.code, message: this.message, detail: this.detail }] };
+  }
+}
+
+// API_CODES maps each admin API error code to its HTTP status.
+export const API_CODES = {
+  BAD_REQUEST: 400,
+  UNAUTHENTICATED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  CONFLICT: 409,
+  UNPROCESSABLE: 422,
+  INTERNAL: 500,
+  UNAVAILABLE: 503,
+} as const;
+
+// ApiCode is one admin API error code.
+export type ApiCode = keyof typeof API_CODES;
+
+// ApiError is thrown by admin API routes and rendered as {"error":{"code","message"}}.
+export class ApiError extends Error {
+  readonly code: ApiCode;
+  readonly status: number;
+
+  constructor(code: ApiCode, message: string) {
+    super(message);
+    this.name = 'ApiError';
+    this.code = code;
+    this.status = API_CODES[code];
+  }
+}
+
+// UserError is a mistake in a command line or configuration: printed as one line, never with a stack.
+export class UserError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UserError';
+  }
+}

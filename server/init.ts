@@ -1,0 +1,93 @@
+// initDataDir creates a data directory: CA, server certificate, admin client bundle, mirror key, database and airlock.yaml.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import YAML from 'yaml';
+import { createCertStore } from '../storage/certs.js';
+import { openDatabase } from '../storage/db.js';
+import { UserError } from './errors.js';
+import { CertAuthority } from './pki/authority.js';
+import { createCa, issueServerCert, writeClientBundle } from './pki/ca.js';
+import { writeSigningKey } from './signing/key.js';
+
+// InitOptions say where and for which host names.
+export interface InitOptions {
+  dir: string;
+  hosts: string[];
+  force: boolean;
+  keyPassword: string;
+  p12Password: string;
+  listen?: string;
+}
+
+// InitResult names what was written.
+export interface InitResult {
+  dir: string;
+  config: string;
+  adminBundle: string;
+  hosts: string[];
+}
+
+// defaultHosts are the server certificate's names when --host is not given.
+export function defaultHosts(): string[] {
+  const hosts = ['localhost', '127.0.0.1'];
+  const h = os.hostname();
+  if (h && !hosts.includes(h) && /^[A-Za-z0-9.-]+$/.test(h)) hosts.push(h);
+  return hosts;
+}
+
+// initDataDir writes a fresh data directory; it refuses to overwrite an existing CA unless force.
+export function initDataDir(o: InitOptions): InitResult {
+  const dir = path.resolve(o.dir);
+  const pki = path.join(dir, 'pki');
+  const caCert = path.join(pki, 'ca.crt');
+  if (fs.existsSync(caCert) && !o.force) throw new UserError(`${caCert} exists; refusing to overwrite the CA (use --force to replace everything)`);
+  const hosts = o.hosts.length > 0 ? o.hosts : defaultHosts();
+  fs.mkdirSync(pki, { recursive: true, mode: 0o700 });
+  fs.mkdirSync(path.join(dir, 'keys'), { recursive: true, mode: 0o700 });
+
+  const ca = createCa('airlock CA');
+  fs.writeFileSync(caCert, ca.certPem);
+  fs.writeFileSync(path.join(pki, 'ca.key'), ca.keyPem, { mode: 0o600 });
+  const server = issueServerCert(ca, hosts);
+  fs.writeFileSync(path.join(pki, 'server.crt'), server.certPem);
+  fs.writeFileSync(path.join(pki, 'server.key'), server.keyPem, { mode: 0o600 });
+
+  const keyPrefix = path.join(dir, 'keys', 'mirror');
+  if (o.force) {
+    fs.rmSync(`${keyPrefix}.key`, { force: true });
+    fs.rmSync(`${keyPrefix}.pub`, { force: true });
+  }
+  writeSigningKey(keyPrefix, o.keyPassword);
+
+  const db = openDatabase(dir);
+  try {
+    const authority = new CertAuthority(ca, createCertStore(db));
+    const admin = authority.issue('admin', 'admin', 365, 'airlock init');
+    const adminBundle = path.join(pki, 'clients', 'admin');
+    writeClientBundle(adminBundle, admin, ca.certPem, o.p12Password);
+
+    const config = path.join(dir, 'airlock.yaml');
+    if (!fs.existsSync(config) || o.force) {
+      const doc = {
+        listen: o.listen ?? '127.0.0.1:5443',
+        dataDir: '.',
+        tls: { cert: 'pki/server.crt', key: 'pki/server.key', clientCa: 'pki/ca.crt' },
+        signing: { key: 'keys/mirror.key' },
+        upstreams: [
+          { name: 'docker.io', url: 'https://registry-1.docker.io' },
+          { name: 'ghcr.io', url: 'https://ghcr.io' },
+          { name: 'quay.io', url: 'https://quay.io' },
+          { name: 'registry.k8s.io', url: 'https://registry.k8s.io' },
+        ],
+        defaultUpstream: 'docker.io',
+        policy: { pins: [], publishers: [] },
+        cache: { maxBytes: '50GiB' },
+      };
+      fs.writeFileSync(config, `# airlock configuration (SPEC §2). Secrets go in environment variables named by *Env fields.\n${YAML.stringify(doc)}`);
+    }
+    return { dir, config, adminBundle, hosts };
+  } finally {
+    db.close();
+  }
+}

@@ -1,0 +1,266 @@
+#!/usr/bin/env node
+// main is the airlock command line: the only place that reads argv and the environment and exits the process.
+import fs from 'node:fs';
+import path from 'node:path';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { createCertStore } from '../storage/certs.js';
+import { openDatabase } from '../storage/db.js';
+import { formatVerifyResult, verifyAuditFile } from './audit/verify.js';
+import { clientFiles, mirrorAddress } from './clients.js';
+import { type Config, loadConfigFile } from './config.js';
+import { UserError } from './errors.js';
+import { defaultHosts, initDataDir } from './init.js';
+import { CertAuthority } from './pki/authority.js';
+import { isRole, writeClientBundle } from './pki/ca.js';
+import { startAirlock } from './runtime.js';
+import { parsePublicKey, writeSigningKey } from './signing/key.js';
+import { signCommand } from './signing/sign-command.js';
+
+const USAGE = `usage:
+  airlock init [--dir DIR] [--host NAME]... [--force]
+  airlock serve [--config FILE]
+  airlock cert issue --config FILE --name NAME --role pull|audit|admin [--days N] [--out DIR]
+  airlock cert revoke --config FILE --serial HEX [--reason TEXT]
+  airlock key generate --out PREFIX
+  airlock sign --key PREFIX.key [--ca FILE] [--cert-dir DIR] REGISTRY/REPO@DIGEST
+  airlock audit verify FILE [--key PUB]`;
+
+const env = process.env;
+
+function args<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: O, positionals = 0) {
+  try {
+    const r = parseArgs({ args: argv, options, strict: true as const, allowPositionals: true as const });
+    if (r.positionals.length > positionals) throw new UserError(`unexpected argument "${r.positionals[positionals]}"`);
+    return r;
+  } catch (err) {
+    if (err instanceof UserError) throw err;
+    throw new UserError((err as Error).message.split('\n')[0]);
+  }
+}
+
+function str(v: unknown): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+function required(v: unknown, flag: string): string {
+  const s = str(v);
+  if (!s) throw new UserError(`${flag} is required`);
+  return s;
+}
+
+function loadConfig(file: string): Config {
+  return loadConfigFile(file, env);
+}
+
+// findConfig applies SPEC §1: --config, $AIRLOCK_CONFIG, ./airlock.yaml, ./airlock-data/airlock.yaml.
+function findConfig(flag: string | undefined): string | null {
+  if (flag) return flag;
+  if (env.AIRLOCK_CONFIG) return env.AIRLOCK_CONFIG;
+  for (const f of ['airlock.yaml', path.join('airlock-data', 'airlock.yaml')]) if (fs.existsSync(f)) return f;
+  return null;
+}
+
+async function serve(argv: string[]): Promise<void> {
+  const { values } = args(argv, { config: { type: 'string' } });
+  let file = findConfig(str(values.config));
+  if (file === null) {
+    const r = initDataDir({ dir: 'airlock-data', hosts: defaultHosts(), force: false, keyPassword: env.AIRLOCK_KEY_PASSWORD ?? '', p12Password: env.AIRLOCK_P12_PASSWORD ?? '' });
+    console.log(`no configuration found: initialised ${r.dir} (CA, server certificate for ${r.hosts.join(', ')}, admin bundle, mirror key)`);
+    file = r.config;
+  }
+  const config = loadConfig(file);
+  const airlock = await startAirlock(config);
+  const address = mirrorAddress(config, { host: config.listen.host, port: airlock.port });
+  const admin = path.join(config.dataDir, 'pki', 'clients', 'admin');
+  const c = clientFiles('containerd', config, address)[0];
+  console.log(
+    [
+      `airlock listening on ${airlock.url} (mutual TLS; config ${path.resolve(file)})`,
+      `admin client bundle: ${admin}/{ca.crt,client.cert,client.key,client.p12}`,
+      `mirror public key:   ${config.signing.key.replace(/\.key$/, '.pub')} (also GET ${airlock.url}/api/v1/signing-key)`,
+      `console:             ${airlock.url}/ui/ (import client.p12 into the browser)`,
+      '',
+      `Docker: /etc/docker/daemon.json {"registry-mirrors": ["https://${address}"]}, and copy the bundle to /etc/docker/certs.d/${address}/{ca.crt,client.cert,client.key}`,
+      `containerd: ${c.path}:`,
+      ...c.content.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => `  ${l}`),
+      `podman/skopeo: registries.conf [[registry]] prefix="docker.io" location="${address}/docker.io", certs in /etc/containers/certs.d/${address}/`,
+      `quick check: curl --cacert ${admin}/ca.crt --cert ${admin}/client.cert --key ${admin}/client.key ${airlock.url}/v2/`,
+    ].join('\n'),
+  );
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    airlock.services.logger.info({ signal }, 'stopping: finishing downloads in flight');
+    airlock.close().then(
+      () => process.exit(0),
+      (err: Error) => {
+        console.error(`airlock: error while stopping: ${err.message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+function init(argv: string[]): void {
+  const { values } = args(argv, { dir: { type: 'string' }, host: { type: 'string', multiple: true }, force: { type: 'boolean' } });
+  const hosts = (values.host as string[] | undefined) ?? [];
+  const r = initDataDir({ dir: str(values.dir) ?? 'airlock-data', hosts, force: values.force === true, keyPassword: env.AIRLOCK_KEY_PASSWORD ?? '', p12Password: env.AIRLOCK_P12_PASSWORD ?? '' });
+  console.log(`initialised ${r.dir}\n  config: ${r.config}\n  server certificate for: ${r.hosts.join(', ')}\n  admin bundle: ${r.adminBundle}\nrun: airlock serve --config ${r.config}`);
+}
+
+function cert(argv: string[]): void {
+  const [sub, ...rest] = argv;
+  if (sub === 'issue') {
+    const { values } = args(rest, { config: { type: 'string' }, name: { type: 'string' }, role: { type: 'string' }, days: { type: 'string' }, out: { type: 'string' } });
+    const config = loadConfig(required(values.config, '--config'));
+    const name = required(values.name, '--name');
+    const role = required(values.role, '--role');
+    if (!isRole(role)) throw new UserError(`--role must be pull, audit or admin, not "${role}"`);
+    const daysText = str(values.days) ?? '365';
+    if (!/^[0-9]{1,4}$/.test(daysText)) throw new UserError('--days must be a whole number of days');
+    const caKey = path.join(config.dataDir, 'pki', 'ca.key');
+    if (!fs.existsSync(caKey)) throw new UserError(`the CA key ${caKey} is not on this machine; issue certificates where the CA key lives`);
+    const db = openDatabase(config.dataDir);
+    try {
+      const authority = new CertAuthority({ certPem: fs.readFileSync(config.tls.clientCa[0], 'utf8'), keyPem: fs.readFileSync(caKey, 'utf8') }, createCertStore(db));
+      let issued;
+      try {
+        issued = authority.issue(name, role, Number(daysText), 'airlock cert issue');
+      } catch (err) {
+        throw new UserError((err as Error).message);
+      }
+      const out = str(values.out) ?? path.join(config.dataDir, 'pki', 'clients', name);
+      writeClientBundle(out, issued, issued.caPem, env.AIRLOCK_P12_PASSWORD ?? '');
+      console.log(issued.serial);
+      console.error(`issued ${role} certificate for ${name} (expires ${issued.notAfter}) into ${path.resolve(out)}/{ca.crt,client.cert,client.key,client.p12}`);
+    } finally {
+      db.close();
+    }
+    return;
+  }
+  if (sub === 'revoke') {
+    const { values } = args(rest, { config: { type: 'string' }, serial: { type: 'string' }, reason: { type: 'string' } });
+    const config = loadConfig(required(values.config, '--config'));
+    const serial = required(values.serial, '--serial');
+    const db = openDatabase(config.dataDir);
+    try {
+      const authority = new CertAuthority({ certPem: '', keyPem: '' }, createCertStore(db));
+      let r;
+      try {
+        r = authority.revoke(serial, str(values.reason) ?? 'revoked with airlock cert revoke');
+      } catch (err) {
+        throw new UserError(`--serial: ${(err as Error).message}`);
+      }
+      console.log(r === 'revoked' ? `revoked ${serial.toLowerCase()}; a running server refuses it within one second` : `${serial.toLowerCase()} was already revoked`);
+    } finally {
+      db.close();
+    }
+    return;
+  }
+  throw new UserError(`unknown command "cert ${sub ?? ''}"; use cert issue or cert revoke`);
+}
+
+function key(argv: string[]): void {
+  const [sub, ...rest] = argv;
+  if (sub !== 'generate') throw new UserError(`unknown command "key ${sub ?? ''}"; use key generate --out PREFIX`);
+  const { values } = args(rest, { out: { type: 'string' } });
+  const prefix = required(values.out, '--out');
+  try {
+    const r = writeSigningKey(prefix, env.AIRLOCK_KEY_PASSWORD ?? '');
+    console.log(`wrote ${r.keyPath} (encrypted with $AIRLOCK_KEY_PASSWORD) and ${r.pubPath}`);
+  } catch (err) {
+    throw new UserError((err as Error).message);
+  }
+}
+
+async function sign(argv: string[]): Promise<void> {
+  const { values, positionals } = args(argv, { key: { type: 'string' }, ca: { type: 'string' }, 'cert-dir': { type: 'string' } }, 1);
+  const reference = positionals[0];
+  if (!reference) throw new UserError('name the image to sign: REGISTRY/REPO@sha256:<hex>');
+  const r = await signCommand({
+    keyPath: required(values.key, '--key'),
+    password: env.AIRLOCK_KEY_PASSWORD ?? '',
+    reference,
+    caPath: str(values.ca),
+    certDir: str(values['cert-dir']),
+  });
+  console.log(`signed ${reference}: pushed ${r.signatureTag} (${r.signatureDigest})`);
+}
+
+async function audit(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub !== 'verify') throw new UserError(`unknown command "audit ${sub ?? ''}"; use audit verify FILE [--key PUB]`);
+  const { values, positionals } = args(rest, { key: { type: 'string' } }, 1);
+  const file = positionals[0];
+  if (!file) throw new UserError('name the exported audit file: airlock audit verify FILE [--key PUB]');
+  let keyFile = str(values.key);
+  if (!keyFile) {
+    const cfg = findConfig(undefined);
+    if (!cfg) throw new UserError('--key is required when no local configuration names the mirror key');
+    keyFile = loadConfig(cfg).signing.key.replace(/\.key$/, '.pub');
+  }
+  let pub;
+  try {
+    pub = parsePublicKey(fs.readFileSync(keyFile, 'utf8'));
+  } catch (err) {
+    throw new UserError(`--key ${keyFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let result;
+  try {
+    result = await verifyAuditFile(file, pub);
+  } catch (err) {
+    throw new UserError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const line = formatVerifyResult(result);
+  if (result.ok) {
+    console.log(line);
+    return 0;
+  }
+  console.error(line);
+  return 1;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'init':
+      init(rest);
+      return 0;
+    case 'serve':
+      await serve(rest);
+      return -1;
+    case 'cert':
+      cert(rest);
+      return 0;
+    case 'key':
+      key(rest);
+      return 0;
+    case 'sign':
+      await sign(rest);
+      return 0;
+    case 'audit':
+      return audit(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(USAGE);
+      return cmd === undefined ? 2 : 0;
+    default:
+      throw new UserError(`unknown command "${cmd}"\n${USAGE}`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (err: Error) => {
+    if (err instanceof UserError) console.error(`airlock: ${err.message}`);
+    else console.error(`airlock: unexpected error: ${err.stack ?? err.message}`);
+    process.exitCode = err instanceof UserError ? 2 : 1;
+  },
+);

@@ -1,0 +1,159 @@
+// Upstream is the client for one configured registry: keep-alive connections, token and basic auth,
+// redirects without credentials across hosts, timeouts and a circuit breaker.
+import fs from 'node:fs';
+import tls from 'node:tls';
+import type { Readable } from 'node:stream';
+import { Agent, request } from 'undici';
+import type { IncomingHttpHeaders } from 'undici/types/header.js';
+import type { UpstreamConfig } from '../config.js';
+import { RegistryError } from '../errors.js';
+import { Breaker } from './breaker.js';
+import { parseChallenge, TokenCache } from './auth.js';
+
+// UpstreamResponse is an upstream's answer; the caller must consume or destroy body.
+export interface UpstreamResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Readable;
+}
+
+// UpstreamHooks report each exchange to metrics and the audit log.
+export interface UpstreamHooks {
+  exchange(upstream: string, ms: number, outcome: 'ok' | 'http_error' | 'network_error'): void;
+  breaker(upstream: string, state: string): void;
+}
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+const MAX_REDIRECTS = 5;
+const USER_AGENT = 'airlock/0.1 (registry mirror)';
+
+// header reads one value of an upstream response header.
+export function header(headers: IncomingHttpHeaders, name: string): string | undefined {
+  const v = headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+// Upstream talks to one registry.
+export class Upstream {
+  readonly name: string;
+  readonly origin: string;
+  readonly breaker: Breaker;
+  private readonly agent: Agent;
+  private readonly tokens = new TokenCache();
+  private readonly basic: string | null;
+  private readonly hooks: UpstreamHooks;
+
+  constructor(cfg: UpstreamConfig, hooks: UpstreamHooks) {
+    this.name = cfg.name;
+    this.origin = new URL(cfg.url).origin;
+    this.hooks = hooks;
+    this.breaker = new Breaker();
+    this.breaker.onChange = (state) => hooks.breaker(cfg.name, state);
+    const ca = cfg.ca ? [...tls.rootCertificates, fs.readFileSync(cfg.ca, 'utf8')] : undefined;
+    this.agent = new Agent({
+      connect: { ca, timeout: cfg.connectTimeoutMs },
+      headersTimeout: cfg.readTimeoutMs,
+      bodyTimeout: cfg.readTimeoutMs,
+      keepAliveTimeout: 30000,
+      connections: 32,
+    });
+    this.basic = cfg.username !== null && cfg.password !== null ? `Basic ${Buffer.from(`${cfg.username}:${cfg.password}`).toString('base64')}` : null;
+  }
+
+  // fetch sends one request for repository path (e.g. library/alpine) and handles auth, redirects and the breaker.
+  async fetch(method: 'GET' | 'HEAD', urlPath: string, path: string, headers: Record<string, string> = {}): Promise<UpstreamResponse> {
+    if (!this.breaker.allow()) {
+      throw new RegistryError('UNAVAILABLE', `upstream ${this.name} is unavailable (circuit open after repeated failures; next try in ${Math.ceil(this.breaker.retryInMs() / 1000)} s)`);
+    }
+    const scope = `repository:${path}:pull`;
+    const started = performance.now();
+    try {
+      let res = await this.send(method, this.origin + urlPath, headers, this.tokens.get(scope) ?? this.basic);
+      if (res.status === 401) {
+        const auth = await this.authorize(res, scope);
+        if (auth !== null) res = await this.send(method, this.origin + urlPath, headers, auth);
+      }
+      const failed = res.status >= 500;
+      if (failed) this.breaker.failure();
+      else this.breaker.success();
+      this.hooks.exchange(this.name, performance.now() - started, failed ? 'http_error' : 'ok');
+      return res;
+    } catch (err) {
+      if (err instanceof RegistryError) throw err;
+      this.breaker.failure();
+      this.hooks.exchange(this.name, performance.now() - started, 'network_error');
+      const code = (err as { code?: string }).code ?? (err as Error).name;
+      throw new RegistryError('UNAVAILABLE', `upstream ${this.name} is unreachable (${code})`);
+    }
+  }
+
+  // send makes a request and follows redirects, dropping credentials when a redirect leaves the upstream's origin.
+  private async send(method: string, url: string, headers: Record<string, string>, auth: string | null): Promise<UpstreamResponse> {
+    let target = url;
+    let credentials = auth;
+    for (let hop = 0; ; hop++) {
+      const h: Record<string, string> = { 'user-agent': USER_AGENT, ...headers };
+      if (credentials) h.authorization = credentials;
+      const res = await request(target, { method: method as 'GET', headers: h, dispatcher: this.agent });
+      const location = header(res.headers, 'location');
+      if (!REDIRECTS.has(res.statusCode) || !location) return { status: res.statusCode, headers: res.headers, body: res.body };
+      res.body.resume();
+      if (hop >= MAX_REDIRECTS) throw new RegistryError('UNAVAILABLE', `upstream ${this.name} redirected more than ${MAX_REDIRECTS} times`);
+      const next = new URL(location, target);
+      if (next.protocol !== 'https:' && next.protocol !== 'http:') throw new RegistryError('UNAVAILABLE', `upstream ${this.name} redirected to an unsupported URL scheme`);
+      if (next.origin !== new URL(target).origin) credentials = null;
+      target = next.toString();
+    }
+  }
+
+  // authorize answers a 401 challenge: a bearer token for scope (cached until expiry), or basic credentials.
+  private async authorize(res: UpstreamResponse, scope: string): Promise<string | null> {
+    res.body.resume();
+    const challenge = parseChallenge(res.headers['www-authenticate']);
+    if (!challenge) return null;
+    if (challenge.scheme === 'basic') return this.basic;
+    const realm = challenge.params.realm;
+    if (!realm) return null;
+    const u = new URL(realm);
+    if (challenge.params.service) u.searchParams.set('service', challenge.params.service);
+    u.searchParams.set('scope', scope);
+    const h: Record<string, string> = { 'user-agent': USER_AGENT, accept: 'application/json' };
+    if (this.basic) h.authorization = this.basic;
+    const t = await request(u, { method: 'GET', headers: h, dispatcher: this.agent });
+    if (t.statusCode !== 200) {
+      t.body.resume();
+      throw new RegistryError('DENIED', `upstream ${this.name} token service refused access (HTTP ${t.statusCode})`);
+    }
+    let body: unknown;
+    try {
+      body = await t.body.json();
+    } catch {
+      throw new RegistryError('UNAVAILABLE', `upstream ${this.name} token service sent an unreadable answer`);
+    }
+    const token = this.tokens.put(scope, body);
+    return token ? `Bearer ${token}` : null;
+  }
+
+  // close ends the keep-alive connections.
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+}
+
+// upstreamFailure turns an upstream's non-success answer into the OCI error the client gets; it drains the body.
+export function upstreamFailure(upstream: string, res: UpstreamResponse, kind: 'manifest' | 'blob', what: string): RegistryError {
+  res.body.resume();
+  switch (res.status) {
+    case 404:
+      return new RegistryError(kind === 'manifest' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN', `${what} not found at upstream ${upstream}`);
+    case 401:
+    case 403:
+      return new RegistryError('DENIED', `upstream ${upstream} refused access to ${what} (HTTP ${res.status})`);
+    case 429: {
+      const retry = header(res.headers, 'retry-after');
+      return new RegistryError('TOOMANYREQUESTS', `upstream ${upstream} is rate-limiting requests`, null, retry && /^[0-9]{1,6}$/.test(retry) ? { 'retry-after': retry } : { 'retry-after': '60' });
+    }
+    default:
+      return new RegistryError('UNAVAILABLE', `upstream ${upstream} answered HTTP ${res.status} for ${what}`);
+  }
+}

@@ -1,0 +1,138 @@
+// Policy gathers the facts about (repository, digest) from storage and the upstream, applies the pure rule,
+// and records what follows: a first admission (which airlock signs) or an approval request for a refusal.
+import type { ContentStore } from '../../storage/content.js';
+import type { ApprovalRequest, PolicyStore, Publisher } from '../../storage/policy.js';
+import type { Route } from '../registry/names.js';
+import { decide, type Decision, type Facts } from './decide.js';
+import { bestMatch } from './glob.js';
+
+// PublisherVerifier looks for a signature of digest by one of the candidate publishers' keys.
+export interface PublisherVerifier {
+  verify(route: Route, digest: string, candidates: Publisher[]): Promise<{ name: string; fingerprint: string } | null>;
+}
+
+// PolicyHooks are told about first admissions (to sign them).
+export interface PolicyHooks {
+  admitted(route: Route, digest: string, decision: Decision): void;
+}
+
+// Verdict is a decision plus the approval request a refusal created or bumped.
+export interface Verdict extends Decision {
+  request: ApprovalRequest | null;
+}
+
+const MAX_INDEX_DEPTH = 3;
+
+// Policy decides admission; its caches are dropped whenever the live policy changes (changed()).
+export class Policy {
+  private readonly store: PolicyStore;
+  private readonly content: ContentStore;
+  private readonly hooks: PolicyHooks;
+  publisherVerifier: PublisherVerifier | null = null;
+  private readonly decisions = new Map<string, Decision>();
+  private readonly recorded = new Set<string>();
+  private readonly blobDecisions = new Map<string, boolean>();
+  generation = 0;
+
+  constructor(store: PolicyStore, content: ContentStore, hooks: PolicyHooks) {
+    this.store = store;
+    this.content = content;
+    this.hooks = hooks;
+  }
+
+  // changed drops every cached decision; called after any change to pins, publishers, requests or revocations.
+  changed(): void {
+    this.generation++;
+    this.decisions.clear();
+    this.blobDecisions.clear();
+  }
+
+  // admit decides for a manifest a client asked for, and records the first admission or the refusal's request.
+  async admit(route: Route, digest: string, ctx: { tag: string | null; actor: string | null }): Promise<Verdict> {
+    const decision = await this.evaluate(route, digest);
+    const key = `${route.repository}@${digest}`;
+    if (decision.admitted) {
+      if (!this.recorded.has(key)) {
+        const isNew = this.store.recordAdmission({ repository: route.repository, digest, how: decision.reason, approvedBy: decision.approvedBy, publisherKey: decision.publisherKey });
+        this.recorded.add(key);
+        const existing = isNew ? null : this.store.admission(route.repository, digest);
+        if (isNew || (existing && existing.signature === null)) this.hooks.admitted(route, digest, decision);
+      }
+      return { ...decision, request: null };
+    }
+    this.recorded.delete(key);
+    if (decision.reason === 'revoked') return { ...decision, request: null };
+    const request = this.store.recordRefusal(route.repository, digest, ctx.tag, ctx.actor);
+    return { ...decision, request };
+  }
+
+  // evaluate decides without recording anything; admitted decisions are cached until the policy changes.
+  async evaluate(route: Route, digest: string, depth = 0): Promise<Decision> {
+    const key = `${route.repository}@${digest}`;
+    const cached = this.decisions.get(key);
+    if (cached) return cached;
+    const generation = this.generation;
+    const pin = this.store.pinFor(route.repository, digest);
+    const facts: Facts = {
+      revoked: this.store.revocation(route.repository, digest) !== null,
+      pin: pin ? { source: pin.source, createdBy: pin.createdBy } : null,
+      requestStatus: this.store.requestFor(route.repository, digest)?.status ?? null,
+    };
+    let decision = decide(facts);
+    if (decision === null) {
+      facts.admittedIndex = await this.admittedByIndex(route, digest, depth);
+      decision = decide(facts);
+    }
+    if (decision === null) {
+      facts.publisher = await this.publisherSignature(route, digest);
+      decision = decide(facts) as Decision;
+    }
+    if ((decision.admitted || decision.reason === 'revoked') && generation === this.generation) this.decisions.set(key, decision);
+    return decision;
+  }
+
+  private async admittedByIndex(route: Route, digest: string, depth: number): Promise<boolean> {
+    if (depth >= MAX_INDEX_DEPTH) return false;
+    for (const parent of this.content.parents(route.repository, digest)) {
+      if (parent.own) continue;
+      const d = await this.evaluate(route, parent.digest, depth + 1);
+      if (d.admitted) return true;
+    }
+    return false;
+  }
+
+  // candidates are the publishers whose most specific matching glob ties for the most specific match of all.
+  candidates(repository: string): Publisher[] {
+    const scored = this.store
+      .publishers()
+      .map((p) => ({ p, m: bestMatch(p.repositories, repository) }))
+      .filter((x): x is { p: Publisher; m: { glob: string; score: number } } => x.m !== null);
+    if (scored.length === 0) return [];
+    const top = Math.max(...scored.map((x) => x.m.score));
+    return scored.filter((x) => x.m.score === top).map((x) => x.p);
+  }
+
+  private async publisherSignature(route: Route, digest: string): Promise<{ name: string; fingerprint: string } | null> {
+    if (!this.publisherVerifier) return null;
+    const candidates = this.candidates(route.repository);
+    if (candidates.length === 0) return null;
+    return this.publisherVerifier.verify(route, digest, candidates);
+  }
+
+  // blobAllowed tells whether an admitted manifest of the repository (or airlock's own signature) references the blob.
+  async blobAllowed(route: Route, digest: string): Promise<boolean> {
+    const key = `${route.repository}@${digest}`;
+    const cached = this.blobDecisions.get(key);
+    if (cached !== undefined) return cached;
+    const generation = this.generation;
+    let allowed = false;
+    for (const parent of this.content.parents(route.repository, digest)) {
+      if (parent.own || (await this.evaluate(route, parent.digest)).admitted) {
+        allowed = true;
+        break;
+      }
+    }
+    if (allowed && generation === this.generation) this.blobDecisions.set(key, true);
+    return allowed;
+  }
+}

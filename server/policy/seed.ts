@@ -1,0 +1,34 @@
+// seedPolicy applies the configuration's policy seeds at start without duplicating what the API created.
+import type { PolicyStore } from '../../storage/policy.js';
+import type { Config } from '../config.js';
+import { publisherFingerprints } from './publishers.js';
+
+// seedPolicy adds config pins that are missing and creates or refreshes config publishers; API-made entries win.
+export function seedPolicy(config: Config, store: PolicyStore): { changes: number; problems: string[] } {
+  let changes = 0;
+  const problems: string[] = [];
+  for (const p of config.policy.pins) {
+    const r = store.addPin({ repository: p.repository, digest: p.digest, tag: p.tag, note: 'from the configuration', source: 'config', createdBy: null });
+    if (r === null) problems.push(`pin ${p.repository}:${p.tag} -> ${p.digest}: the tag is already pinned to another digest`);
+    else if (r.created) changes++;
+  }
+  for (const p of config.policy.publishers) {
+    let fingerprints: string[];
+    try {
+      fingerprints = publisherFingerprints(p.publicKey);
+    } catch (err) {
+      problems.push(`publisher ${p.name}: ${(err as Error).message}`);
+      continue;
+    }
+    const fingerprint = fingerprints.join(',');
+    const existing = store.publisher(p.name);
+    if (!existing) {
+      store.addPublisher({ name: p.name, publicKey: p.publicKey, fingerprint, repositories: p.repositories, source: 'config', createdBy: null });
+      changes++;
+    } else if (existing.source === 'config' && (existing.fingerprint !== fingerprint || JSON.stringify(existing.repositories) !== JSON.stringify(p.repositories))) {
+      store.updateSeededPublisher({ name: p.name, publicKey: p.publicKey, fingerprint, repositories: p.repositories });
+      changes++;
+    }
+  }
+  return { changes, problems };
+}

@@ -1,0 +1,325 @@
+// The OCI distribution pull API under /v2/ (SPEC §3, §4): routing, admission, and the exact bytes with every header.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { RegistryError } from '../errors.js';
+import type { Services } from '../services.js';
+import { SIGNATURE_ARTIFACT_TYPE } from '../signing/signer.js';
+import { MEDIA } from './manifest.js';
+import { isDigestLike, isTag, parseDigest, type Route, routeName, truncate } from './names.js';
+import { parseRange } from './range.js';
+
+const SIG_TAG_RE = /^sha256-([a-f0-9]{64})\.sig$/;
+const DRIFT_CHECK_MS = 60000;
+const TAGS_PAGE_MAX = 10000;
+
+// Parsed is a /v2/ request path taken apart from the right, as names may contain slashes.
+type Parsed =
+  | { kind: 'ping' }
+  | { kind: 'catalog' }
+  | { kind: 'manifest'; name: string; ref: string }
+  | { kind: 'blob'; name: string; digest: string }
+  | { kind: 'tags'; name: string }
+  | { kind: 'referrers'; name: string; digest: string }
+  | { kind: 'upload'; name: string };
+
+// parsePath splits /v2/<name>/<endpoint>; a name with percent-escapes or empty components is NAME_INVALID.
+export function parsePath(url: string): Parsed {
+  const q = url.indexOf('?');
+  const path = q >= 0 ? url.slice(0, q) : url;
+  if (path === '/v2' || path === '/v2/') return { kind: 'ping' };
+  if (path === '/v2/_catalog') return { kind: 'catalog' };
+  const rest = path.slice(4);
+  const m = /^(.+)\/(manifests|blobs|tags|referrers)\/(.*)$/.exec(rest);
+  if (!m) throw new RegistryError('NAME_INVALID', `"${truncate(rest)}" is not a registry endpoint`);
+  const [, name, endpoint, tail] = m;
+  if (name.includes('%')) throw new RegistryError('NAME_INVALID', 'repository names cannot contain escaped characters');
+  if (endpoint === 'tags') {
+    if (tail !== 'list') throw new RegistryError('NAME_INVALID', 'the tags endpoint is /v2/<name>/tags/list');
+    return { kind: 'tags', name };
+  }
+  if (endpoint === 'blobs' && (tail === 'uploads' || tail.startsWith('uploads/'))) return { kind: 'upload', name };
+  if (tail === '' || tail.includes('/')) throw new RegistryError(endpoint === 'manifests' ? 'MANIFEST_UNKNOWN' : 'DIGEST_INVALID', `invalid reference "${truncate(tail)}"`);
+  const ref = decodeURIComponentSafe(tail);
+  if (endpoint === 'manifests') return { kind: 'manifest', name, ref };
+  if (endpoint === 'blobs') return { kind: 'blob', name, digest: ref };
+  return { kind: 'referrers', name, digest: ref };
+}
+
+function decodeURIComponentSafe(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    throw new RegistryError('DIGEST_INVALID', 'reference is not valid percent-encoding');
+  }
+}
+
+// registryRoutes registers /v2/ on the app.
+export async function registryRoutes(app: FastifyInstance, s: Services): Promise<void> {
+  const table = { upstreams: s.config.upstreams.map((u) => u.name), defaultUpstream: s.config.defaultUpstream };
+  const lastDriftCheck = new Map<string, number>();
+
+  const route = (req: FastifyRequest, name: string): Route => {
+    const ns = (req.query as Record<string, unknown>).ns;
+    const r = routeName(name, typeof ns === 'string' ? ns : undefined, table);
+    req.airlock.repository = r.repository;
+    return r;
+  };
+
+  const actor = (req: FastifyRequest): string | null => req.airlock.identity?.cn ?? null;
+
+  // admitManifest refuses with DENIED unless policy admits (repository, digest); it names the approval request.
+  const admitManifest = async (req: FastifyRequest, r: Route, digest: string, tag: string | null): Promise<void> => {
+    const v = await s.policy.admit(r, digest, { tag, actor: actor(req) });
+    req.airlock.decision = v.admitted ? 'allow' : 'deny';
+    req.airlock.reason = v.reason;
+    s.metrics.decisions.inc({ decision: req.airlock.decision, reason: v.reason });
+    if (v.admitted) return;
+    if (v.reason === 'revoked') {
+      const rev = s.policyStore.revocation(r.repository, digest);
+      throw new RegistryError('DENIED', `${r.repository}@${digest} has been revoked${rev ? `: ${rev.reason}` : ''}`, { repository: r.repository, digest });
+    }
+    const id = v.request?.id ?? null;
+    const why = v.reason === 'denied' ? 'an administrator denied it' : 'it is not pinned, signed by a trusted publisher or approved';
+    throw new RegistryError('DENIED', `${r.repository}@${digest} is not admitted: ${why}; approval request ${id}`, { request: id, repository: r.repository, digest });
+  };
+
+  // checkDrift notes, at most once a minute per tag, when the upstream moved a pinned tag.
+  const checkDrift = (r: Route, tag: string, pinned: string): void => {
+    const key = `${r.repository}:${tag}`;
+    const t = Date.now();
+    if (t - (lastDriftCheck.get(key) ?? 0) < DRIFT_CHECK_MS) return;
+    lastDriftCheck.set(key, t);
+    void s.mirror.peekTag(r, tag).then((upstream) => {
+      if (upstream === null) return;
+      if (upstream === pinned) {
+        s.policyStore.clearDrift(r.repository, tag);
+        return;
+      }
+      if (s.policyStore.recordDrift(r.repository, tag, pinned, upstream)) {
+        s.audit.append({ action: 'tag.drift', repository: r.repository, reference: tag, digest: upstream, decision: null, reason: `pinned to ${pinned}` });
+        s.logger.warn({ repo: r.repository, tag, pinned, upstream }, 'pinned tag moved upstream');
+      }
+    });
+  };
+
+  const manifest = async (req: FastifyRequest, reply: FastifyReply, name: string, ref: string, head: boolean): Promise<void> => {
+    req.airlock.action = 'pull.manifest';
+    req.airlock.reference = ref;
+    const r = route(req, name);
+    const sig = SIG_TAG_RE.exec(ref);
+    if (sig) return signature(req, reply, r, `sha256:${sig[1]}`, head);
+    let digest: string;
+    let tag: string | null = null;
+    if (isDigestLike(ref)) {
+      digest = parseDigest(ref);
+    } else {
+      if (!isTag(ref)) throw new RegistryError('MANIFEST_UNKNOWN', `invalid tag "${truncate(ref)}"`);
+      tag = ref;
+      const pin = s.policyStore.pinForTag(r.repository, tag);
+      if (pin) {
+        digest = pin.digest;
+        checkDrift(r, tag, pin.digest);
+      } else {
+        const accept = req.headers.accept;
+        digest = (await s.mirror.resolveTag(r, tag, Array.isArray(accept) ? accept.join(', ') : accept ?? null)).digest;
+      }
+    }
+    req.airlock.digest = digest;
+    const { manifest: m, source } = await s.mirror.manifest(r, digest);
+    await admitManifest(req, r, digest, tag);
+    req.airlock.source = source;
+    s.metrics.cache.inc({ kind: 'manifest', result: source === 'upstream' ? 'miss' : 'hit' });
+    sendManifest(req, reply, m.digest, m.mediaType, m.bytes, head);
+  };
+
+  const sendManifest = (req: FastifyRequest, reply: FastifyReply, digest: string, mediaType: string, bytes: Buffer, head: boolean): void => {
+    const etag = `"${digest}"`;
+    reply.header('content-type', mediaType).header('docker-content-digest', digest).header('etag', etag);
+    if (req.headers['if-none-match'] === etag) {
+      reply.code(304).send();
+      return;
+    }
+    reply.header('content-length', bytes.length);
+    req.airlock.bytes = head ? 0 : bytes.length;
+    if (head) reply.send();
+    else reply.send(bytes);
+  };
+
+  // signature serves airlock's own cosign signature of an admitted digest; the upstream's .sig is never passed through.
+  const signature = async (req: FastifyRequest, reply: FastifyReply, r: Route, digest: string, head: boolean): Promise<void> => {
+    req.airlock.action = 'pull.signature';
+    req.airlock.digest = digest;
+    const d = await s.policy.evaluate(r, digest);
+    const adm = d.admitted ? s.policyStore.admission(r.repository, digest) : null;
+    const m = adm?.signature ? s.content.manifest(adm.signature) : null;
+    req.airlock.decision = m ? 'allow' : 'deny';
+    req.airlock.reason = d.reason;
+    if (!m) throw new RegistryError('MANIFEST_UNKNOWN', `no airlock signature for ${r.repository}@${digest}`);
+    req.airlock.source = 'local';
+    sendManifest(req, reply, m.digest, m.mediaType, m.bytes, head);
+  };
+
+  const blob = async (req: FastifyRequest, reply: FastifyReply, name: string, digestRef: string, head: boolean): Promise<void> => {
+    req.airlock.action = 'pull.blob';
+    req.airlock.reference = digestRef;
+    const r = route(req, name);
+    const digest = parseDigest(digestRef);
+    req.airlock.digest = digest;
+    if (!(await s.policy.blobAllowed(r, digest))) {
+      req.airlock.decision = 'deny';
+      req.airlock.reason = 'unknown';
+      throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not referenced by an admitted manifest of ${r.repository}`);
+    }
+    req.airlock.decision = 'allow';
+    const sizeHint = (): number | null => s.content.refSize(r.repository, digest);
+    const size = s.mirror.blobSize(digest) ?? sizeHint();
+    const etag = `"${digest}"`;
+    reply
+      .header('docker-content-digest', digest)
+      .header('etag', etag)
+      .header('accept-ranges', 'bytes')
+      .header('cache-control', 'max-age=31536000')
+      .header('content-type', 'application/octet-stream');
+    if (req.headers['if-none-match'] === etag) {
+      reply.code(304).send();
+      return;
+    }
+    let range = null;
+    if (size !== null) {
+      const parsed = parseRange(req.headers.range, size);
+      if (parsed === 'invalid') {
+        throw new RegistryError('RANGE_INVALID', `range "${truncate(req.headers.range ?? '')}" is not satisfiable for a blob of ${size} bytes`, null, { 'content-range': `bytes */${size}` });
+      }
+      range = parsed;
+    }
+    if (head) {
+      if (size === null) {
+        // Unknown size and not cached: open it to learn the size, then let the download finish in the background.
+        const a = await s.mirror.openBlob(r, digest, null, sizeHint);
+        a.stream.destroy();
+        if (a.size !== null) reply.header('content-length', a.size);
+      } else {
+        reply.header('content-length', size);
+      }
+      req.airlock.bytes = 0;
+      reply.send();
+      return;
+    }
+    const answer = await s.mirror.openBlob(r, digest, range, sizeHint);
+    req.airlock.source = answer.source;
+    s.metrics.cache.inc({ kind: 'blob', result: answer.source === 'upstream' ? 'miss' : 'hit' });
+    if (range) {
+      reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);
+      req.airlock.bytes = range.end - range.start + 1;
+    } else if (answer.size !== null) {
+      reply.header('content-length', answer.size);
+      req.airlock.bytes = answer.size;
+    }
+    reply.send(answer.stream);
+  };
+
+  const tags = async (req: FastifyRequest, reply: FastifyReply, name: string): Promise<void> => {
+    req.airlock.action = 'pull.tags';
+    const r = route(req, name);
+    const q = req.query as Record<string, unknown>;
+    let n: number | null = null;
+    if (q.n !== undefined) {
+      if (typeof q.n !== 'string' || !/^[0-9]{1,9}$/.test(q.n)) throw new RegistryError('PAGINATION_NUMBER_INVALID', 'n must be a non-negative whole number');
+      n = Math.min(Number(q.n), TAGS_PAGE_MAX);
+    }
+    const last = typeof q.last === 'string' ? q.last : null;
+    const candidates = new Map<string, string>();
+    for (const t of s.content.tags(r.repository)) candidates.set(t.tag, t.digest);
+    for (const p of s.policyStore.pins()) if (p.repository === r.repository && p.tag) candidates.set(p.tag, p.digest);
+    const all: string[] = [];
+    for (const [tag, digest] of [...candidates].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
+      if (last !== null && tag <= last) continue;
+      if ((await s.policy.evaluate(r, digest)).admitted) all.push(tag);
+    }
+    const page = n === null ? all : all.slice(0, n);
+    if (n !== null && n > 0 && all.length > n) {
+      const base = `/v2/${name}/tags/list`;
+      const params = new URLSearchParams({ n: String(n), last: page[page.length - 1] });
+      if (typeof q.ns === 'string') params.set('ns', q.ns);
+      reply.header('link', `<${base}?${params}>; rel="next"`);
+    }
+    req.airlock.decision = 'allow';
+    reply.header('content-type', 'application/json').send({ name, tags: page });
+  };
+
+  const referrers = async (req: FastifyRequest, reply: FastifyReply, name: string, digestRef: string): Promise<void> => {
+    req.airlock.action = 'pull.referrers';
+    const r = route(req, name);
+    const digest = parseDigest(digestRef);
+    req.airlock.digest = digest;
+    const q = req.query as Record<string, unknown>;
+    const artifactType = typeof q.artifactType === 'string' ? q.artifactType : null;
+    const manifests: Record<string, unknown>[] = [];
+    if ((await s.policy.evaluate(r, digest)).admitted) {
+      const adm = s.policyStore.admission(r.repository, digest);
+      for (const ref of s.content.referrers(r.repository, digest)) {
+        const own = s.content.holds(r.repository, ref.digest)?.own ?? false;
+        if (own ? adm?.signature !== ref.digest : !(await s.policy.evaluate(r, ref.digest)).admitted) continue;
+        const type = ref.artifactType ?? null;
+        if (artifactType !== null && type !== artifactType) continue;
+        const desc: Record<string, unknown> = { mediaType: ref.mediaType, digest: ref.digest, size: ref.size };
+        if (type) desc.artifactType = type;
+        const annotations = own ? null : readAnnotations(ref.bytes);
+        if (annotations) desc.annotations = annotations;
+        manifests.push(desc);
+      }
+    }
+    if (artifactType !== null) reply.header('oci-filters-applied', 'artifactType');
+    req.airlock.decision = 'allow';
+    reply.header('content-type', MEDIA.ociIndex).send(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.ociIndex, manifests }));
+  };
+
+  const dispatch = async (req: FastifyRequest, reply: FastifyReply, head: boolean): Promise<void> => {
+    const p = parsePath(req.url);
+    switch (p.kind) {
+      case 'ping':
+        req.airlock.action = 'registry.ping';
+        reply.header('content-type', 'application/json').send(head ? undefined : '{}');
+        return;
+      case 'catalog':
+        throw new RegistryError('UNSUPPORTED', 'the catalog is not offered by this mirror');
+      case 'manifest':
+        return manifest(req, reply, p.name, p.ref, head);
+      case 'blob':
+        return blob(req, reply, p.name, p.digest, head);
+      case 'tags':
+        if (head) throw new RegistryError('UNSUPPORTED', 'HEAD is not supported on tags/list');
+        return tags(req, reply, p.name);
+      case 'referrers':
+        if (head) throw new RegistryError('UNSUPPORTED', 'HEAD is not supported on referrers');
+        return referrers(req, reply, p.name, p.digest);
+      case 'upload':
+        throw new RegistryError('UNSUPPORTED', 'airlock is a read-only mirror: pushing is not supported');
+    }
+  };
+
+  app.get('/v2', (req, reply) => dispatch(req, reply, false));
+  app.get('/v2/*', (req, reply) => dispatch(req, reply, false));
+  app.head('/v2', (req, reply) => dispatch(req, reply, true));
+  app.head('/v2/*', (req, reply) => dispatch(req, reply, true));
+  for (const method of ['POST', 'PUT', 'PATCH', 'DELETE'] as const) {
+    app.route({
+      method,
+      url: '/v2/*',
+      handler: async (req) => {
+        req.airlock.action = 'registry.write';
+        throw new RegistryError('UNSUPPORTED', 'airlock is a read-only mirror: pushing and deleting are not supported');
+      },
+    });
+  }
+}
+
+function readAnnotations(bytes: Buffer): Record<string, string> | null {
+  try {
+    const doc = JSON.parse(bytes.toString('utf8')) as { annotations?: unknown };
+    return doc.annotations && typeof doc.annotations === 'object' ? (doc.annotations as Record<string, string>) : null;
+  } catch {
+    return null;
+  }
+}
+
+export { SIGNATURE_ARTIFACT_TYPE };

@@ -1,0 +1,247 @@
+// startAirlock assembles a running airlock from a validated configuration: storage, upstreams, policy, signing,
+// audit, metrics and the one mutual-TLS HTTPS listener. main.ts and the tests both start airlock through it.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import pino, { type Logger } from 'pino';
+import { createAuditStore } from '../storage/audit.js';
+import { BlobStore } from '../storage/blobs.js';
+import { createCertStore } from '../storage/certs.js';
+import { createContentStore } from '../storage/content.js';
+import { dataVersion, openDatabase } from '../storage/db.js';
+import { createPolicyStore } from '../storage/policy.js';
+import { buildApp, identityOf } from './app.js';
+import { AuditLog } from './audit/log.js';
+import type { Config } from './config.js';
+import { UserError } from './errors.js';
+import { createMetrics } from './metrics.js';
+import { Mirror } from './mirror/mirror.js';
+import { Upstream } from './mirror/upstream.js';
+import { CertAuthority } from './pki/authority.js';
+import { identityFromPeer } from './pki/identity.js';
+import { Policy } from './policy/policy.js';
+import { seedPolicy } from './policy/seed.js';
+import type { RevokedSerials, Services } from './services.js';
+import { loadSigningKey } from './signing/key.js';
+import { Signer } from './signing/signer.js';
+
+// REDACT lists log paths that may carry secrets; they never reach the log.
+export const REDACT = ['req.headers.authorization', 'headers.authorization', '*.password', '*.token', '*.key', '*.privateKey', 'password', 'token', 'key'];
+
+const REVOCATION_POLL_MS = 250;
+
+// Airlock is a running server.
+export interface Airlock {
+  services: Services;
+  app: FastifyInstance;
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+// StartOptions let tests and main.ts choose the logger and extra routes.
+export interface StartOptions {
+  logger?: Logger;
+  extraRoutes?: (app: FastifyInstance, s: Services) => Promise<void>;
+}
+
+// createLogger makes the pino logger with secrets redacted at creation.
+export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
+  return pino({ level, redact: { paths: REDACT, censor: '[redacted]' }, base: { service: 'airlock' } }, destination);
+}
+
+// startAirlock opens everything and listens; close() stops cleanly.
+export async function startAirlock(config: Config, opts: StartOptions = {}): Promise<Airlock> {
+  const logger = opts.logger ?? createLogger(config.log.level);
+  const db = openDatabase(config.dataDir);
+  const content = createContentStore(db);
+  const policyStore = createPolicyStore(db);
+  const certs = createCertStore(db);
+  const auditStore = createAuditStore(db);
+  const metrics = createMetrics();
+
+  const blobs = new BlobStore(config.dataDir, config.cache.maxBytes);
+  const removed = blobs.init();
+  if (removed > 0) logger.warn({ removed }, 'removed unfinished blob downloads left by an earlier stop');
+  blobs.onEvict = (digest, size) => logger.info({ digest, size }, 'evicted blob from the cache');
+
+  let signingKey;
+  try {
+    signingKey = loadSigningKey(fs.readFileSync(config.signing.key, 'utf8'), config.signing.password);
+  } catch (err) {
+    db.close();
+    throw new UserError(`signing key ${config.signing.key}: ${(err as Error).message}`);
+  }
+  const ca = loadCa(config);
+  const authority = new CertAuthority(ca, certs);
+
+  const signer = new Signer(content, policyStore, signingKey);
+  const audit = new AuditLog(auditStore, signingKey, signer.keyId);
+  const integrity = audit.open();
+  if (integrity.problem) {
+    logger.error({ problem: integrity.problem }, 'audit log integrity check failed');
+    audit.append({ action: 'audit.integrity', decision: 'deny', reason: integrity.problem });
+  }
+  audit.onAppend = (e) => metrics.auditEvents.inc({ action: e.action });
+  audit.onFlush = (_n, ms) => metrics.auditAppendSeconds.observe(ms / 1000);
+
+  const upstreams = new Map<string, Upstream>();
+  for (const u of config.upstreams) {
+    upstreams.set(
+      u.name,
+      new Upstream(u, {
+        exchange: (name, ms, outcome) => {
+          metrics.upstreamSeconds.observe({ upstream: name }, ms / 1000);
+          if (outcome !== 'ok') metrics.upstreamErrors.inc({ upstream: name, kind: outcome });
+        },
+        breaker: (name, state) => {
+          metrics.breakerOpen.set({ upstream: name }, state === 'open' ? 1 : 0);
+          logger.warn({ upstream: name, state }, 'upstream circuit breaker changed state');
+          audit.append({ action: 'upstream.breaker', repository: null, reference: name, decision: null, reason: state });
+        },
+      }),
+    );
+    metrics.breakerOpen.set({ upstream: u.name }, 0);
+  }
+
+  const mirror = new Mirror(content, blobs, upstreams, {
+    fault: (e) => {
+      logger.warn({ upstream: e.upstream, repo: e.repository, digest: e.digest, fault: e.kind, detail: e.message }, 'upstream fault: nothing was cached');
+      metrics.upstreamErrors.inc({ upstream: e.upstream, kind: e.kind });
+      audit.append({ action: 'upstream.fault', repository: e.repository, digest: e.digest, reference: e.upstream, decision: 'deny', reason: e.kind });
+    },
+    cached: (e) => {
+      const u = blobs.usage();
+      metrics.cacheBytes.set(u.bytes);
+      metrics.cacheBlobs.set(u.blobs);
+      logger.debug({ upstream: e.upstream, repo: e.repository, digest: e.digest, bytes: e.bytes }, 'blob cached');
+    },
+  });
+
+  const policy = new Policy(policyStore, content, {
+    admitted: (route, digest, decision) => {
+      const sig = signer.sign(route.repository, digest, decision);
+      audit.append({ action: 'image.admitted', repository: route.repository, digest, decision: 'allow', reason: decision.reason, actor: decision.approvedBy });
+      logger.info({ repo: route.repository, digest, decision: 'allow', reason: decision.reason, signature: sig }, 'image admitted and signed');
+    },
+  });
+
+  const seeded = seedPolicy(config, policyStore);
+  if (seeded.changes > 0) logger.info(seeded, 'applied policy seeds from the configuration');
+  for (const p of seeded.problems) logger.warn({ problem: p }, 'policy seed not applied');
+
+  const revoked = watchRevocations(db, certs);
+  const u0 = blobs.usage();
+  metrics.cacheBytes.set(u0.bytes);
+  metrics.cacheBlobs.set(u0.blobs);
+
+  const services: Services = {
+    config, logger, db, content, policyStore, certs, auditStore, blobs, upstreams, mirror, policy, signer, audit, metrics, authority, revoked, startedAt: new Date(),
+  };
+
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    https: {
+      key: fs.readFileSync(config.tls.key),
+      cert: fs.readFileSync(config.tls.cert),
+      ca: config.tls.clientCa.map((f) => fs.readFileSync(f)),
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.2',
+      handshakeTimeout: 10000,
+    },
+    exposeHeadRoutes: false,
+    routerOptions: { maxParamLength: 2048 },
+    bodyLimit: 1 << 20,
+    connectionTimeout: 0,
+    keepAliveTimeout: 65000,
+    requestTimeout: 30000,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  }) as unknown as FastifyInstance;
+  app.server.headersTimeout = 15000;
+  watchTls(app, services);
+
+  await buildApp(app, services, async (a) => {
+    if (opts.extraRoutes) await opts.extraRoutes(a, services);
+  });
+  await app.listen({ host: config.listen.host, port: config.listen.port });
+  const address = app.server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  logger.info({ listen: `${host}:${address.port}` }, 'airlock is listening');
+
+  let closed = false;
+  return {
+    services,
+    app,
+    url: `https://${host}:${address.port}`,
+    port: address.port,
+    async close() {
+      if (closed) return;
+      closed = true;
+      revoked.stop();
+      await app.close();
+      await withDeadline(mirror.inflight.settle(), 30000);
+      audit.close();
+      for (const u of upstreams.values()) await u.close();
+      db.close();
+    },
+  };
+}
+
+function loadCa(config: Config): { certPem: string; keyPem: string } {
+  const dir = path.join(config.dataDir, 'pki');
+  const certPem = fs.readFileSync(config.tls.clientCa[0], 'utf8');
+  const keyFile = path.join(dir, 'ca.key');
+  const keyPem = fs.existsSync(keyFile) ? fs.readFileSync(keyFile, 'utf8') : '';
+  return { certPem, keyPem };
+}
+
+// watchRevocations keeps the revoked serials in memory and reloads them within REVOCATION_POLL_MS of any commit,
+// including one made by `airlock cert revoke` in another process.
+function watchRevocations(db: Services['db'], certs: Services['certs']): RevokedSerials & { stop(): void } {
+  let serials = certs.revokedSerials();
+  let version = dataVersion(db);
+  const timer = setInterval(() => {
+    const v = dataVersion(db);
+    if (v !== version) {
+      version = v;
+      serials = certs.revokedSerials();
+    }
+  }, REVOCATION_POLL_MS);
+  timer.unref();
+  return {
+    has: (serial) => serials.has(serial),
+    refresh: () => {
+      serials = certs.revokedSerials();
+    },
+    stop: () => clearInterval(timer),
+  };
+}
+
+// watchTls audits refused handshakes and closes connections whose certificate was revoked.
+function watchTls(app: FastifyInstance, s: Services): void {
+  app.server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+    const reason: unknown = socket.authorizationError;
+    const why = typeof reason === 'string' ? reason : err.code ?? 'handshake failed';
+    s.metrics.tlsRefused.inc({ reason: why });
+    s.audit.append({ action: 'tls.refused', ip: socket.remoteAddress ?? null, decision: 'deny', reason: why });
+  });
+  app.server.on('secureConnection', (socket: TLSSocket) => {
+    const id = identityOf(socket) ?? identityFromPeer(socket.getPeerCertificate());
+    if (id && s.revoked.has(id.serial)) {
+      s.metrics.tlsRefused.inc({ reason: 'revoked' });
+      s.audit.append({ action: 'tls.refused', actor: id.cn, actorSerial: id.serial, role: id.role, ip: socket.remoteAddress ?? null, decision: 'deny', reason: 'certificate revoked' });
+      socket.destroy();
+    }
+  });
+}
+
+async function withDeadline(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}

@@ -1,0 +1,60 @@
+// The audit chain's rows: appended in batches, never updated or deleted, read back in order for exports.
+import type { AuditEvent, Checkpoint } from '../server/audit/chain.js';
+import type { Db } from './db.js';
+import { now } from './db.js';
+
+interface AuditRow {
+  seq: number; time: string; actor: string | null; actor_serial: string | null; role: string | null; ip: string | null; action: string;
+  repository: string | null; reference: string | null; digest: string | null; decision: string | null; reason: string | null;
+  status: number | null; bytes: number | null; prev: string; hash: string;
+}
+
+const event = (r: AuditRow): AuditEvent => ({
+  seq: r.seq, time: r.time, actor: r.actor, actorSerial: r.actor_serial, role: r.role, ip: r.ip, action: r.action, repository: r.repository,
+  reference: r.reference, digest: r.digest, decision: r.decision, reason: r.reason, status: r.status, bytes: r.bytes, prev: r.prev, hash: r.hash,
+});
+
+// createAuditStore prepares the audit statements once.
+export function createAuditStore(db: Db) {
+  const insert = db.prepare(
+    `INSERT INTO audit (seq, time, actor, actor_serial, role, ip, action, repository, reference, digest, decision, reason, status, bytes, prev, hash)
+     VALUES (@seq, @time, @actor, @actorSerial, @role, @ip, @action, @repository, @reference, @digest, @decision, @reason, @status, @bytes, @prev, @hash)`,
+  );
+  const last = db.prepare<[], AuditRow>('SELECT * FROM audit ORDER BY seq DESC LIMIT 1');
+  const bySeq = db.prepare<[number], AuditRow>('SELECT * FROM audit WHERE seq = ?');
+  const range = db.prepare<[string, string, number], AuditRow>('SELECT * FROM audit WHERE time >= ? AND time < ? AND seq <= ? ORDER BY seq');
+  const count = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM audit');
+  const cpLast = db.prepare<[], { seq: number; hash: string; key_id: string; signature: string }>('SELECT * FROM checkpoints ORDER BY seq DESC LIMIT 1');
+  const cpInsert = db.prepare<[number, string, string, string, string]>('INSERT OR REPLACE INTO checkpoints (seq, hash, key_id, signature, created_at) VALUES (?, ?, ?, ?, ?)');
+  const appendMany = db.transaction((events: AuditEvent[]) => {
+    for (const e of events) insert.run(e);
+  });
+
+  return {
+    // append stores a batch of chained events in one transaction.
+    append: (events: AuditEvent[]): void => appendMany(events),
+    last: (): AuditEvent | null => {
+      const r = last.get();
+      return r ? event(r) : null;
+    },
+    get: (seq: number): AuditEvent | null => {
+      const r = bySeq.get(seq);
+      return r ? event(r) : null;
+    },
+    count: (): number => count.get()?.n ?? 0,
+    // range iterates the events with since <= time < until, up to maxSeq, without loading them all.
+    *range(since: string, until: string, maxSeq: number): Generator<AuditEvent> {
+      for (const r of range.iterate(since, until, maxSeq)) yield event(r);
+    },
+    lastCheckpoint: (): Checkpoint | null => {
+      const r = cpLast.get();
+      return r ? { type: 'checkpoint', seq: r.seq, hash: r.hash, keyId: r.key_id, signature: r.signature } : null;
+    },
+    saveCheckpoint: (cp: Checkpoint): void => {
+      cpInsert.run(cp.seq, cp.hash, cp.keyId, cp.signature, now());
+    },
+  };
+}
+
+// AuditStore is the audit rows' operations.
+export type AuditStore = ReturnType<typeof createAuditStore>;

@@ -1,0 +1,44 @@
+// The SQLite database: opened with WAL and foreign keys, migrated by PRAGMA user_version.
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { MIGRATIONS } from './migrations.js';
+
+// Db is the handle every storage module receives.
+export type Db = Database.Database;
+
+// openDatabase opens (creating if needed) DATADIR/airlock.db and runs the migrations it has not run yet.
+export function openDatabase(dataDir: string): Db {
+  fs.mkdirSync(dataDir, { recursive: true });
+  const db = new Database(path.join(dataDir, 'airlock.db'));
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.pragma('foreign_keys = ON');
+  db.pragma('busy_timeout = 5000');
+  migrate(db);
+  return db;
+}
+
+// migrate applies every migration past the database's user_version, each in its own transaction.
+export function migrate(db: Db): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > MIGRATIONS.length) {
+    throw new Error(`database schema version ${current} is newer than this airlock (${MIGRATIONS.length}); upgrade airlock`);
+  }
+  for (let i = current; i < MIGRATIONS.length; i++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[i]);
+      db.pragma(`user_version = ${i + 1}`);
+    })();
+  }
+}
+
+// dataVersion changes whenever another connection commits, so a server notices changes made by the CLI.
+export function dataVersion(db: Db): number {
+  return db.pragma('data_version', { simple: true }) as number;
+}
+
+// now is the timestamp format every table uses: RFC 3339 UTC with milliseconds.
+export function now(): string {
+  return new Date().toISOString();
+}

@@ -1,0 +1,167 @@
+// MIGRATIONS are the numbered, append-only schema steps; PRAGMA user_version records how many have run.
+export const MIGRATIONS: readonly string[] = [
+  // 1: the content model, policy, certificates and the audit chain.
+  `
+  CREATE TABLE manifests (
+    digest      TEXT PRIMARY KEY,
+    media_type  TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    bytes       BLOB NOT NULL,
+    created_at  TEXT NOT NULL
+  ) STRICT;
+
+  CREATE TABLE repo_manifests (
+    repository    TEXT NOT NULL,
+    digest        TEXT NOT NULL REFERENCES manifests(digest),
+    subject       TEXT,
+    artifact_type TEXT,
+    own           INTEGER NOT NULL DEFAULT 0,
+    seen_at       TEXT NOT NULL,
+    PRIMARY KEY (repository, digest)
+  ) STRICT;
+  CREATE INDEX repo_manifests_subject ON repo_manifests(repository, subject) WHERE subject IS NOT NULL;
+
+  CREATE TABLE manifest_refs (
+    digest      TEXT NOT NULL REFERENCES manifests(digest),
+    child       TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('blob', 'manifest')),
+    media_type  TEXT,
+    size        INTEGER,
+    PRIMARY KEY (digest, child)
+  ) STRICT;
+  CREATE INDEX manifest_refs_child ON manifest_refs(child);
+
+  CREATE TABLE local_blobs (
+    digest      TEXT PRIMARY KEY,
+    media_type  TEXT NOT NULL,
+    bytes       BLOB NOT NULL
+  ) STRICT;
+
+  CREATE TABLE tags (
+    repository  TEXT NOT NULL,
+    tag         TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    resolved_at TEXT NOT NULL,
+    PRIMARY KEY (repository, tag)
+  ) STRICT;
+
+  CREATE TABLE pins (
+    id          INTEGER PRIMARY KEY,
+    repository  TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    tag         TEXT,
+    note        TEXT,
+    source      TEXT NOT NULL CHECK (source IN ('config', 'api', 'approval')),
+    created_by  TEXT,
+    created_at  TEXT NOT NULL
+  ) STRICT;
+  CREATE UNIQUE INDEX pins_unique ON pins(repository, digest, coalesce(tag, ''));
+  CREATE UNIQUE INDEX pins_tag ON pins(repository, tag) WHERE tag IS NOT NULL;
+
+  CREATE TABLE requests (
+    id           INTEGER PRIMARY KEY,
+    repository   TEXT NOT NULL,
+    digest       TEXT NOT NULL,
+    tag          TEXT,
+    requested_by TEXT,
+    first_seen   TEXT NOT NULL,
+    last_seen    TEXT NOT NULL,
+    count        INTEGER NOT NULL DEFAULT 1,
+    status       TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied')),
+    decided_by   TEXT,
+    decided_at   TEXT,
+    note         TEXT,
+    UNIQUE (repository, digest)
+  ) STRICT;
+
+  CREATE TABLE publishers (
+    name         TEXT PRIMARY KEY,
+    public_key   TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL,
+    repositories TEXT NOT NULL,
+    source       TEXT NOT NULL CHECK (source IN ('config', 'api')),
+    created_by   TEXT,
+    created_at   TEXT NOT NULL
+  ) STRICT;
+
+  CREATE TABLE signature_checks (
+    repository   TEXT NOT NULL,
+    digest       TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL,
+    verified     INTEGER NOT NULL,
+    checked_at   TEXT NOT NULL,
+    PRIMARY KEY (repository, digest, fingerprint)
+  ) STRICT;
+
+  CREATE TABLE admissions (
+    repository    TEXT NOT NULL,
+    digest        TEXT NOT NULL,
+    how           TEXT NOT NULL,
+    approved_by   TEXT,
+    publisher_key TEXT,
+    admitted_at   TEXT NOT NULL,
+    signature     TEXT,
+    signed_at     TEXT,
+    signing_key   TEXT,
+    PRIMARY KEY (repository, digest)
+  ) STRICT;
+
+  CREATE TABLE revocations (
+    repository  TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    revoked_by  TEXT,
+    revoked_at  TEXT NOT NULL,
+    PRIMARY KEY (repository, digest)
+  ) STRICT;
+
+  CREATE TABLE drift (
+    repository      TEXT NOT NULL,
+    tag             TEXT NOT NULL,
+    pinned_digest   TEXT NOT NULL,
+    upstream_digest TEXT NOT NULL,
+    first_seen      TEXT NOT NULL,
+    last_seen       TEXT NOT NULL,
+    PRIMARY KEY (repository, tag)
+  ) STRICT;
+
+  CREATE TABLE certs (
+    serial        TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    role          TEXT NOT NULL,
+    not_after     TEXT NOT NULL,
+    issued_at     TEXT NOT NULL,
+    issued_by     TEXT,
+    revoked_at    TEXT,
+    revoke_reason TEXT
+  ) STRICT;
+
+  CREATE TABLE audit (
+    seq          INTEGER PRIMARY KEY,
+    time         TEXT NOT NULL,
+    actor        TEXT,
+    actor_serial TEXT,
+    role         TEXT,
+    ip           TEXT,
+    action       TEXT NOT NULL,
+    repository   TEXT,
+    reference    TEXT,
+    digest       TEXT,
+    decision     TEXT,
+    reason       TEXT,
+    status       INTEGER,
+    bytes        INTEGER,
+    prev         TEXT NOT NULL,
+    hash         TEXT NOT NULL
+  ) STRICT;
+  CREATE INDEX audit_time ON audit(time);
+
+  CREATE TABLE checkpoints (
+    seq         INTEGER PRIMARY KEY,
+    hash        TEXT NOT NULL,
+    key_id      TEXT NOT NULL,
+    signature   TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+  ) STRICT;
+  `,
+];
