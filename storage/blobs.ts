@@ -180,7 +180,7 @@ export class BlobWriter extends Writable {
   private fd: number | null = null;
 
   constructor(store: BlobStore, digest: string, expectedSize: number | null, tmpPath: string) {
-    super({ highWaterMark: READ_CHUNK });
+    super({ highWaterMark: READ_CHUNK, autoDestroy: false });
     this.store = store;
     this.digest = digest;
     this.expectedSize = expectedSize;

@@ -117,10 +117,9 @@ function signedPayload(key: KeyObject, reference: string, digest: string): { pay
 }
 
 // bundleFor builds, by hand, the sigstore bundle cosign v3 attaches: a DSSE envelope over an in-toto statement.
-function bundleFor(key: KeyObject, digest: string, predicateType = SIGN_PREDICATE): Buffer {
-  const statement = Buffer.from(
-    JSON.stringify({ _type: 'https://in-toto.io/Statement/v1', subject: [{ digest: { sha256: digest.slice(7) } }], predicateType, predicate: {} }),
-  );
+function bundleFor(key: KeyObject, digest: string, predicateType = SIGN_PREDICATE, subjectName?: string): Buffer {
+  const subject = subjectName === undefined ? { digest: { sha256: digest.slice(7) } } : { name: subjectName, digest: { sha256: digest.slice(7) } };
+  const statement = Buffer.from(JSON.stringify({ _type: 'https://in-toto.io/Statement/v1', subject: [subject], predicateType, predicate: {} }));
   const pae = Buffer.concat([Buffer.from(`DSSEv1 ${IN_TOTO.length} ${IN_TOTO} ${statement.length} `), statement]);
   const sig = key.asymmetricKeyType === 'ed25519' ? crypto.sign(null, pae, key) : crypto.sign('sha256', pae, { key, dsaEncoding: 'der' });
   return Buffer.from(
@@ -133,7 +132,7 @@ function bundleFor(key: KeyObject, digest: string, predicateType = SIGN_PREDICAT
 }
 
 // publishBundle stores a bundle manifest at the fake and returns the index that lists it as a referrer of digest.
-function publishBundle(fake: FakeUpstream, route: Route, digest: string, bundle: Buffer): Buffer {
+function publishBundle(fake: FakeUpstream, route: Route, digest: string, bundle: Buffer, listedType = BUNDLE_TYPE): Buffer {
   const empty = Buffer.from('{}');
   fake.set(`/v2/${route.path}/blobs/${sha256Digest(bundle)}`, bundle);
   const manifest = Buffer.from(
@@ -153,7 +152,7 @@ function publishBundle(fake: FakeUpstream, route: Route, digest: string, bundle:
     JSON.stringify({
       schemaVersion: 2,
       mediaType: OCI_INDEX,
-      manifests: [{ mediaType: OCI_MANIFEST, digest: manifestDigest, size: manifest.length, artifactType: BUNDLE_TYPE }],
+      manifests: [{ mediaType: OCI_MANIFEST, digest: manifestDigest, size: manifest.length, artifactType: listedType }],
     }),
   );
 }
@@ -198,10 +197,11 @@ test('a payload blob whose bytes do not match the layer digest is ignored', asyn
   const { fake, verifier } = await setup(t);
   const key = keyPair();
   const digest = randomDigest();
-  const good = signedPayload(key.privateKey, 'docker.io/library/alpine', digest);
-  publishLegacy(fake, alpine, digest, [good]);
-  const tampered = Buffer.from(good.payload.toString('utf8').replace('"optional":null', '"optional":{}'));
-  fake.set(`/v2/library/alpine/blobs/${sha256Digest(good.payload)}`, tampered);
+  const listed = buildPayload('docker.io/library/alpine', digest, null);
+  const served = buildPayload('docker.io/library/alpine', digest, { note: 'swapped' });
+  // The layer lists one payload but the blob served under its digest is another, validly signed one.
+  publishLegacy(fake, alpine, digest, [{ payload: listed, signature: signPayload(key.privateKey, served) }]);
+  fake.set(`/v2/library/alpine/blobs/${sha256Digest(listed)}`, served);
   assert.equal(await verifier.verify(alpine, digest, [publisher('acme', key.publicPem)]), null);
 });
 
@@ -295,6 +295,15 @@ test('a bundle whose statement has another subject, or is an attestation rather 
   assert.equal(await verifier.verify(alpine, digest, [publisher('acme', key.publicPem)]), null);
 });
 
+test('a bundle whose subject is named as another repository admits nothing', async (t) => {
+  const { fake, verifier } = await setup(t);
+  const key = keyPair();
+  const digest = randomDigest();
+  const index = publishBundle(fake, alpine, digest, bundleFor(key.privateKey, digest, SIGN_PREDICATE, 'docker.io/library/busybox'));
+  fake.set(`/v2/library/alpine/referrers/${digest}`, index, OCI_INDEX);
+  assert.equal(await verifier.verify(alpine, digest, [publisher('acme', key.publicPem)]), null);
+});
+
 test('a bundle signed by another key admits nothing', async (t) => {
   const { fake, verifier } = await setup(t);
   const key = keyPair();
@@ -317,7 +326,9 @@ test('without a referrers API a bundle under the sha256-<hex> referrers tag is f
   const { fake, verifier } = await setup(t);
   const key = keyPair('ed25519');
   const digest = randomDigest();
-  fake.set(`/v2/library/alpine/manifests/${digest.replace(':', '-')}`, publishBundle(fake, alpine, digest, bundleFor(key.privateKey, digest)), OCI_INDEX);
+  // go-containerregistry lists the bundle there with the empty config's type, as cosign 2.5 attest --new-bundle-format does.
+  const index = publishBundle(fake, alpine, digest, bundleFor(key.privateKey, digest, SIGN_PREDICATE, 'index.docker.io/library/alpine'), 'application/vnd.oci.empty.v1+json');
+  fake.set(`/v2/library/alpine/manifests/${digest.replace(':', '-')}`, index, OCI_INDEX);
   assert.deepEqual(await verifier.verify(alpine, digest, [publisher('acme', key.publicPem)]), { name: 'acme', fingerprint: key.fingerprint });
 });
 
@@ -358,7 +369,10 @@ test('an oversized signature manifest is ignored', async (t) => {
   const { fake, verifier } = await setup(t);
   const key = keyPair();
   const digest = randomDigest();
-  fake.set(`/v2/library/alpine/manifests/${sigTag(digest)}`, Buffer.alloc(4 * 1024 * 1024 + 1, 0x20), OCI_MANIFEST);
+  publishLegacy(fake, alpine, digest, [signedPayload(key.privateKey, 'docker.io/library/alpine', digest)]);
+  const manifest = fake.answers.get(`/v2/library/alpine/manifests/${sigTag(digest)}`)?.body ?? Buffer.alloc(0);
+  // Trailing whitespace keeps it valid JSON, so only the size limit refuses it.
+  fake.set(`/v2/library/alpine/manifests/${sigTag(digest)}`, Buffer.concat([manifest, Buffer.alloc(4 * 1024 * 1024, 0x20)]), OCI_MANIFEST);
   assert.equal(await verifier.verify(alpine, digest, [publisher('acme', key.publicPem)]), null);
 });
 

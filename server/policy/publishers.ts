@@ -12,6 +12,7 @@ import type { PublisherVerifier } from './policy.js';
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
 const BUNDLE_TYPE = 'application/vnd.dev.sigstore.bundle.v0.3+json';
+const EMPTY_TYPE = 'application/vnd.oci.empty.v1+json';
 const IN_TOTO = 'application/vnd.in-toto+json';
 const STATEMENT_TYPES = new Set(['https://in-toto.io/Statement/v1', 'https://in-toto.io/Statement/v0.1']);
 // cosign v3 writes signatures and attestations as the same referrer type; only this predicate is a signature.
@@ -232,7 +233,7 @@ export class UpstreamSignatureVerifier implements PublisherVerifier {
     if (!Buffer.isBuffer(manifest) || sha256Digest(manifest) !== referrer) return null;
     const layer = bundleLayer(manifest);
     const bundle = layer ? await this.blob(lookup, layer, BUNDLE_LIMIT) : null;
-    return bundle ? dsseSigned(bundle, lookup.digest) : null;
+    return bundle ? dsseSigned(bundle, lookup) : null;
   }
 
   // blob fetches a blob and returns it only when its bytes match the digest.
@@ -257,13 +258,21 @@ export class UpstreamSignatureVerifier implements PublisherVerifier {
   }
 }
 
-// payloadNames tells whether a simple-signing payload names the lookup's digest and repository, as airlock names it or
-// as the publisher pushed it (the upstream's own host, e.g. 127.0.0.1:5000/library/busybox); Docker Hub spellings fold.
+// payloadNames tells whether a simple-signing payload names the lookup's digest and repository.
 function payloadNames(payload: Buffer, lookup: Lookup): boolean {
   try {
     const claim = parsePayload(payload);
-    if (claim.digest !== lookup.digest) return false;
-    const ref = parseCanonicalReference(claim.reference);
+    return claim.digest === lookup.digest && referenceNames(claim.reference, lookup);
+  } catch {
+    return false;
+  }
+}
+
+// referenceNames tells whether a signed reference names the lookup's repository, as airlock names it or as the publisher
+// pushed it (the upstream's own host, e.g. 127.0.0.1:5000/library/busybox); Docker Hub spellings fold.
+function referenceNames(reference: string, lookup: Lookup): boolean {
+  try {
+    const ref = parseCanonicalReference(reference);
     if (ref.digest !== null && ref.digest !== lookup.digest) return false;
     return sameRepository(ref.repository, lookup.route.repository) || sameRepository(ref.repository, `${lookup.host}/${lookup.route.path}`);
   } catch {
@@ -271,11 +280,15 @@ function payloadNames(payload: Buffer, lookup: Lookup): boolean {
   }
 }
 
-// bundleReferrers lists the digests of an OCI index's sigstore bundle manifests.
+// bundleReferrers lists an OCI index's candidate bundle manifests, bundles first; go-containerregistry's referrers-tag
+// fallback lists them with the config's artifactType (application/vnd.oci.empty.v1+json), so those are read too.
 function bundleReferrers(index: Buffer): string[] {
   const doc = parseJson(index);
   if (!isRecord(doc) || !Array.isArray(doc.manifests)) return [];
-  return doc.manifests.filter(isRecord).flatMap((m) => (m.artifactType === BUNDLE_TYPE && typeof m.digest === 'string' && isSha256Digest(m.digest) ? [m.digest] : []));
+  const entries = doc.manifests.filter(isRecord).filter((m) => typeof m.digest === 'string' && isSha256Digest(m.digest));
+  const bundles = entries.filter((m) => m.artifactType === BUNDLE_TYPE);
+  const untyped = entries.filter((m) => m.artifactType === undefined || m.artifactType === EMPTY_TYPE);
+  return [...bundles, ...untyped].map((m) => m.digest as string);
 }
 
 // bundleLayer is the digest of a bundle manifest's bundle layer.
@@ -287,27 +300,33 @@ function bundleLayer(manifest: Buffer): string | null {
 }
 
 // dsseSigned reads a sigstore bundle's DSSE envelope; it yields the envelope's PAE and signatures when the in-toto
-// statement is a cosign signature whose subject is digest. Key trust only: transparency-log entries are not required.
-function dsseSigned(bundle: Buffer, digest: string): Signed | null {
+// statement is a cosign signature whose subject is the digest (and, when the subject has a name, names the repository).
+// Key trust only: transparency-log entries are not required.
+function dsseSigned(bundle: Buffer, lookup: Lookup): Signed | null {
   const doc = parseJson(bundle);
   if (!isRecord(doc) || typeof doc.mediaType !== 'string' || !doc.mediaType.startsWith('application/vnd.dev.sigstore.bundle')) return null;
   const envelope = doc.dsseEnvelope;
   if (!isRecord(envelope) || envelope.payloadType !== IN_TOTO || typeof envelope.payload !== 'string' || !Array.isArray(envelope.signatures)) return null;
   const body = Buffer.from(envelope.payload, 'base64');
   const statement = parseJson(body);
-  const hex = digest.slice('sha256:'.length);
   const names =
     isRecord(statement) &&
     typeof statement._type === 'string' &&
     STATEMENT_TYPES.has(statement._type) &&
     statement.predicateType === COSIGN_SIGN_PREDICATE &&
     Array.isArray(statement.subject) &&
-    statement.subject.some((s) => isRecord(s) && isRecord(s.digest) && s.digest.sha256 === hex);
+    statement.subject.some((subject) => subjectNames(subject, lookup));
   if (!names) return null;
   const signatures = envelope.signatures.flatMap((s) => (isRecord(s) && typeof s.sig === 'string' ? [s.sig] : []));
   // DSSE's pre-authentication encoding: "DSSEv1" SP len(type) SP type SP len(body) SP body, lengths in bytes.
   const pae = Buffer.concat([Buffer.from(`DSSEv1 ${Buffer.byteLength(IN_TOTO)} ${IN_TOTO} ${body.length} `), body]);
   return signatures.length > 0 ? { message: pae, signatures } : null;
+}
+
+// subjectNames tells whether an in-toto subject is the lookup's digest; cosign v3's sign leaves the name out, attest fills it.
+function subjectNames(subject: unknown, lookup: Lookup): boolean {
+  if (!isRecord(subject) || !isRecord(subject.digest) || `sha256:${String(subject.digest.sha256)}` !== lookup.digest) return false;
+  return subject.name === undefined || subject.name === '' || (typeof subject.name === 'string' && referenceNames(subject.name, lookup));
 }
 
 // readLimited reads a whole body, or returns null (and drops the body) when it is larger than limit.

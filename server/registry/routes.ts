@@ -54,6 +54,10 @@ function decodeURIComponentSafe(s: string): string {
 
 // registryRoutes registers /v2/ on the app.
 export async function registryRoutes(app: FastifyInstance, s: Services): Promise<void> {
+  // Request bodies under /v2/ are never read: writes are refused before any upload is accepted.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
+
   const table = { upstreams: s.config.upstreams.map((u) => u.name), defaultUpstream: s.config.defaultUpstream };
   const lastDriftCheck = new Map<string, number>();
 
@@ -243,7 +247,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
       reply.header('link', `<${base}?${params}>; rel="next"`);
     }
     req.airlock.decision = 'allow';
-    reply.header('content-type', 'application/json').send({ name, tags: page });
+    reply.header('content-type', 'application/json').send(Buffer.from(JSON.stringify({ name, tags: page })));
   };
 
   const referrers = async (req: FastifyRequest, reply: FastifyReply, name: string, digestRef: string): Promise<void> => {
@@ -270,7 +274,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
     }
     if (artifactType !== null) reply.header('oci-filters-applied', 'artifactType');
     req.airlock.decision = 'allow';
-    reply.header('content-type', MEDIA.ociIndex).send(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.ociIndex, manifests }));
+    reply.header('content-type', MEDIA.ociIndex).send(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.ociIndex, manifests })));
   };
 
   const dispatch = async (req: FastifyRequest, reply: FastifyReply, head: boolean): Promise<void> => {
@@ -278,7 +282,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
     switch (p.kind) {
       case 'ping':
         req.airlock.action = 'registry.ping';
-        reply.header('content-type', 'application/json').send(head ? undefined : '{}');
+        reply.header('content-type', 'application/json').send(head ? undefined : Buffer.from('{}'));
         return;
       case 'catalog':
         throw new RegistryError('UNSUPPORTED', 'the catalog is not offered by this mirror');
@@ -297,10 +301,19 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
     }
   };
 
-  app.get('/v2', (req, reply) => dispatch(req, reply, false));
-  app.get('/v2/*', (req, reply) => dispatch(req, reply, false));
-  app.head('/v2', (req, reply) => dispatch(req, reply, true));
-  app.head('/v2/*', (req, reply) => dispatch(req, reply, true));
+  // Handlers return the reply: Fastify then waits for the stream instead of sending an empty body.
+  const get = async (req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+    await dispatch(req, reply, false);
+    return reply;
+  };
+  const head = async (req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+    await dispatch(req, reply, true);
+    return reply;
+  };
+  app.get('/v2', get);
+  app.get('/v2/*', get);
+  app.head('/v2', head);
+  app.head('/v2/*', head);
   for (const method of ['POST', 'PUT', 'PATCH', 'DELETE'] as const) {
     app.route({
       method,

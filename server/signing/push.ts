@@ -130,7 +130,6 @@ function describeErrorBody(body: Buffer): string {
 async function readBody(
   body: AsyncIterable<Buffer> & { destroy(): void },
   limit: number,
-  what: string,
   truncate = false,
 ): Promise<Buffer> {
   const parts: Buffer[] = [];
@@ -143,7 +142,7 @@ async function readBody(
         parts.push(chunk.subarray(0, chunk.length - (size - limit)));
         break;
       }
-      throw new Error(`${what}: response larger than ${limit} bytes`);
+      throw new Error(`the answer is larger than ${limit} bytes`);
     }
     parts.push(chunk);
   }
@@ -158,6 +157,8 @@ export class RegistryClient {
   private readonly tokens = new TokenCache();
   private readonly basic: string | null;
   private readonly hasCredentials: boolean;
+  private readonly hasClientCert: boolean;
+  private readonly secure: boolean;
   private preferBasic = false;
 
   constructor(opts: RegistryClientOptions) {
@@ -166,6 +167,8 @@ export class RegistryClient {
     const apiHost = opts.registry === 'docker.io' || opts.registry === 'index.docker.io' ? 'registry-1.docker.io' : opts.registry;
     this.origin = new URL(`${opts.insecureHttp === true ? 'http' : 'https'}://${apiHost}`).origin;
     this.hasCredentials = opts.username !== undefined;
+    this.hasClientCert = opts.clientCert !== undefined;
+    this.secure = opts.insecureHttp !== true;
     this.basic =
       opts.username === undefined
         ? null
@@ -301,7 +304,11 @@ export class RegistryClient {
   }
 
   private authorization(scope: string): string | null {
-    return this.tokens.get(scope) ?? (this.preferBasic ? this.basic : null);
+    const token = this.tokens.get(scope);
+    if (token !== null) {
+      return `Bearer ${token}`;
+    }
+    return this.preferBasic ? this.basic : null;
   }
 
   // send makes one request with the credentials for repo, answering one 401 challenge and following GET/HEAD redirects.
@@ -341,12 +348,9 @@ export class RegistryClient {
           body =
             opts.method === 'HEAD'
               ? Buffer.alloc(0)
-              : await readBody(res.body, success ? (opts.limit ?? ERROR_BODY_LIMIT) : ERROR_BODY_LIMIT, what, !success);
+              : await readBody(res.body, success ? (opts.limit ?? ERROR_BODY_LIMIT) : ERROR_BODY_LIMIT, !success);
         } catch (err) {
-          throw new RegistryRequestError(
-            `registry ${this.registry}: ${what} failed: ${err instanceof Error && !('code' in err) ? err.message : this.describeNetworkError(err)}`,
-            res.statusCode,
-          );
+          throw new RegistryRequestError(`registry ${this.registry}: ${what} failed: ${this.describeNetworkError(err)}`, res.statusCode);
         }
         if (opts.method === 'HEAD') {
           res.body.resume();
@@ -398,7 +402,7 @@ export class RegistryClient {
     try {
       const t = await request(tokenUrl, { method: 'GET', headers, dispatcher: this.agent });
       status = t.statusCode;
-      body = await readBody(t.body, TOKEN_LIMIT, tokenWhat);
+      body = await readBody(t.body, TOKEN_LIMIT);
     } catch (err) {
       throw new RegistryRequestError(`registry ${this.registry}: ${tokenWhat} failed: ${this.describeNetworkError(err)}`, null);
     }
@@ -422,11 +426,18 @@ export class RegistryClient {
   private describeNetworkError(err: unknown): string {
     const code = errorCode(err);
     const message = err instanceof Error ? oneLine(err.message, 200) : String(err);
+    if (code === 'Error') {
+      return message;
+    }
     if (TLS_TRUST_CODES.has(code)) {
       return `the registry's TLS certificate is not trusted (${code}: ${message}); pass the CA that issued it`;
     }
     if (/certificate required|handshake failure|alert/i.test(message) || /ALERT/.test(code)) {
       return `the TLS handshake was refused (${code}: ${message}); the registry may require a client certificate`;
+    }
+    // A server that demands a client certificate under TLS 1.3 simply closes the connection after the handshake.
+    if (code === 'UND_ERR_SOCKET' && this.secure && !this.hasClientCert) {
+      return `the registry closed the connection (${code}: ${message}); it may require a client certificate, and none was given`;
     }
     if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EHOSTUNREACH' || code === 'UND_ERR_CONNECT_TIMEOUT') {
       return `cannot reach the registry (${code}: ${message})`;

@@ -21,6 +21,7 @@ const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const SIMPLESIGNING = 'application/vnd.dev.cosign.simplesigning.v1+json';
 const SIGNATURE_ANNOTATION = 'dev.cosignproject.cosign/signature';
 const PAYLOAD_LIMIT = 1024 * 1024;
+const MAX_SIGNATURES = 1000;
 
 const HOST = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
 const PATH_COMPONENT = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/;
@@ -247,6 +248,9 @@ async function signWith(client: RegistryClient, ref: SignReference, key: KeyObje
     };
   }
 
+  if (existing.length >= MAX_SIGNATURES) {
+    throw new UserError(`${signatureReference} already holds ${existing.length} signatures, the most cosign allows`);
+  }
   const entries = [...existing, { payload, signature: signPayload(key, payload), annotations: {} }];
   const artifact = buildSignatureArtifact(entries);
   const ordered = [...artifact.blobs.filter((b) => b.mediaType === SIMPLESIGNING), ...artifact.blobs.filter((b) => b.mediaType !== SIMPLESIGNING)];

@@ -1,0 +1,299 @@
+// The OCI read checklist (PROTOCOL.md §7) against content seeded into airlock's store, over real mutual TLS.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
+import { stopAll, track } from './harness/proc.js';
+import { type Registry, startRegistry } from './harness/registry.js';
+
+const sha = (b: Buffer): string => `sha256:${crypto.createHash('sha256').update(b).digest('hex')}`;
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+
+let tmp: string;
+let upstream: Registry;
+let t: TestAirlock;
+const repo = 'docker.io/library/seeded';
+const blob2k = crypto.randomBytes(2048);
+const empty = Buffer.alloc(0);
+const emptyJson = Buffer.from('{}');
+const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }));
+let manifest: Buffer;
+let index: Buffer;
+let artifact: Buffer;
+let unpinned: Buffer;
+
+before(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-read-'));
+  upstream = track(await startRegistry({ dir: path.join(tmp, 'upstream') }));
+  manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
+      layers: [
+        { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha(blob2k), size: blob2k.length },
+        { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha(empty), size: 0 },
+        { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha(emptyJson), size: 2 },
+      ],
+    }),
+  );
+  index = Buffer.from(
+    JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [{ mediaType: OCI_MANIFEST, digest: sha(manifest), size: manifest.length, platform: { architecture: 'amd64', os: 'linux' } }] }),
+  );
+  artifact = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      artifactType: 'application/vnd.example.sbom',
+      config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha(emptyJson), size: 2 },
+      layers: [{ mediaType: 'application/vnd.oci.empty.v1+json', digest: sha(emptyJson), size: 2 }],
+      subject: { mediaType: OCI_MANIFEST, digest: sha(manifest), size: manifest.length },
+      annotations: { 'org.example': 'sbom' },
+    }),
+  );
+  unpinned = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(blob2k), size: 2048 }, layers: [] }));
+  t = await startTestAirlock({
+    dir: path.join(tmp, 'airlock'),
+    upstreams: [{ name: 'docker.io', url: upstream.url, ca: upstream.caPath }],
+    pins: [`${repo}:1.0@${sha(manifest)}`, `${repo}@${sha(index)}`, `${repo}:art@${sha(artifact)}`],
+  });
+  const s = t.airlock.services;
+  for (const b of [blob2k, empty, emptyJson, config]) await s.blobs.put(sha(b), b);
+  const { parseManifest } = await import('../server/registry/manifest.js');
+  for (const m of [manifest, index, artifact, unpinned]) {
+    const p = parseManifest(m, null);
+    s.content.saveManifest(repo, { digest: sha(m), mediaType: p.mediaType, size: m.length, bytes: m }, p.refs, p.subject, p.artifactType);
+  }
+  for (const tag of ['a', 'b', 'c', 'd']) s.policyStore.addPin({ repository: repo, digest: sha(manifest), tag, note: null, source: 'api', createdBy: 'test' });
+  s.content.setTag(repo, 'unpinned', sha(unpinned));
+  s.policy.changed();
+});
+
+after(async () => {
+  await t?.stop();
+  await stopAll();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('registry read API', () => {
+  test('GET /v2/ answers 200 with Docker-Distribution-API-Version', async () => {
+    const r = await t.request('pull', '/v2/');
+    assert.equal(r.status, 200);
+    assert.equal(r.headers['docker-distribution-api-version'], 'registry/2.0');
+  });
+
+  test('an unknown blob digest is 404 BLOB_UNKNOWN on GET and HEAD', async () => {
+    const d = sha(Buffer.from('hello world'));
+    const g = await t.request('pull', `/v2/library/seeded/blobs/${d}`);
+    assert.equal(g.status, 404);
+    assert.equal(JSON.parse(g.body.toString()).errors[0].code, 'BLOB_UNKNOWN');
+    const h = await t.request('pull', `/v2/library/seeded/blobs/${d}`, { method: 'HEAD' });
+    assert.equal(h.status, 404);
+    assert.equal(h.body.length, 0);
+  });
+
+  test('HEAD of a blob sends Content-Length and Docker-Content-Digest and no body', async () => {
+    const r = await t.request('pull', `/v2/library/seeded/blobs/${sha(blob2k)}`, { method: 'HEAD' });
+    assert.equal(r.status, 200);
+    assert.equal(r.headers['content-length'], '2048');
+    assert.equal(r.headers['docker-content-digest'], sha(blob2k));
+    assert.equal(r.body.length, 0);
+  });
+
+  test('GET of a blob returns the exact bytes with its digest and ETag', async () => {
+    const r = await t.request('pull', `/v2/library/seeded/blobs/${sha(blob2k)}`);
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.body, blob2k);
+    assert.equal(r.headers['content-length'], '2048');
+    assert.equal(r.headers['docker-content-digest'], sha(blob2k));
+    assert.equal(r.headers.etag, `"${sha(blob2k)}"`);
+  });
+
+  const ranges: [string, number, [number, number] | null][] = [
+    ['bytes=500-1499', 206, [500, 1499]],
+    ['bytes=500-', 206, [500, 2047]],
+    ['bytes=-500', 206, [1548, 2047]],
+    ['bytes=2000-5000', 206, [2000, 2047]],
+    ['bytes=0-0', 206, [0, 0]],
+    ['bytes=500-0', 416, null],
+    ['bytes=5000-10000', 416, null],
+    ['bytes=2048-', 416, null],
+    ['bytes=-0', 416, null],
+    ['bytes=1-2,5-6', 416, null],
+    ['bytes=99999999999999999999-', 416, null],
+    ['bytes=abc', 416, null],
+  ];
+  for (const [range, status, span] of ranges) {
+    test(`Range ${range} answers ${status}`, async () => {
+      const r = await t.request('pull', `/v2/library/seeded/blobs/${sha(blob2k)}`, { headers: { range } });
+      assert.equal(r.status, status);
+      if (span) {
+        assert.deepEqual(r.body, blob2k.subarray(span[0], span[1] + 1));
+        assert.equal(r.headers['content-range'], `bytes ${span[0]}-${span[1]}/2048`);
+        assert.equal(r.headers['content-length'], String(span[1] - span[0] + 1));
+      } else {
+        assert.equal(r.headers['content-range'], 'bytes */2048');
+        assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'RANGE_INVALID');
+      }
+    });
+  }
+
+  test('a Range that is not in bytes is ignored and the whole blob is sent', async () => {
+    const r = await t.request('pull', `/v2/library/seeded/blobs/${sha(blob2k)}`, { headers: { range: 'items=1-2' } });
+    assert.equal(r.status, 200);
+    assert.equal(r.body.length, 2048);
+  });
+
+  test('the empty blob and the {} blob are retrievable', async () => {
+    const e = await t.request('pull', `/v2/library/seeded/blobs/${sha(empty)}`);
+    assert.equal(e.status, 200);
+    assert.equal(e.body.length, 0);
+    assert.equal(e.headers['content-length'], '0');
+    const j = await t.request('pull', `/v2/library/seeded/blobs/${sha(emptyJson)}`);
+    assert.equal(j.status, 200);
+    assert.equal(j.body.toString(), '{}');
+  });
+
+  test('unknown manifests are 404 MANIFEST_UNKNOWN by digest, by tag and for an invalid tag', async () => {
+    for (const ref of [sha(crypto.randomBytes(8)), `missing-${crypto.randomBytes(4).toString('hex')}`, '.INVALID_MANIFEST_NAME']) {
+      for (const method of ['GET', 'HEAD']) {
+        const r = await t.request('pull', `/v2/library/seeded/manifests/${ref}`, { method });
+        assert.equal(r.status, 404, `${method} ${ref}`);
+        if (method === 'GET') assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'MANIFEST_UNKNOWN');
+      }
+    }
+  });
+
+  test('a malformed digest is 400 DIGEST_INVALID with a registered code', async () => {
+    for (const ref of ['sha256:baddigeststring', 'sha256:ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789', 'md5:abc', 'sha512:' + 'a'.repeat(128)]) {
+      const r = await t.request('pull', `/v2/library/seeded/manifests/${ref}`);
+      assert.equal(r.status, 400, ref);
+      assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'DIGEST_INVALID');
+    }
+  });
+
+  for (const [label, ref] of [
+    ['digest', () => sha(manifest)],
+    ['tag', () => '1.0'],
+  ] as const) {
+    test(`GET and HEAD of a pinned manifest by ${label} send the exact bytes and every header`, async () => {
+      const g = await t.request('pull', `/v2/library/seeded/manifests/${ref()}`, { headers: { accept: `${OCI_MANIFEST}, ${OCI_INDEX}` } });
+      assert.equal(g.status, 200);
+      assert.deepEqual(g.body, manifest);
+      assert.equal(g.headers['content-type'], OCI_MANIFEST);
+      assert.equal(g.headers['content-length'], String(manifest.length));
+      assert.equal(g.headers['docker-content-digest'], sha(manifest));
+      assert.equal(g.headers.etag, `"${sha(manifest)}"`);
+      assert.equal(g.headers['docker-distribution-api-version'], 'registry/2.0');
+      const h = await t.request('pull', `/v2/library/seeded/manifests/${ref()}`, { method: 'HEAD' });
+      assert.equal(h.status, 200);
+      assert.equal(h.body.length, 0);
+      assert.equal(h.headers['content-length'], String(manifest.length));
+      assert.equal(h.headers['docker-content-digest'], sha(manifest));
+    });
+  }
+
+  test('If-None-Match with the digest ETag answers 304', async () => {
+    const r = await t.request('pull', `/v2/library/seeded/manifests/${sha(manifest)}`, { headers: { 'if-none-match': `"${sha(manifest)}"` } });
+    assert.equal(r.status, 304);
+  });
+
+  test('an index is served with the index media type, and its child by digest', async () => {
+    const r = await t.request('pull', `/v2/library/seeded/manifests/${sha(index)}`);
+    assert.equal(r.status, 200);
+    assert.equal(r.headers['content-type'], OCI_INDEX);
+    assert.deepEqual(r.body, index);
+  });
+
+  test('a manifest no pin admits is refused with DENIED naming the request', async () => {
+    const r = await t.request('pull', `/v2/library/seeded/manifests/${sha(unpinned)}`);
+    assert.equal(r.status, 403);
+    const e = JSON.parse(r.body.toString()).errors[0];
+    assert.equal(e.code, 'DENIED');
+    assert.equal(e.detail.repository, repo);
+    assert.equal(e.detail.digest, sha(unpinned));
+    assert.equal(typeof e.detail.request, 'number');
+    assert.match(e.message, new RegExp(`request ${e.detail.request}`));
+  });
+
+  test('tags/list lists admitted tags in order and paginates with n, last and Link', async () => {
+    const all = await t.request('pull', '/v2/library/seeded/tags/list');
+    assert.equal(all.status, 200);
+    const body = JSON.parse(all.body.toString());
+    assert.deepEqual(body.tags, ['1.0', 'a', 'art', 'b', 'c', 'd']);
+    const p1 = await t.request('pull', '/v2/library/seeded/tags/list?n=2');
+    assert.deepEqual(JSON.parse(p1.body.toString()).tags, ['1.0', 'a']);
+    assert.match(String(p1.headers.link), /<\/v2\/library\/seeded\/tags\/list\?n=2&last=a>; rel="next"/);
+    const p2 = await t.request('pull', '/v2/library/seeded/tags/list?n=2&last=a');
+    assert.deepEqual(JSON.parse(p2.body.toString()).tags, ['art', 'b']);
+    const end = await t.request('pull', '/v2/library/seeded/tags/list?n=10&last=c');
+    assert.deepEqual(JSON.parse(end.body.toString()).tags, ['d']);
+    assert.equal(end.headers.link, undefined);
+    const zero = await t.request('pull', '/v2/library/seeded/tags/list?n=0');
+    assert.deepEqual(JSON.parse(zero.body.toString()).tags, []);
+    assert.equal(zero.headers.link, undefined);
+    const bad = await t.request('pull', '/v2/library/seeded/tags/list?n=-1');
+    assert.equal(bad.status, 400);
+  });
+
+  test('referrers lists the admitted artifact with its artifactType and annotations, and filters', async () => {
+    const r = await t.request('pull', `/v2/library/seeded/referrers/${sha(manifest)}`);
+    assert.equal(r.status, 200);
+    assert.equal(r.headers['content-type'], OCI_INDEX);
+    const idx = JSON.parse(r.body.toString());
+    assert.equal(idx.schemaVersion, 2);
+    const art = idx.manifests.find((m: { digest: string }) => m.digest === sha(artifact));
+    assert.ok(art, 'artifact listed');
+    assert.equal(art.artifactType, 'application/vnd.example.sbom');
+    assert.deepEqual(art.annotations, { 'org.example': 'sbom' });
+    const f = await t.request('pull', `/v2/library/seeded/referrers/${sha(manifest)}?artifactType=application/vnd.other`);
+    assert.equal(f.headers['oci-filters-applied'], 'artifactType');
+    assert.deepEqual(JSON.parse(f.body.toString()).manifests, []);
+    const unknown = await t.request('pull', `/v2/library/seeded/referrers/${sha(crypto.randomBytes(4))}`);
+    assert.equal(unknown.status, 200);
+    assert.deepEqual(JSON.parse(unknown.body.toString()).manifests, []);
+    const bad = await t.request('pull', '/v2/library/seeded/referrers/sha256:nothex');
+    assert.equal(bad.status, 400);
+  });
+
+  test('name routing: upstream prefix, ns parameter and library/ all reach the same repository', async () => {
+    for (const p of [`/v2/seeded/manifests/1.0`, `/v2/library/seeded/manifests/1.0`, `/v2/docker.io/library/seeded/manifests/1.0`, `/v2/library/seeded/manifests/1.0?ns=docker.io`]) {
+      const r = await t.request('pull', p);
+      assert.equal(r.status, 200, p);
+      assert.deepEqual(r.body, manifest);
+    }
+    const unknownNs = await t.request('pull', '/v2/library/seeded/manifests/1.0?ns=quay.io');
+    assert.equal(unknownNs.status, 404);
+    const e = JSON.parse(unknownNs.body.toString()).errors[0];
+    assert.equal(e.code, 'NAME_UNKNOWN');
+    assert.match(e.message, /docker\.io/);
+  });
+
+  test('malformed names are NAME_INVALID, never a 5xx', async () => {
+    for (const name of ['library/../etc', 'Library/Upper', 'a'.repeat(300), 'library/%2e%2e/x', 'a//b', '-lead', 'x/']) {
+      const r = await t.request('pull', `/v2/${name}/manifests/latest`);
+      assert.ok(r.status >= 400 && r.status < 500, `${name}: ${r.status}`);
+      const code = JSON.parse(r.body.toString()).errors[0].code;
+      assert.ok(['NAME_INVALID', 'NAME_UNKNOWN', 'MANIFEST_UNKNOWN'].includes(code), `${name}: ${code}`);
+    }
+    const r = await t.request('pull', '/v2/library/../etc/manifests/latest');
+    assert.ok(r.status < 500);
+  });
+
+  test('push endpoints answer UNSUPPORTED', async () => {
+    for (const [method, p] of [
+      ['POST', '/v2/library/seeded/blobs/uploads/'],
+      ['PUT', `/v2/library/seeded/manifests/1.0`],
+      ['DELETE', `/v2/library/seeded/manifests/${sha(manifest)}`],
+      ['PATCH', '/v2/library/seeded/blobs/uploads/abc'],
+    ]) {
+      const r = await t.request('pull', p, { method, body: method === 'GET' ? undefined : '{}' });
+      assert.equal(r.status, 405, `${method} ${p}`);
+      assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'UNSUPPORTED');
+    }
+  });
+});
