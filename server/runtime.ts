@@ -22,6 +22,7 @@ import { Upstream } from './mirror/upstream.js';
 import { CertAuthority } from './pki/authority.js';
 import { identityFromPeer } from './pki/identity.js';
 import { Policy } from './policy/policy.js';
+import { UpstreamSignatureVerifier } from './policy/publishers.js';
 import { seedPolicy } from './policy/seed.js';
 import type { RevokedSerials, Services } from './services.js';
 import { loadSigningKey } from './signing/key.js';
@@ -127,6 +128,8 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
       logger.info({ repo: route.repository, digest, decision: 'allow', reason: decision.reason, signature: sig }, 'image admitted and signed');
     },
   });
+
+  policy.publisherVerifier = new UpstreamSignatureVerifier(upstreams, policyStore, logger);
 
   const seeded = seedPolicy(config, policyStore);
   if (seeded.changes > 0) logger.info(seeded, 'applied policy seeds from the configuration');
