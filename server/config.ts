@@ -75,7 +75,7 @@ class Validator {
   object(where: string, value: unknown, keys: string[]): Record<string, unknown> | null {
     if (value === undefined || value === null) return null;
     if (typeof value !== 'object' || Array.isArray(value)) {
-      this.add(where, 'must be a mapping');
+      this.add(where || 'the document', 'must be a mapping');
       return null;
     }
     const obj = value as Record<string, unknown>;
@@ -156,16 +156,17 @@ export function validateConfig(doc: unknown, base: string, env: Env, file: strin
     }
   }
 
+  // Paths written in the file resolve against its folder; the defaults live under dataDir.
   const tlsObj = v.object('tls', top.tls ?? {}, ['cert', 'key', 'clientCa']) ?? {};
   const tls = {
-    cert: v.file('tls.cert', tlsObj.cert ?? 'pki/server.crt', dataDir, true, true) ?? '',
-    key: v.file('tls.key', tlsObj.key ?? 'pki/server.key', dataDir, true, true) ?? '',
-    clientCa: parseClientCa(v, tlsObj.clientCa ?? 'pki/ca.crt', dataDir),
+    cert: v.file('tls.cert', tlsObj.cert ?? 'pki/server.crt', tlsObj.cert === undefined ? dataDir : base, true, true) ?? '',
+    key: v.file('tls.key', tlsObj.key ?? 'pki/server.key', tlsObj.key === undefined ? dataDir : base, true, true) ?? '',
+    clientCa: parseClientCa(v, tlsObj.clientCa ?? 'pki/ca.crt', tlsObj.clientCa === undefined ? dataDir : base),
   };
 
   const signingObj = v.object('signing', top.signing ?? {}, ['key', 'passwordEnv']) ?? {};
   const signing = {
-    key: v.file('signing.key', signingObj.key ?? 'keys/mirror.key', dataDir, true, true) ?? '',
+    key: v.file('signing.key', signingObj.key ?? 'keys/mirror.key', signingObj.key === undefined ? dataDir : base, true, true) ?? '',
     password: signingObj.passwordEnv === undefined ? env.AIRLOCK_KEY_PASSWORD ?? '' : v.secret('signing.passwordEnv', signingObj.passwordEnv, env) ?? '',
   };
 
@@ -213,10 +214,10 @@ function parseListen(v: Validator, value: unknown): { host: string; port: number
   return { host: m[1].replace(/^\[|\]$/g, ''), port };
 }
 
-function parseClientCa(v: Validator, value: unknown, dataDir: string): string[] {
+function parseClientCa(v: Validator, value: unknown, base: string): string[] {
   const list = Array.isArray(value) ? value : [value];
   if (list.length === 0) v.add('tls.clientCa', 'must name at least one CA file');
-  return list.map((item, i) => v.file(Array.isArray(value) ? `tls.clientCa[${i}]` : 'tls.clientCa', item, dataDir, true, true) ?? '');
+  return list.map((item, i) => v.file(Array.isArray(value) ? `tls.clientCa[${i}]` : 'tls.clientCa', item, base, true, true) ?? '');
 }
 
 function parseUpstreams(v: Validator, value: unknown, base: string, env: Env): UpstreamConfig[] {

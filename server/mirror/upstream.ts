@@ -40,6 +40,7 @@ export class Upstream {
   readonly breaker: Breaker;
   private readonly agent: Agent;
   private readonly tokens = new TokenCache();
+  private readonly tokenFlights = new Map<string, Promise<string | null>>();
   private readonly basic: string | null;
   private readonly hooks: UpstreamHooks;
 
@@ -68,9 +69,10 @@ export class Upstream {
     const scope = `repository:${path}:pull`;
     const started = performance.now();
     try {
-      let res = await this.send(method, this.origin + urlPath, headers, this.tokens.get(scope) ?? this.basic);
+      const cached = this.tokens.get(scope);
+      let res = await this.send(method, this.origin + urlPath, headers, cached ? `Bearer ${cached}` : this.basic);
       if (res.status === 401) {
-        const auth = await this.authorize(res, scope);
+        const auth = await this.authorize(res, scope, cached);
         if (auth !== null) res = await this.send(method, this.origin + urlPath, headers, auth);
       }
       const failed = res.status >= 500;
@@ -106,12 +108,24 @@ export class Upstream {
     }
   }
 
-  // authorize answers a 401 challenge: a bearer token for scope (cached until expiry), or basic credentials.
-  private async authorize(res: UpstreamResponse, scope: string): Promise<string | null> {
+  // authorize answers a 401 challenge: a bearer token for scope (cached until expiry, one fetch at a time), or basic credentials.
+  private async authorize(res: UpstreamResponse, scope: string, refused: string | null): Promise<string | null> {
     res.body.resume();
     const challenge = parseChallenge(res.headers['www-authenticate']);
     if (!challenge) return null;
     if (challenge.scheme === 'basic') return this.basic;
+    let flight = this.tokenFlights.get(scope);
+    if (!flight) {
+      flight = this.fetchToken(challenge.params, scope, refused).finally(() => this.tokenFlights.delete(scope));
+      this.tokenFlights.set(scope, flight);
+    }
+    return flight;
+  }
+
+  private async fetchToken(params: Record<string, string>, scope: string, refused: string | null): Promise<string | null> {
+    const cached = this.tokens.get(scope);
+    if (cached && cached !== refused) return `Bearer ${cached}`;
+    const challenge = { params };
     const realm = challenge.params.realm;
     if (!realm) return null;
     const u = new URL(realm);

@@ -1,0 +1,334 @@
+// Pull-through against faults a real registry cannot produce (an in-process fake upstream), and against the real
+// CNCF registry with token auth: verified bytes, nothing bad cached, one upstream GET per blob, breaker, 429.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
+import { buildImage, inspectDigest, pushImage } from './harness/images.js';
+import { stopAll, track, waitFor } from './harness/proc.js';
+import { type HttpResult, registryRequest, startRegistry } from './harness/registry.js';
+
+const sha = (b: Buffer): string => `sha256:${crypto.createHash('sha256').update(b).digest('hex')}`;
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+
+type Mode = 'ok' | 'wrong-bytes' | 'cut' | 'drip' | '429' | '500';
+
+// FakeUpstream serves blobs and manifests from memory, misbehaving per digest, and counts requests.
+class FakeUpstream {
+  readonly blobs = new Map<string, Buffer>();
+  readonly manifests = new Map<string, Buffer>();
+  readonly tags = new Map<string, string>();
+  readonly modes = new Map<string, Mode>();
+  readonly hits: string[] = [];
+  server!: http.Server;
+  url = '';
+
+  async start(): Promise<void> {
+    this.server = http.createServer((req, res) => this.handle(req, res));
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  count(method: string, fragment: string): number {
+    return this.hits.filter((h) => h.startsWith(`${method} `) && h.includes(fragment)).length;
+  }
+
+  addBlob(bytes: Buffer): string {
+    const d = sha(bytes);
+    this.blobs.set(d, bytes);
+    return d;
+  }
+
+  addImage(repo: string, tag: string, layers: Buffer[]): { manifest: string; layers: string[] } {
+    const cfg = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', n: crypto.randomBytes(4).toString('hex') }));
+    const cd = this.addBlob(cfg);
+    const lds = layers.map((l) => this.addBlob(l));
+    const m = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: OCI_MANIFEST,
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: cd, size: cfg.length },
+        layers: layers.map((l, i) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: lds[i], size: l.length })),
+      }),
+    );
+    const md = sha(m);
+    this.manifests.set(md, m);
+    this.tags.set(`${repo}:${tag}`, md);
+    return { manifest: md, layers: lds };
+  }
+
+  private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const url = req.url ?? '';
+    this.hits.push(`${req.method} ${url}`);
+    if (url === '/v2/') return void res.end('{}');
+    const m = /^\/v2\/(.+)\/(manifests|blobs)\/([^/?]+)$/.exec(url);
+    if (!m) {
+      res.statusCode = 404;
+      return void res.end();
+    }
+    const [, repo, kind, ref] = m;
+    const digest = kind === 'manifests' && !ref.startsWith('sha256:') ? this.tags.get(`${repo}:${ref}`) : ref;
+    const bytes = digest ? (kind === 'manifests' ? this.manifests.get(digest) : this.blobs.get(digest)) : undefined;
+    const mode = (digest && this.modes.get(digest)) ?? this.modes.get(`${repo}:${ref}`) ?? 'ok';
+    if (mode === '429') {
+      res.writeHead(429, { 'retry-after': '17', 'content-type': 'application/json' });
+      return void res.end('{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}');
+    }
+    if (mode === '500') {
+      res.statusCode = 500;
+      return void res.end();
+    }
+    if (!bytes || !digest) {
+      res.statusCode = 404;
+      return void res.end('{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}');
+    }
+    const headers: Record<string, string | number> = { 'content-length': bytes.length, 'docker-content-digest': digest };
+    headers['content-type'] = kind === 'manifests' ? OCI_MANIFEST : 'application/octet-stream';
+    res.writeHead(200, headers);
+    if (req.method === 'HEAD') return void res.end();
+    if (mode === 'wrong-bytes') {
+      const bad = Buffer.from(bytes);
+      bad[bad.length >> 1] ^= 0xff;
+      return void res.end(bad);
+    }
+    if (mode === 'cut') {
+      res.write(bytes.subarray(0, bytes.length >> 1));
+      setTimeout(() => res.destroy(), 50);
+      return;
+    }
+    if (mode === 'drip') {
+      res.write(bytes.subarray(0, 1024));
+      const timer = setTimeout(() => res.end(bytes.subarray(1024)), 3000);
+      res.on('close', () => clearTimeout(timer));
+      return;
+    }
+    res.end(bytes);
+  }
+
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}
+
+let tmp: string;
+let fake: FakeUpstream;
+let t: TestAirlock;
+const images: Record<string, { manifest: string; layers: string[]; bytes: Buffer[] }> = {};
+
+function addImage(name: string, layers: Buffer[]): void {
+  const r = fake.addImage(`library/${name}`, 'v1', layers);
+  images[name] = { ...r, bytes: layers };
+}
+
+// blobGet fetches a blob, reporting a transport failure as status -1 instead of throwing.
+async function blobGet(name: string, digest: string, headers: Record<string, string> = {}): Promise<HttpResult> {
+  try {
+    return await t.request('pull', `/v2/library/${name}/blobs/${digest}`, { headers, timeoutMs: 20000 });
+  } catch (err) {
+    return { status: -1, headers: {}, body: Buffer.from(String((err as Error).message)) };
+  }
+}
+
+function tmpFiles(): string[] {
+  return fs.readdirSync(path.join(t.dir, 'blobs', 'tmp'));
+}
+
+async function assertNothingCached(digest: string): Promise<void> {
+  await waitFor(() => tmpFiles().length === 0, { timeoutMs: 5000, what: 'temp files removed' });
+  assert.equal(t.airlock.services.blobs.size(digest), null);
+  assert.equal(fs.existsSync(t.airlock.services.blobs.pathOf(digest)), false);
+}
+
+function auditEvents(action: string): { digest: string | null; reason: string | null }[] {
+  const s = t.airlock.services;
+  s.audit.flush();
+  return [...s.auditStore.range('0', '9', Number.MAX_SAFE_INTEGER)].filter((e) => e.action === action);
+}
+
+before(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-pull-'));
+  fake = new FakeUpstream();
+  await fake.start();
+  addImage('good', [crypto.randomBytes(300_000)]);
+  addImage('big', [crypto.randomBytes(64 * 1024 * 1024)]);
+  addImage('range', [crypto.randomBytes(1_000_000)]);
+  addImage('poison', [crypto.randomBytes(200_000)]);
+  addImage('cut', [crypto.randomBytes(2_000_000)]);
+  addImage('drip', [crypto.randomBytes(200_000)]);
+  addImage('limited', [crypto.randomBytes(1000)]);
+  addImage('broken', [crypto.randomBytes(1000)]);
+  addImage('stale', [crypto.randomBytes(1000)]);
+  const pins = Object.entries(images).map(([name, i]) => `docker.io/library/${name}@${i.manifest}`);
+  t = await startTestAirlock({
+    dir: path.join(tmp, 'airlock'),
+    upstreams: [{ name: 'docker.io', url: fake.url, insecure: true, readTimeoutMs: 1000, connectTimeoutMs: 1000 }],
+    pins,
+  });
+  // Every image's manifest is fetched (and so its blobs become reachable) before the blob tests.
+  for (const name of Object.keys(images)) {
+    const r = await t.request('pull', `/v2/library/${name}/manifests/${images[name].manifest}`);
+    assert.equal(r.status, 200, `manifest of ${name}`);
+  }
+});
+
+after(async () => {
+  await t?.stop();
+  await fake?.stop();
+  await stopAll();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('pull-through', () => {
+  test('an uncached blob is streamed, verified, cached, then served without the upstream', async () => {
+    const { layers, bytes } = images.good;
+    const first = await blobGet('good', layers[0]);
+    assert.equal(first.status, 200);
+    assert.deepEqual(first.body, bytes[0]);
+    await waitFor(() => t.airlock.services.blobs.size(layers[0]) !== null, { timeoutMs: 5000, what: 'blob cached' });
+    const before = fake.count('GET', layers[0]);
+    const second = await blobGet('good', layers[0]);
+    assert.deepEqual(second.body, bytes[0]);
+    assert.equal(fake.count('GET', layers[0]), before);
+  });
+
+  test('eight concurrent requests for one uncached 64 MiB blob cause one upstream GET and get identical bytes', async () => {
+    const { layers, bytes } = images.big;
+    const rssBefore = process.memoryUsage().rss;
+    const results = await Promise.all(Array.from({ length: 8 }, () => blobGet('big', layers[0])));
+    const rssAfter = process.memoryUsage().rss;
+    console.log(`8 x 64 MiB: test-process RSS ${Math.round(rssBefore / 2 ** 20)} -> ${Math.round(rssAfter / 2 ** 20)} MiB (responses are buffered by the test client)`);
+    assert.equal(fake.count('GET', `/blobs/${layers[0]}`), 1);
+    for (const r of results) {
+      assert.equal(r.status, 200);
+      assert.equal(sha(r.body), layers[0]);
+    }
+    assert.equal(results[0].body.length, bytes[0].length);
+  });
+
+  test('a Range request on an uncached blob is answered from the download', async () => {
+    const { layers, bytes } = images.range;
+    const r = await blobGet('range', layers[0], { range: 'bytes=1000-1999' });
+    assert.equal(r.status, 206);
+    assert.deepEqual(r.body, bytes[0].subarray(1000, 2000));
+    assert.equal(r.headers['content-range'], `bytes 1000-1999/${bytes[0].length}`);
+  });
+
+  test('wrong bytes for a digest abort the client, cache nothing and are audited', async () => {
+    const d = images.poison.layers[0];
+    fake.modes.set(d, 'wrong-bytes');
+    const r = await blobGet('poison', d);
+    assert.ok(r.status === -1 || r.body.length < images.poison.bytes[0].length || sha(r.body) !== d, 'the client must not receive a complete good response');
+    assert.notEqual(r.status === 200 && sha(r.body) === d, true);
+    await assertNothingCached(d);
+    await waitFor(() => auditEvents('upstream.fault').some((e) => e.digest === d && e.reason === 'digest_mismatch'), { timeoutMs: 3000, what: 'fault audited' });
+    const log = fs.readFileSync(t.logPath, 'utf8');
+    assert.match(log, new RegExp(`"digest":"${d}"[^\\n]*"fault":"digest_mismatch"`));
+    fake.modes.delete(d);
+    const again = await blobGet('poison', d);
+    assert.equal(again.status, 200);
+    assert.equal(sha(again.body), d);
+  });
+
+  test('a connection cut mid-blob aborts the client and caches nothing', async () => {
+    const d = images.cut.layers[0];
+    fake.modes.set(d, 'cut');
+    const r = await blobGet('cut', d);
+    assert.ok(r.status === -1 || r.body.length < images.cut.bytes[0].length);
+    await assertNothingCached(d);
+    fake.modes.delete(d);
+  });
+
+  test('a slow drip past the read timeout aborts the client and caches nothing', async () => {
+    const d = images.drip.layers[0];
+    fake.modes.set(d, 'drip');
+    const r = await blobGet('drip', d);
+    assert.ok(r.status === -1 || r.body.length < images.drip.bytes[0].length);
+    await assertNothingCached(d);
+    fake.modes.delete(d);
+  });
+
+  test('a 429 from the upstream becomes TOOMANYREQUESTS with Retry-After', async () => {
+    fake.modes.set('library/limited:v2', '429');
+    const r = await t.request('pull', '/v2/library/limited/manifests/v2');
+    assert.equal(r.status, 429);
+    assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'TOOMANYREQUESTS');
+    assert.equal(r.headers['retry-after'], '17');
+  });
+
+  test('an unpinned tag is resolved upstream, and served from its last digest when the upstream fails', async () => {
+    const ok = await t.request('pull', '/v2/library/stale/manifests/v1');
+    assert.equal(ok.status, 200);
+    fake.modes.set('library/stale:v1', '500');
+    const stale = await t.request('pull', '/v2/library/stale/manifests/v1');
+    assert.equal(stale.status, 200);
+    assert.equal(stale.headers['docker-content-digest'], images.stale.manifest);
+    fake.modes.delete('library/stale:v1');
+  });
+
+  test('repeated 500s open the breaker, after which clients get UNAVAILABLE at once without an upstream request', async () => {
+    const d = images.broken.layers[0];
+    fake.modes.set(d, '500');
+    const codes: number[] = [];
+    for (let i = 0; i < 6; i++) codes.push((await blobGet('broken', d)).status);
+    assert.ok(codes.every((c) => c === 503), codes.join(','));
+    const before = fake.hits.length;
+    const started = performance.now();
+    const r = await blobGet('broken', d);
+    const ms = performance.now() - started;
+    console.log(`answer with the breaker open: ${ms.toFixed(1)} ms`);
+    assert.equal(r.status, 503);
+    assert.match(JSON.parse(r.body.toString()).errors[0].message, /circuit open/);
+    assert.equal(fake.hits.length, before);
+    const m = await t.airlock.services.metrics.registry.getSingleMetricAsString('airlock_upstream_breaker_open');
+    assert.match(m, /airlock_upstream_breaker_open\{upstream="docker.io"\} 1/);
+    fake.modes.delete(d);
+  });
+
+  test('nothing the faults touched was left under its digest', () => {
+    const store = path.join(t.dir, 'blobs', 'sha256');
+    for (const prefix of fs.readdirSync(store)) {
+      for (const hex of fs.readdirSync(path.join(store, prefix))) {
+        const bytes = fs.readFileSync(path.join(store, prefix, hex));
+        assert.equal(sha(bytes), `sha256:${hex}`, `cached blob ${hex} must hash to its name`);
+      }
+    }
+  });
+});
+
+describe('pull-through from the real CNCF registry with token auth', () => {
+  test('airlock answers the bearer challenge, caches the token, and serves verified bytes', async () => {
+    const dir = path.join(tmp, 'token');
+    const reg = track(await startRegistry({ dir: path.join(dir, 'upstream'), auth: 'token', username: 'mirror', password: 's3cret-token-pass' }));
+    const img = await buildImage(path.join(dir, 'img'), { tag: 'v1', files: { '/hello.txt': `hello ${crypto.randomUUID()}\n` } });
+    await pushImage(img, `${reg.host}/acme/app:v1`, { certDir: reg.certDir, creds: 'mirror:s3cret-token-pass' });
+    const digest = await inspectDigest(reg, 'acme/app', 'v1');
+    const a = await startTestAirlock({
+      dir: path.join(dir, 'airlock'),
+      upstreams: [{ name: 'registry.acme.test', url: reg.url, ca: reg.caPath, usernameEnv: 'UP_USER', passwordEnv: 'UP_PASS' }],
+      pins: [`registry.acme.test/acme/app:v1@${digest}`],
+      env: { UP_USER: 'mirror', UP_PASS: 's3cret-token-pass' },
+    });
+    try {
+      const tokensBefore = reg.tokenServer?.tokenRequests ?? 0;
+      const m = await a.request('pull', '/v2/registry.acme.test/acme/app/manifests/v1');
+      assert.equal(m.status, 200);
+      assert.equal(m.headers['docker-content-digest'], digest);
+      const manifest = JSON.parse(m.body.toString()) as { layers: { digest: string }[] };
+      const upstreamLayer = await registryRequest(reg, `/v2/acme/app/blobs/${manifest.layers[0].digest}`);
+      const b = await a.request('pull', `/v2/registry.acme.test/acme/app/blobs/${manifest.layers[0].digest}`);
+      assert.equal(b.status, 200);
+      assert.deepEqual(b.body, upstreamLayer.body);
+      const tokens = (reg.tokenServer?.tokenRequests ?? 0) - tokensBefore;
+      assert.equal(tokens, 2, 'one token for airlock (cached across manifest and blob) and one for the test client');
+      assert.ok(!fs.readFileSync(a.logPath, 'utf8').includes('s3cret-token-pass'), 'the upstream password never reaches the log');
+    } finally {
+      await a.stop();
+    }
+  });
+});
