@@ -47,10 +47,11 @@ export class BlobStore {
       removed++;
     }
     const found: [string, Entry][] = [];
-    for (const prefix of fs.readdirSync(path.join(this.root, 'sha256'))) {
-      const dir = path.join(this.root, 'sha256', prefix);
+    for (const prefix of fs.readdirSync(path.join(this.root, 'sha256'), { withFileTypes: true })) {
+      if (!prefix.isDirectory() || !/^[a-f0-9]{2}$/.test(prefix.name)) continue;
+      const dir = path.join(this.root, 'sha256', prefix.name);
       for (const hex of fs.readdirSync(dir)) {
-        if (!/^[a-f0-9]{64}$/.test(hex) || hex.slice(0, 2) !== prefix) continue;
+        if (!/^[a-f0-9]{64}$/.test(hex) || hex.slice(0, 2) !== prefix.name) continue;
         const st = fs.statSync(path.join(dir, hex));
         found.push([`sha256:${hex}`, { size: st.size, touched: st.mtimeMs }]);
       }

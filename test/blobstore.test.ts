@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
 import { pipeline } from 'node:stream/promises';
-import { Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { BlobStore, type BlobWriter, DigestMismatchError } from '../storage/blobs.js';
@@ -98,10 +98,13 @@ describe('writing blobs', () => {
     await writeChunk(w, bytes.subarray(0, bytes.length / 2));
     assert.equal(fs.statSync(w.tmpPath).size, bytes.length / 2, 'the first half is in the temp file');
     const aborted = once(w.progress, 'aborted');
+    const errored = new Promise<Error>((resolve) => w.once('error', resolve));
+    const closed = new Promise<void>((resolve) => w.once('close', () => resolve()));
     w.destroy(new Error('client went away'));
     const [why] = (await aborted) as [Error];
     assert.match(why.message, /client went away/);
-    await once(w, 'close');
+    assert.match((await errored).message, /client went away/);
+    await closed;
     assert.equal(w.state, 'aborted');
     assert.equal(fs.existsSync(store.pathOf(digest)), false);
     assert.equal(fs.existsSync(w.tmpPath), false);
@@ -168,8 +171,9 @@ describe('writing blobs', () => {
     const bytes = crypto.randomBytes(1000);
 
     const long = store.createWriter(sha(bytes), 999);
-    await assert.rejects(writeChunk(long, bytes), /larger than the 999 bytes announced/);
-    await waitFor(() => !fs.existsSync(long.tmpPath), { timeoutMs: 2000, what: 'the temp file of the long write to go' });
+    await assert.rejects(pipeline(Readable.from([bytes]), long), /larger than the 999 bytes announced/);
+    assert.equal(long.state, 'aborted');
+    await waitFor(() => !fs.existsSync(long.tmpPath), { timeoutMs: 2000, what: 'the temp file of the refused write to be removed' });
 
     const short = store.createWriter(sha(bytes), 1001);
     await writeChunk(short, bytes);
@@ -221,8 +225,8 @@ describe('the size limit', () => {
 
     const d = crypto.randomBytes(40);
     await store.put(sha(d), d);
-    assert.deepEqual(evicted, [sha(b), sha(c)], 'c was read before a, so c goes next');
-    assert.equal(store.open(sha(c)), null);
+    assert.deepEqual(evicted, [sha(b), sha(a)], 'a was read before c, so a goes next');
+    assert.equal(store.open(sha(a)), null);
   });
 
   test('a blob whose file vanished from disk reads as not cached', async () => {

@@ -223,8 +223,7 @@ describe('pull-through', () => {
     const d = images.poison.layers[0];
     fake.modes.set(d, 'wrong-bytes');
     const r = await blobGet('poison', d);
-    assert.ok(r.status === -1 || r.body.length < images.poison.bytes[0].length || sha(r.body) !== d, 'the client must not receive a complete good response');
-    assert.notEqual(r.status === 200 && sha(r.body) === d, true);
+    assert.equal(r.status, -1, 'the client connection is aborted, not ended cleanly');
     await assertNothingCached(d);
     await waitFor(() => auditEvents('upstream.fault').some((e) => e.digest === d && e.reason === 'digest_mismatch'), { timeoutMs: 3000, what: 'fault audited' });
     const log = fs.readFileSync(t.logPath, 'utf8');
@@ -239,7 +238,7 @@ describe('pull-through', () => {
     const d = images.cut.layers[0];
     fake.modes.set(d, 'cut');
     const r = await blobGet('cut', d);
-    assert.ok(r.status === -1 || r.body.length < images.cut.bytes[0].length);
+    assert.equal(r.status, -1, 'the client connection is aborted');
     await assertNothingCached(d);
     fake.modes.delete(d);
   });
@@ -248,7 +247,7 @@ describe('pull-through', () => {
     const d = images.drip.layers[0];
     fake.modes.set(d, 'drip');
     const r = await blobGet('drip', d);
-    assert.ok(r.status === -1 || r.body.length < images.drip.bytes[0].length);
+    assert.ok(r.status === -1 || r.status === 503, `aborted, or refused before the body: ${r.status}`);
     await assertNothingCached(d);
     fake.modes.delete(d);
   });

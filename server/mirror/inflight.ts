@@ -81,12 +81,13 @@ export function followWriter(writer: BlobWriter, start: number, end: number | nu
       stream.destroy(writer.failure ?? new Error('blob download failed'));
       return;
     }
-    if (end !== null && position > end) {
-      stream.push(null);
-      return;
-    }
-    const available = writer.written;
-    if (position >= available) {
+    // Until the whole blob is verified, the last byte asked for is held back: with a Content-Length sent, a client that
+    // received every byte would take the response as complete, so a digest mismatch must leave it one byte short.
+    const verified = writer.state === 'committed';
+    const last = end !== null ? end : writer.expectedSize !== null ? writer.expectedSize - 1 : null;
+    const available = verified || last === null ? writer.written : Math.min(writer.written, last);
+    const finished = last !== null ? position > last : false;
+    if (finished || position >= available) {
       if (writer.state === 'committed') {
         stream.push(null);
         return;

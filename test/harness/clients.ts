@@ -1,6 +1,6 @@
 // Real registry clients for tests: skopeo, containerd with ctr, and podman, each confined to a scratch folder,
 // plus readers for what they pulled and for airlock's JSON request log.
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { requireTool, run, startProcess, StopWaiting, waitFor, type Proc, type RunResult } from './proc.js';
@@ -10,6 +10,8 @@ const CONTAINERD = '/usr/bin/containerd';
 const CTR = '/usr/bin/ctr';
 const PODMAN = '/usr/bin/podman';
 const RUN_CONTAINERD = '/run/containerd';
+const PODMAN_RUN_DIRS = ['/run/containers', '/run/runc'];
+const CGROUP_ROOT = '/sys/fs/cgroup';
 
 /** ClientRun is a finished client command with its wall-clock duration. */
 export interface ClientRun extends RunResult {
@@ -280,9 +282,12 @@ export interface PodmanSetup {
 /** Podman runs podman 4.3 with private storage (vfs), registries.conf and containers.conf. */
 export interface Podman {
   env: NodeJS.ProcessEnv;
+  /** cgroupParent is the cgroup (per controller) that `run` should pass as --cgroup-parent, removed by cleanup. */
+  cgroupParent: string;
   podman(args: readonly string[], timeoutMs?: number): Promise<ClientRun>;
-  /** cleanup removes podman's images and containers and unmounts anything left under the scratch folder. */
-  cleanup(): Promise<void>;
+  /** cleanup removes podman's containers and images, unmounts what is left under the scratch folder, and removes the
+   *  cgroups and the empty folders in /run that this podman created; it returns what it could not remove. */
+  cleanup(): Promise<string[]>;
 }
 
 /** preparePodman writes storage.conf, registries.conf and containers.conf under dir. */
@@ -315,7 +320,7 @@ export function preparePodman(setup: PodmanSetup): Podman {
     [
       '[containers]',
       'netns = "none"',
-      'ulimits = ["nofile=1024:1024", "nproc=1024:1024"]',
+      'default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]',
       '[engine]',
       'runtime = "runc"',
       'cgroup_manager = "cgroupfs"',
@@ -336,14 +341,39 @@ export function preparePodman(setup: PodmanSetup): Podman {
     TMPDIR: path.join(dir, 'tmp'),
   };
   fs.mkdirSync(path.join(dir, 'tmp'), { recursive: true });
+  // podman 4.3 always uses /run/containers/networks (netavark) and runc's default root /run/runc.
+  const runBefore = new Map(PODMAN_RUN_DIRS.map((d) => [d, listDirs(d)]));
+  const cgroupParent = `/airlock-test-${randomBytes(6).toString('hex')}`;
   const podman = (args: readonly string[], timeoutMs?: number): Promise<ClientRun> => timed(PODMAN, args, { env, timeoutMs });
   return {
     env,
+    cgroupParent,
     podman,
-    async cleanup(): Promise<void> {
+    async cleanup(): Promise<string[]> {
       await podman(['rm', '--all', '--force'], 30_000);
       await podman(['rmi', '--all', '--force'], 30_000);
       await unmountUnder(dir);
+      const left: string[] = [];
+      for (const [d, before] of runBefore) left.push(...removeNewEmptyDirs(d, before));
+      left.push(...(await removeCgroups(cgroupParent)));
+      return left;
     },
   };
+}
+
+// removeCgroups removes a cgroup and its children (conmon's) from every hierarchy, waiting until their processes are gone.
+async function removeCgroups(name: string): Promise<string[]> {
+  const dirs = fs
+    .readdirSync(CGROUP_ROOT)
+    .map((h) => path.join(CGROUP_ROOT, h, name))
+    .filter((d) => fs.existsSync(d));
+  let left: string[] = [];
+  await waitFor(
+    () => {
+      left = dirs.flatMap((d) => removeNewEmptyDirs(d, new Set()));
+      return left.length === 0;
+    },
+    { timeoutMs: 5000, what: `cgroup ${name} to empty` },
+  ).catch(() => undefined);
+  return left;
 }
