@@ -250,7 +250,7 @@ async function main(argv: string[]): Promise<number> {
       console.log(USAGE);
       return cmd === undefined ? 2 : 0;
     default:
-      throw new UserError(`unknown command "${cmd}"\n${USAGE}`);
+      throw new UserError(`unknown command "${cmd}"; run "airlock help" for the usage`);
   }
 }
 

@@ -110,14 +110,14 @@ before(async () => {
 after(async () => {
   const leftovers: string[] = [];
   if (containerd) leftovers.push(...(await containerd.stop()));
-  if (podman) await podman.cleanup();
+  if (podman) leftovers.push(...(await podman.cleanup()));
   await t?.stop();
   await stopAll();
   if (work) {
     await unmountUnder(work);
     fs.rmSync(work, { recursive: true, force: true });
   }
-  assert.deepEqual(leftovers, [], 'containerd left nothing behind in /run/containerd');
+  assert.deepEqual(leftovers, [], 'containerd and podman left nothing behind in /run or the cgroup tree');
 });
 
 describe('skopeo through airlock', () => {
@@ -231,6 +231,7 @@ describe('containerd 1.6 through airlock', () => {
     const lines = readRequestLog(t.logPath).slice(mark);
     assert.ok(lines.length > 0, 'containerd reached airlock');
     assert.ok(lines.every((l) => l.path.includes('?ns=docker.io')), `every containerd request named ns=docker.io: ${lines.map((l) => l.path).join(', ')}`);
+    assert.ok(lines.every((l) => l.repo === 'docker.io/library/busybox'), 'ns=docker.io routed to docker.io/library/busybox');
     assert.ok(lines.some((l) => l.method === 'HEAD' && l.path === '/v2/library/busybox/manifests/1.36?ns=docker.io'));
     assert.ok(lines.every((l) => l.status === 200), `all answered 200: ${lines.map((l) => `${l.method} ${l.path} ${String(l.status)}`).join(', ')}`);
     const ls = await containerd.ctr(['images', 'ls']);
@@ -258,7 +259,7 @@ describe('podman 4.3 through airlock', () => {
   test('podman pulls docker.io/library/busybox:1.36 via the registries.conf mirror and lists the upstream digest', async () => {
     podman = preparePodman({ dir: path.join(work, 'podman'), mirror: t.host, certDir: pull.dir });
     const mark = readRequestLog(t.logPath).length;
-    const r = await podman.podman(['pull', '--cert-dir', pull.dir, 'docker.io/library/busybox:1.36'], 60_000);
+    const r = await podman.pull('docker.io/library/busybox:1.36');
     mustSucceed('podman pull', r);
     console.log(`podman pull docker.io/library/busybox:1.36: ${String(r.ms)} ms`);
     const lines = readRequestLog(t.logPath).slice(mark);
@@ -274,7 +275,7 @@ describe('podman 4.3 through airlock', () => {
       ctx.skip('podman was not set up');
       return;
     }
-    const r = await podman.podman(['run', '--rm', '--runtime', 'runc', '--network=none', '--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1024:1024', 'docker.io/library/busybox:1.36', '/bin/busybox', 'cat', '/etc/probe-release'], 60_000);
+    const r = await podman.podman(['run', '--rm', '--runtime', 'runc', '--network=none', '--cgroup-parent', podman.cgroupParent, '--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1024:1024', 'docker.io/library/busybox:1.36', '/bin/busybox', 'cat', '/etc/probe-release'], 60_000);
     mustSucceed('podman run', r);
     console.log(`podman run: ${String(r.ms)} ms`);
     assert.equal(r.stdout.trim(), 'probe 1.36');

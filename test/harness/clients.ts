@@ -170,8 +170,8 @@ export function removeNewEmptyDirs(root: string, before: ReadonlySet<string>): s
   for (const d of [...listDirs(root)].filter((x) => !before.has(x)).sort((a, b) => b.length - a.length)) {
     try {
       fs.rmdirSync(d);
-    } catch {
-      left.push(d);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') left.push(d);
     }
   }
   return left;
@@ -285,6 +285,8 @@ export interface Podman {
   /** cgroupParent is the cgroup (per controller) that `run` should pass as --cgroup-parent, removed by cleanup. */
   cgroupParent: string;
   podman(args: readonly string[], timeoutMs?: number): Promise<ClientRun>;
+  /** pull runs `podman pull --cert-dir <certDir> ref`. */
+  pull(ref: string): Promise<ClientRun>;
   /** cleanup removes podman's containers and images, unmounts what is left under the scratch folder, and removes the
    *  cgroups and the empty folders in /run that this podman created; it returns what it could not remove. */
   cleanup(): Promise<string[]>;
@@ -349,6 +351,7 @@ export function preparePodman(setup: PodmanSetup): Podman {
     env,
     cgroupParent,
     podman,
+    pull: (ref: string) => podman(['pull', '--cert-dir', setup.certDir, ref], 60_000),
     async cleanup(): Promise<string[]> {
       await podman(['rm', '--all', '--force'], 30_000);
       await podman(['rmi', '--all', '--force'], 30_000);

@@ -1,0 +1,346 @@
+// The command line (SPEC §1) as real processes: init, key generate (checked with real cosign), cert issue and
+// revoke, serve with and without a configuration, and one-line errors without stack traces for user mistakes.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import { loadConfigFile } from '../server/config.js';
+import { normalizeSerial } from '../server/pki/ca.js';
+import { loadSigningKey } from '../server/signing/key.js';
+import { type Proc, run, type RunResult, runOk, startProcess, stopAll, waitFor } from './harness/proc.js';
+import { registryRequest } from './harness/registry.js';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const MAIN = path.join(REPO, 'server', 'main.ts');
+// TSX is tsx's loader by absolute URL, so the CLI also starts from a working directory outside the repository.
+const TSX = import.meta.resolve('tsx');
+const COSIGN = path.join(REPO, '.cache', 'cosign', 'usr', 'bin', 'cosign');
+const KEY_PASSWORD = 'cli-test-key-password';
+const P12_PASSWORD = 'cli-test-p12';
+
+// BASE_ENV is the test's environment without any AIRLOCK_ variable, so only what a test sets reaches the CLI.
+const BASE_ENV: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('AIRLOCK_')));
+const ENV: NodeJS.ProcessEnv = { ...BASE_ENV, AIRLOCK_KEY_PASSWORD: KEY_PASSWORD, AIRLOCK_P12_PASSWORD: P12_PASSWORD };
+
+let tmp: string;
+let data: string;
+let configPath: string;
+
+function airlock(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<RunResult> {
+  return run(process.execPath, ['--import', TSX, MAIN, ...args], { cwd: opts.cwd ?? REPO, env: opts.env ?? ENV, timeoutMs: 60_000 });
+}
+
+function startAirlockProcess(name: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Proc {
+  return startProcess(process.execPath, ['--import', TSX, MAIN, ...args], { name, cwd: opts.cwd ?? REPO, env: opts.env ?? ENV, logDir: tmp });
+}
+
+// assertUserError checks the SPEC §1 promise: a non-zero exit, one line on stderr, no stack trace.
+function assertUserError(r: RunResult, pattern: RegExp): void {
+  assert.notEqual(r.code, 0, `exit code for: ${r.stderr}`);
+  assert.equal(r.timedOut, false);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `one line on stderr, got:\n${r.stderr}`);
+  assert.match(lines[0], /^airlock: /);
+  assert.match(lines[0], pattern);
+  assert.doesNotMatch(r.stderr, /\n\s+at |unexpected error/);
+}
+
+function x509(file: string): crypto.X509Certificate {
+  return new crypto.X509Certificate(fs.readFileSync(file));
+}
+
+function mode(file: string): number {
+  return fs.statSync(file).mode & 0o777;
+}
+
+function spkiDer(pem: string): Buffer {
+  return crypto.createPublicKey(pem).export({ type: 'spki', format: 'der' });
+}
+
+async function exitWithin(proc: Proc, ms: number): Promise<number | null | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), ms)));
+  const r = await Promise.race([proc.exited, deadline]);
+  clearTimeout(timer);
+  return r;
+}
+
+async function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+before(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-cli-'));
+  data = path.join(tmp, 'data');
+  const r = await airlock(['init', '--dir', data, '--host', 'a.example', '--host', '127.0.0.1']);
+  assert.equal(r.code, 0, r.stderr);
+  configPath = path.join(data, 'airlock.yaml');
+});
+
+after(async () => {
+  await stopAll();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('airlock init', () => {
+  test('writes the CA, a server certificate for every --host, the admin bundle, the mirror key, the database and airlock.yaml', async () => {
+    for (const f of [
+      'pki/ca.crt',
+      'pki/ca.key',
+      'pki/server.crt',
+      'pki/server.key',
+      'pki/clients/admin/ca.crt',
+      'pki/clients/admin/client.cert',
+      'pki/clients/admin/client.key',
+      'pki/clients/admin/client.p12',
+      'keys/mirror.key',
+      'keys/mirror.pub',
+      'airlock.db',
+      'airlock.yaml',
+    ]) {
+      assert.ok(fs.statSync(path.join(data, f)).size > 0, `${f} exists and is not empty`);
+    }
+    for (const f of ['pki/ca.key', 'pki/server.key', 'pki/clients/admin/client.key', 'pki/clients/admin/client.p12', 'keys/mirror.key']) {
+      assert.equal(mode(path.join(data, f)), 0o600, `${f} is private`);
+    }
+
+    const ca = x509(path.join(data, 'pki', 'ca.crt'));
+    assert.ok(ca.ca);
+    assert.ok(ca.checkPrivateKey(crypto.createPrivateKey(fs.readFileSync(path.join(data, 'pki', 'ca.key')))));
+    const server = x509(path.join(data, 'pki', 'server.crt'));
+    assert.equal(server.subjectAltName, 'DNS:a.example, IP Address:127.0.0.1');
+    assert.ok(server.verify(ca.publicKey));
+    assert.ok(server.checkPrivateKey(crypto.createPrivateKey(fs.readFileSync(path.join(data, 'pki', 'server.key')))));
+
+    const admin = path.join(data, 'pki', 'clients', 'admin');
+    assert.deepEqual(fs.readFileSync(path.join(admin, 'ca.crt')), fs.readFileSync(path.join(data, 'pki', 'ca.crt')));
+    const client = x509(path.join(admin, 'client.cert'));
+    assert.ok(client.verify(ca.publicKey));
+    assert.match(client.subject, /CN=admin/);
+    assert.match(client.subject, /OU=admin/);
+    assert.ok(client.checkPrivateKey(crypto.createPrivateKey(fs.readFileSync(path.join(admin, 'client.key')))));
+    const p12 = await runOk('openssl', ['pkcs12', '-in', path.join(admin, 'client.p12'), '-passin', `pass:${P12_PASSWORD}`, '-nokeys', '-clcerts']);
+    assert.match(p12.stdout, /subject=.*CN\s*=\s*admin/);
+
+    assert.match(fs.readFileSync(path.join(data, 'keys', 'mirror.key'), 'utf8'), /^-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----/);
+    const mirror = loadSigningKey(fs.readFileSync(path.join(data, 'keys', 'mirror.key'), 'utf8'), KEY_PASSWORD);
+    assert.deepEqual(crypto.createPublicKey(mirror).export({ type: 'spki', format: 'der' }), spkiDer(fs.readFileSync(path.join(data, 'keys', 'mirror.pub'), 'utf8')));
+
+    assert.equal(fs.readFileSync(path.join(data, 'airlock.db')).subarray(0, 16).toString('latin1'), 'SQLite format 3\0');
+    const config = loadConfigFile(configPath, {});
+    assert.equal(config.dataDir, data);
+    assert.equal(config.tls.cert, path.join(data, 'pki', 'server.crt'));
+    assert.equal(config.signing.key, path.join(data, 'keys', 'mirror.key'));
+    assert.deepEqual(config.listen, { host: '127.0.0.1', port: 5443 });
+  });
+
+  test('a second init refuses to overwrite the CA without --force and changes nothing', async () => {
+    const before = fs.readFileSync(path.join(data, 'pki', 'ca.crt'));
+    const r = await airlock(['init', '--dir', data]);
+    assertUserError(r, /exists; refusing to overwrite the CA \(use --force/);
+    assert.equal(r.stdout, '');
+    assert.deepEqual(fs.readFileSync(path.join(data, 'pki', 'ca.crt')), before);
+  });
+
+  test('init --force replaces the CA, the certificates and the mirror key', async () => {
+    const dir = path.join(tmp, 'forced');
+    await runOk(process.execPath, ['--import', TSX, MAIN, 'init', '--dir', dir, '--host', 'localhost'], { cwd: REPO, env: ENV });
+    const oldCa = x509(path.join(dir, 'pki', 'ca.crt'));
+    const oldPub = fs.readFileSync(path.join(dir, 'keys', 'mirror.pub'), 'utf8');
+    const r = await airlock(['init', '--dir', dir, '--host', 'b.example', '--force']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /initialised/);
+    const ca = x509(path.join(dir, 'pki', 'ca.crt'));
+    assert.notEqual(ca.fingerprint256, oldCa.fingerprint256);
+    assert.equal(x509(path.join(dir, 'pki', 'server.crt')).subjectAltName, 'DNS:b.example');
+    const admin = x509(path.join(dir, 'pki', 'clients', 'admin', 'client.cert'));
+    assert.ok(admin.verify(ca.publicKey));
+    assert.ok(!admin.verify(oldCa.publicKey));
+    assert.notEqual(fs.readFileSync(path.join(dir, 'keys', 'mirror.pub'), 'utf8'), oldPub);
+  });
+});
+
+describe('airlock key generate', () => {
+  test('writes a key pair that real cosign loads with $AIRLOCK_KEY_PASSWORD and derives the same public key from', async (t) => {
+    if (!fs.existsSync(COSIGN)) {
+      t.skip(`cosign is not at ${COSIGN}`);
+      return;
+    }
+    const prefix = path.join(tmp, 'publisher');
+    const r = await airlock(['key', 'generate', '--out', prefix], { env: { ...BASE_ENV, AIRLOCK_KEY_PASSWORD: 'publisher-pw' } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(mode(`${prefix}.key`), 0o600);
+    const derived = await runOk(COSIGN, ['public-key', '--key', `${prefix}.key`], { env: { ...BASE_ENV, COSIGN_PASSWORD: 'publisher-pw' } });
+    assert.deepEqual(spkiDer(derived.stdout), spkiDer(fs.readFileSync(`${prefix}.pub`, 'utf8')));
+
+    const wrong = await run(COSIGN, ['public-key', '--key', `${prefix}.key`], { env: { ...BASE_ENV, COSIGN_PASSWORD: 'not-the-password' } });
+    assert.notEqual(wrong.code, 0, 'the key is encrypted with $AIRLOCK_KEY_PASSWORD, so another password fails');
+    assert.match(wrong.stderr, /decrypt/);
+  });
+
+  test('refuses to overwrite an existing key, and needs --out', async () => {
+    const prefix = path.join(tmp, 'once');
+    assert.equal((await airlock(['key', 'generate', '--out', prefix])).code, 0);
+    const before = fs.readFileSync(`${prefix}.key`);
+    assertUserError(await airlock(['key', 'generate', '--out', prefix]), /refusing to overwrite/);
+    assert.deepEqual(fs.readFileSync(`${prefix}.key`), before);
+    assertUserError(await airlock(['key', 'generate']), /--out is required/);
+    assertUserError(await airlock(['key', 'make', '--out', prefix]), /unknown command "key make"/);
+  });
+});
+
+describe('airlock cert', () => {
+  test('issue prints the serial in hex and writes the bundle into --out', async () => {
+    const out = path.join(tmp, 'bob-bundle');
+    const r = await airlock(['cert', 'issue', '--config', configPath, '--name', 'bob', '--role', 'pull', '--days', '30', '--out', out]);
+    assert.equal(r.code, 0, r.stderr);
+    const serial = r.stdout.trim();
+    assert.match(serial, /^[0-9a-f]+$/);
+    assert.equal(r.stdout, `${serial}\n`, 'stdout is only the serial');
+    assert.deepEqual(fs.readdirSync(out).sort(), ['ca.crt', 'client.cert', 'client.key', 'client.p12']);
+    const cert = x509(path.join(out, 'client.cert'));
+    assert.equal(normalizeSerial(cert.serialNumber), serial);
+    assert.match(cert.subject, /CN=bob/);
+    assert.match(cert.subject, /OU=pull/);
+    assert.ok(cert.verify(x509(path.join(data, 'pki', 'ca.crt')).publicKey));
+    const days = (new Date(cert.validTo).getTime() - Date.now()) / 86_400_000;
+    assert.ok(days > 29.9 && days < 30.1, `valid for 30 days, got ${days}`);
+    assert.equal(mode(path.join(out, 'client.key')), 0o600);
+    assert.ok(!fs.existsSync(path.join(data, 'pki', 'clients', 'bob')), 'nothing is written to the default place');
+  });
+
+  test('issue without --out writes into DATADIR/pki/clients/NAME', async () => {
+    const r = await airlock(['cert', 'issue', '--config', configPath, '--name', 'carol', '--role', 'audit']);
+    assert.equal(r.code, 0, r.stderr);
+    const cert = x509(path.join(data, 'pki', 'clients', 'carol', 'client.cert'));
+    assert.equal(normalizeSerial(cert.serialNumber), r.stdout.trim());
+    assert.match(cert.subject, /OU=audit/);
+  });
+
+  test('issue refuses a bad role, bad days, a bad name and missing flags with one line each', async () => {
+    const issue = (...extra: string[]) => airlock(['cert', 'issue', '--config', configPath, ...extra]);
+    assertUserError(await issue('--name', 'dave', '--role', 'root'), /--role must be pull, audit or admin/);
+    for (const days of ['0', '-3', 'abc', '3651', '1.5', '99999']) {
+      assertUserError(await issue('--name', 'dave', '--role', 'pull', '--days', days), /days/);
+    }
+    assertUserError(await issue('--name', 'has space', '--role', 'pull'), /client name must be/);
+    assertUserError(await issue('--name', '../escape', '--role', 'pull'), /client name must be/);
+    assertUserError(await issue('--role', 'pull'), /--name is required/);
+    assertUserError(await issue('--name', 'dave'), /--role is required/);
+    assertUserError(await airlock(['cert', 'issue', '--name', 'dave', '--role', 'pull']), /--config is required/);
+    assertUserError(await airlock(['cert', 'issue', '--config', path.join(tmp, 'nope.yaml'), '--name', 'dave', '--role', 'pull']), /cannot read config .*ENOENT/);
+    assert.ok(!fs.existsSync(path.join(data, 'pki', 'clients', 'dave')), 'no bundle was written');
+    assert.ok(!fs.existsSync(path.join(data, 'pki', 'escape')));
+  });
+
+  test('revoke accepts the printed serial once, reports a repeat, and refuses a malformed serial with one line', async () => {
+    const issued = await airlock(['cert', 'issue', '--config', configPath, '--name', 'erin', '--role', 'pull', '--out', path.join(tmp, 'erin')]);
+    const serial = issued.stdout.trim();
+    const r = await airlock(['cert', 'revoke', '--config', configPath, '--serial', serial.toUpperCase(), '--reason', 'laptop lost']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`revoked ${serial}`));
+    const again = await airlock(['cert', 'revoke', '--config', configPath, '--serial', serial]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /already revoked/);
+    for (const bad of ['zz', 'not-hex', '0xg1', '']) {
+      assertUserError(await airlock(['cert', 'revoke', '--config', configPath, '--serial', bad]), /--serial/);
+    }
+    assertUserError(await airlock(['cert', 'revoke', '--config', configPath]), /--serial is required/);
+    assertUserError(await airlock(['cert', 'renew', '--config', configPath]), /unknown command "cert renew"/);
+  });
+});
+
+describe('command-line mistakes', () => {
+  test('an unknown command, an unknown flag and a stray argument are one-line errors with a non-zero exit', async () => {
+    assertUserError(await airlock(['frobnicate']), /unknown command "frobnicate"/);
+    assertUserError(await airlock(['init', '--dir', path.join(tmp, 'never'), '--colour', 'blue']), /--colour/);
+    assertUserError(await airlock(['serve', '--confg', configPath]), /--confg/);
+    assertUserError(await airlock(['init', 'extra']), /unexpected argument "extra"/);
+    assertUserError(await airlock(['init', '--dir']), /--dir/);
+    assert.ok(!fs.existsSync(path.join(tmp, 'never')));
+  });
+
+  test('help prints the usage and exits 0', async () => {
+    const r = await airlock(['help']);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /airlock cert issue --config FILE --name NAME --role pull\|audit\|admin/);
+  });
+});
+
+describe('airlock serve', () => {
+  test('serve --config listens where it says, answers a client with the admin bundle and stops with exit 0 on SIGTERM', async () => {
+    const file = path.join(tmp, 'serve.yaml');
+    fs.writeFileSync(file, fs.readFileSync(configPath, 'utf8').replace('listen: 127.0.0.1:5443', 'listen: 127.0.0.1:0').replace('dataDir: .', `dataDir: ${data}`));
+    const proc = startAirlockProcess('serve-config', ['serve', '--config', file]);
+    let url = '';
+    await waitFor(
+      () => {
+        if (!proc.running()) throw new Error(`serve exited:\n${proc.output()}`);
+        const m = /airlock listening on (https:\/\/127\.0\.0\.1:[0-9]+) /.exec(proc.output());
+        if (m) url = m[1];
+        return url !== '';
+      },
+      { timeoutMs: 30_000, what: 'airlock serve to say where it listens' },
+    );
+    const out = proc.output();
+    const admin = path.join(data, 'pki', 'clients', 'admin');
+    assert.ok(out.includes(`admin client bundle: ${admin}/{ca.crt,client.cert,client.key,client.p12}`), out);
+    assert.ok(out.includes(`config ${file}`));
+    assert.match(out, /containerd: /);
+    const res = await registryRequest(
+      { url, caPath: path.join(admin, 'ca.crt'), clientCertPath: path.join(admin, 'client.cert'), clientKeyPath: path.join(admin, 'client.key') },
+      '/v2/',
+    );
+    assert.equal(res.status, 200);
+    assert.equal(res.headers['docker-distribution-api-version'], 'registry/2.0');
+
+    process.kill(proc.pid, 'SIGTERM');
+    assert.equal(await exitWithin(proc, 15_000), 0, proc.output());
+  });
+
+  test('serve with an invalid configuration lists the problem on one line and does not start', async () => {
+    const file = path.join(tmp, 'bad.yaml');
+    fs.writeFileSync(file, `${fs.readFileSync(configPath, 'utf8')}\nlistn: 127.0.0.1:0\n`);
+    const r = await airlock(['serve', '--config', file]);
+    assertUserError(r, /has 1 problem: listn: unknown key/);
+  });
+
+  test('serve uses $AIRLOCK_CONFIG when --config is absent', async () => {
+    const r = await airlock(['serve'], { cwd: tmp, env: { ...ENV, AIRLOCK_CONFIG: path.join(tmp, 'missing-from-env.yaml') } });
+    assertUserError(r, /cannot read config .*missing-from-env\.yaml: ENOENT/);
+    assert.ok(!fs.existsSync(path.join(tmp, 'airlock-data')), 'no data directory is initialised when a config is named');
+  });
+
+  test('serve with no configuration anywhere initialises ./airlock-data, says so, and stops with exit 0 on SIGTERM', async (t) => {
+    if (!(await portFree(5443))) {
+      t.skip('127.0.0.1:5443, the default listen address, is in use on this machine');
+      return;
+    }
+    const cwd = path.join(tmp, 'empty-cwd');
+    fs.mkdirSync(cwd);
+    const proc = startAirlockProcess('serve-default', ['serve'], { cwd });
+    await waitFor(
+      () => {
+        if (!proc.running()) throw new Error(`serve exited:\n${proc.output()}`);
+        return proc.output().includes('admin client bundle:');
+      },
+      { timeoutMs: 30_000, what: 'airlock serve to initialise and listen' },
+    );
+    const out = proc.output();
+    const dir = path.join(cwd, 'airlock-data');
+    assert.ok(out.includes(`no configuration found: initialised ${dir}`), out);
+    assert.ok(out.includes(`admin client bundle: ${path.join(dir, 'pki', 'clients', 'admin')}/{ca.crt,client.cert,client.key,client.p12}`), out);
+    assert.match(out, /airlock listening on https:\/\/127\.0\.0\.1:5443 /);
+    for (const f of ['airlock.yaml', 'airlock.db', 'pki/ca.crt', 'pki/clients/admin/client.p12', 'keys/mirror.key']) assert.ok(fs.existsSync(path.join(dir, f)), f);
+    process.kill(proc.pid, 'SIGTERM');
+    assert.equal(await exitWithin(proc, 15_000), 0, proc.output());
+  });
+});

@@ -1,0 +1,227 @@
+// Admission by publisher signature (real cosign, real CNCF registry) and airlock's own re-signing, verified by real
+// cosign and independently by openssl.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { writeSigningKey } from '../server/signing/key.js';
+import { signCommand } from '../server/signing/sign-command.js';
+import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
+import { buildImage, inspectDigest, pushImage, skopeoCopy } from './harness/images.js';
+import { run, runOk, stopAll, track, waitFor } from './harness/proc.js';
+import { type Registry, startRegistry } from './harness/registry.js';
+
+const COSIGN = path.resolve('.cache/cosign/usr/bin/cosign');
+const UPSTREAM = 'registry.acme.test';
+const PW = 'publisher-pass';
+
+let tmp: string;
+let reg: Registry;
+let t: TestAirlock;
+const digests: Record<string, string> = {};
+let publisherKey: { keyPath: string; pubPath: string };
+let strangerKey: { keyPath: string; pubPath: string };
+
+async function cosignSign(key: string, ref: string): Promise<void> {
+  await runOk(COSIGN, ['sign', '--yes', '--key', key, '--tlog-upload=false', '--registry-cacert', reg.caPath, ref], { env: { ...process.env, COSIGN_PASSWORD: PW }, timeoutMs: 60000 });
+}
+
+async function pushNew(repo: string, tag: string): Promise<string> {
+  const img = await buildImage(path.join(tmp, 'img', `${repo.replace(/\//g, '_')}-${tag}`), { tag, files: { '/id': `${repo}:${tag} ${crypto.randomUUID()}\n` } });
+  await pushImage(img, `${reg.host}/${repo}:${tag}`, { certDir: reg.certDir });
+  return inspectDigest(reg, repo, tag);
+}
+
+async function pullThrough(repo: string, ref: string): Promise<{ code: number; stderr: string }> {
+  const sep = ref.startsWith('sha256:') ? '@' : ':';
+  const out = path.join(tmp, 'out', crypto.randomUUID());
+  fs.mkdirSync(out, { recursive: true });
+  const r = await run('skopeo', ['--insecure-policy', 'copy', '--quiet', '--src-cert-dir', t.bundle('pull').dir, `docker://${t.host}/${UPSTREAM}/${repo}${sep}${ref}`, `dir:${out}`], { timeoutMs: 60000 });
+  return { code: r.code, stderr: r.stderr };
+}
+
+before(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-sign-'));
+  assert.ok(fs.existsSync(COSIGN), `cosign is missing at ${COSIGN}: run bash scripts/test-deps.sh`);
+  reg = track(await startRegistry({ dir: path.join(tmp, 'upstream') }));
+  publisherKey = writeSigningKey(path.join(tmp, 'keys', 'acme'), PW);
+  strangerKey = writeSigningKey(path.join(tmp, 'keys', 'stranger'), PW);
+  digests.signed = await pushNew('acme/signed', 'v1');
+  digests.stranger = await pushNew('acme/stranger', 'v1');
+  digests.x = await pushNew('acme/x', 'v1');
+  await skopeoCopy(`docker://${reg.host}/acme/x:v1`, `docker://${reg.host}/acme/y:v1`, { srcCertDir: reg.certDir, destCertDir: reg.certDir });
+  digests.e = await pushNew('acme/swap', 'e');
+  digests.f = await pushNew('acme/swap', 'f');
+  digests.pinned = await pushNew('library/pinned', '1');
+  digests.airlockSigned = await pushNew('acme/tool', 'v1');
+  await cosignSign(publisherKey.keyPath, `${reg.host}/acme/signed@${digests.signed}`);
+  await cosignSign(strangerKey.keyPath, `${reg.host}/acme/stranger@${digests.stranger}`);
+  await cosignSign(publisherKey.keyPath, `${reg.host}/acme/x@${digests.x}`);
+  await cosignSign(publisherKey.keyPath, `${reg.host}/acme/swap@${digests.e}`);
+  // acme/y holds the same image as acme/x, with x's signature (whose payload names acme/x) copied under its .sig tag.
+  const sigTag = (d: string): string => `${d.replace(':', '-')}.sig`;
+  await skopeoCopy(`docker://${reg.host}/acme/x:${sigTag(digests.x)}`, `docker://${reg.host}/acme/y:${sigTag(digests.x)}`, { srcCertDir: reg.certDir, destCertDir: reg.certDir });
+  // f carries e's signature (whose payload names digest e).
+  await skopeoCopy(`docker://${reg.host}/acme/swap:${sigTag(digests.e)}`, `docker://${reg.host}/acme/swap:${sigTag(digests.f)}`, { srcCertDir: reg.certDir, destCertDir: reg.certDir });
+  await signCommand({ keyPath: publisherKey.keyPath, password: PW, reference: `${reg.host}/acme/tool@${digests.airlockSigned}`, caPath: reg.caPath });
+  t = await startTestAirlock({
+    dir: path.join(tmp, 'airlock'),
+    upstreams: [{ name: UPSTREAM, url: reg.url, ca: reg.caPath }],
+    defaultUpstream: UPSTREAM,
+    pins: [`${UPSTREAM}/library/pinned:1@${digests.pinned}`],
+    publishers: [{ name: 'acme', key: publisherKey.pubPath, repositories: [`${UPSTREAM}/acme/*`] }],
+  });
+});
+
+after(async () => {
+  await t?.stop();
+  await stopAll();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('admission by publisher signature', () => {
+  test('an image signed with cosign by a registered publisher key is admitted with no pin', async () => {
+    const r = await pullThrough('acme/signed', 'v1');
+    assert.equal(r.code, 0, r.stderr);
+    const adm = t.airlock.services.policyStore.admission(`${UPSTREAM}/acme/signed`, digests.signed);
+    assert.equal(adm?.how, 'publisher');
+    assert.ok(adm?.publisherKey?.startsWith('sha256:'));
+  });
+
+  test('an image signed by an unregistered key is refused', async () => {
+    const r = await pullThrough('acme/stranger', 'v1');
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /denied|DENIED|not admitted/);
+  });
+
+  test('a signature whose payload names another repository is refused', async () => {
+    const r = await pullThrough('acme/y', 'v1');
+    assert.notEqual(r.code, 0);
+    const x = await pullThrough('acme/x', 'v1');
+    assert.equal(x.code, 0, x.stderr);
+  });
+
+  test('a signature whose payload names another digest is refused', async () => {
+    const f = await pullThrough('acme/swap', digests.f);
+    assert.notEqual(f.code, 0);
+    const e = await pullThrough('acme/swap', digests.e);
+    assert.equal(e.code, 0, e.stderr);
+  });
+
+  test('a signature made by airlock sign on the upstream is accepted by the publisher check', async () => {
+    const r = await pullThrough('acme/tool', 'v1');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(t.airlock.services.policyStore.admission(`${UPSTREAM}/acme/tool`, digests.airlockSigned)?.how, 'publisher');
+  });
+
+  test('a signature made by airlock sign is accepted by cosign verify', async () => {
+    const r = await run(COSIGN, ['verify', '--key', publisherKey.pubPath, '--insecure-ignore-tlog=true', '--registry-cacert', reg.caPath, `${reg.host}/acme/tool@${digests.airlockSigned}`], { timeoutMs: 60000 });
+    assert.equal(r.code, 0, r.stderr);
+  });
+
+  test('removing the publisher refuses its images again', async () => {
+    const s = t.airlock.services;
+    const saved = s.policyStore.publisher('acme');
+    assert.ok(saved);
+    s.policyStore.deletePublisher('acme');
+    s.policy.changed();
+    try {
+      const r = await t.request('pull', `/v2/${UPSTREAM}/acme/signed/manifests/${digests.signed}`);
+      assert.equal(r.status, 403);
+      assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'DENIED');
+    } finally {
+      s.policyStore.addPublisher({ ...saved, createdBy: saved.createdBy });
+      s.policy.changed();
+    }
+  });
+});
+
+describe('re-signing with the mirror key', () => {
+  const mirrorPub = (): string => path.join(t.dir, 'keys', 'mirror.pub');
+  const cosignVerify = (key: string, ref: string) =>
+    run(
+      COSIGN,
+      ['verify', '--key', key, '--insecure-ignore-tlog=true', '--registry-cacert', t.caPath, '--registry-client-cert', path.join(t.bundle('pull').dir, 'client.cert'), '--registry-client-key', path.join(t.bundle('pull').dir, 'client.key'), ref],
+      { timeoutMs: 60000 },
+    );
+
+  test('cosign verify with the mirror key succeeds by tag and by digest, and fails with another key', async () => {
+    const pulled = await pullThrough('library/pinned', '1');
+    assert.equal(pulled.code, 0, pulled.stderr);
+    for (const ref of [`${t.host}/${UPSTREAM}/library/pinned:1`, `${t.host}/${UPSTREAM}/library/pinned@${digests.pinned}`]) {
+      const ok = await cosignVerify(mirrorPub(), ref);
+      assert.equal(ok.code, 0, `${ref}: ${ok.stderr}`);
+      const payload = JSON.parse(ok.stdout.trim().split('\n').pop() ?? '[]')[0];
+      assert.equal(payload.critical.image['docker-manifest-digest'], digests.pinned);
+      assert.equal(payload.optional['airlock.admission'], 'pin');
+    }
+    const wrong = await cosignVerify(strangerKey.pubPath, `${t.host}/${UPSTREAM}/library/pinned:1`);
+    assert.notEqual(wrong.code, 0);
+  });
+
+  test('the upstream publisher signature is never passed through under the .sig tag', async () => {
+    const sig = await t.request('pull', `/v2/${UPSTREAM}/acme/signed/manifests/${digests.signed.replace(':', '-')}.sig`);
+    assert.equal(sig.status, 200);
+    const m = JSON.parse(sig.body.toString());
+    const payload = await t.request('pull', `/v2/${UPSTREAM}/acme/signed/blobs/${m.layers[0].digest}`);
+    const p = JSON.parse(payload.body.toString());
+    assert.equal(p.critical.identity['docker-reference'], `${UPSTREAM}/acme/signed`);
+    assert.equal(p.optional['airlock.admission'], 'publisher');
+    assert.ok(p.optional['airlock.publisherKey'].startsWith('sha256:'));
+    const viaMirror = await cosignVerify(mirrorPub(), `${t.host}/${UPSTREAM}/acme/signed@${digests.signed}`);
+    assert.equal(viaMirror.code, 0, viaMirror.stderr);
+    const viaPublisher = await cosignVerify(publisherKey.pubPath, `${t.host}/${UPSTREAM}/acme/signed@${digests.signed}`);
+    assert.notEqual(viaPublisher.code, 0);
+  });
+
+  test('openssl verifies the signature over the payload, and the payload names the served manifest digest', async () => {
+    const name = `${UPSTREAM}/library/pinned`;
+    const manifest = await t.request('pull', `/v2/${name}/manifests/1`);
+    const served = `sha256:${crypto.createHash('sha256').update(manifest.body).digest('hex')}`;
+    const sig = await t.request('pull', `/v2/${name}/manifests/${served.replace(':', '-')}.sig`);
+    assert.equal(sig.status, 200);
+    assert.equal(sig.headers['content-type'], 'application/vnd.oci.image.manifest.v1+json');
+    const layer = JSON.parse(sig.body.toString()).layers[0];
+    assert.equal(layer.mediaType, 'application/vnd.dev.cosign.simplesigning.v1+json');
+    const payload = await t.request('pull', `/v2/${name}/blobs/${layer.digest}`);
+    const dir = path.join(tmp, 'openssl');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'payload'), payload.body);
+    fs.writeFileSync(path.join(dir, 'sig.der'), Buffer.from(layer.annotations['dev.cosignproject.cosign/signature'], 'base64'));
+    assert.equal(JSON.parse(payload.body.toString()).critical.image['docker-manifest-digest'], served);
+    const ok = await run('openssl', ['dgst', '-sha256', '-verify', mirrorPub(), '-signature', path.join(dir, 'sig.der'), path.join(dir, 'payload')]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /Verified OK/);
+    const bad = await run('openssl', ['dgst', '-sha256', '-verify', strangerKey.pubPath, '-signature', path.join(dir, 'sig.der'), path.join(dir, 'payload')]);
+    assert.notEqual(bad.code, 0);
+  });
+
+  test('airlock signs each admitted digest once, even for concurrent first pulls', async () => {
+    const d = await pushNew('library/once', '1');
+    const s = t.airlock.services;
+    s.policyStore.addPin({ repository: `${UPSTREAM}/library/once`, digest: d, tag: null, note: null, source: 'api', createdBy: 'test' });
+    s.policy.changed();
+    const rs = await Promise.all(Array.from({ length: 6 }, () => t.request('pull', `/v2/${UPSTREAM}/library/once/manifests/${d}`)));
+    for (const r of rs) assert.equal(r.status, 200);
+    s.audit.flush();
+    const admitted = [...s.auditStore.range('0', '9', Number.MAX_SAFE_INTEGER)].filter((e) => e.action === 'image.admitted' && e.digest === d);
+    assert.equal(admitted.length, 1);
+    const own = s.content.referrers(`${UPSTREAM}/library/once`, d);
+    assert.equal(own.length, 1);
+  });
+
+  test('after revocation the .sig tag is gone within one second and the image is refused', async () => {
+    const s = t.airlock.services;
+    const name = `${UPSTREAM}/library/pinned`;
+    s.policyStore.revoke(name, digests.pinned, 'test revocation', 'test');
+    s.policyStore.forgetAdmission(name, digests.pinned);
+    s.policy.changed();
+    const started = Date.now();
+    await waitFor(async () => (await t.request('pull', `/v2/${name}/manifests/${digests.pinned.replace(':', '-')}.sig`)).status === 404, { timeoutMs: 1000, what: '.sig removed' });
+    console.log(`.sig gone after ${Date.now() - started} ms`);
+    const m = await t.request('pull', `/v2/${name}/manifests/1`);
+    assert.equal(m.status, 403);
+  });
+});
