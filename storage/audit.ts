@@ -22,7 +22,9 @@ export function createAuditStore(db: Db) {
   );
   const last = db.prepare<[], AuditRow>('SELECT * FROM audit ORDER BY seq DESC LIMIT 1');
   const bySeq = db.prepare<[number], AuditRow>('SELECT * FROM audit WHERE seq = ?');
-  const range = db.prepare<[string, string, number], AuditRow>('SELECT * FROM audit WHERE time >= ? AND time < ? AND seq <= ? ORDER BY seq');
+  const page = db.prepare<[string, string, number, number, number], AuditRow>(
+    'SELECT * FROM audit WHERE time >= ? AND time < ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?',
+  );
   const count = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM audit');
   const cpLast = db.prepare<[], { seq: number; hash: string; key_id: string; signature: string }>('SELECT * FROM checkpoints ORDER BY seq DESC LIMIT 1');
   const cpInsert = db.prepare<[number, string, string, string, string]>('INSERT OR REPLACE INTO checkpoints (seq, hash, key_id, signature, created_at) VALUES (?, ?, ?, ?, ?)');
@@ -42,9 +44,19 @@ export function createAuditStore(db: Db) {
       return r ? event(r) : null;
     },
     count: (): number => count.get()?.n ?? 0,
-    // range iterates the events with since <= time < until, up to maxSeq, without loading them all.
-    *range(since: string, until: string, maxSeq: number): Generator<AuditEvent> {
-      for (const r of range.iterate(since, until, maxSeq)) yield event(r);
+    // page returns up to limit events with since <= time < until and afterSeq < seq <= maxSeq, in order. Exports read
+    // page by page rather than through one open iterator, which would keep the connection busy for other statements.
+    page: (since: string, until: string, afterSeq: number, maxSeq: number, limit: number): AuditEvent[] =>
+      page.all(since, until, afterSeq, maxSeq, limit).map(event),
+    // range iterates the events with since <= time < until, up to maxSeq, a page at a time.
+    *range(since: string, until: string, maxSeq: number, pageSize = 2000): Generator<AuditEvent> {
+      let after = 0;
+      for (;;) {
+        const rows = page.all(since, until, after, maxSeq, pageSize);
+        for (const r of rows) yield event(r);
+        if (rows.length < pageSize) return;
+        after = rows[rows.length - 1].seq;
+      }
     },
     lastCheckpoint: (): Checkpoint | null => {
       const r = cpLast.get();

@@ -303,3 +303,13 @@ describe('with the upstream down', () => {
     assert.equal(body.errors[0]?.code, 'UNAVAILABLE');
   });
 });
+
+describe('airlock itself', () => {
+  test('logged no internal error while serving the clients', () => {
+    const lines = fs.readFileSync(t.logPath, 'utf8').split('\n').filter((l) => l.startsWith('{'));
+    const levels = lines.map((l) => JSON.parse(l) as { level: number; msg: string });
+    const warnings = levels.filter((l) => l.level === 40).map((l) => l.msg);
+    console.log(`airlock log: ${String(lines.length)} lines, ${String(warnings.length)} warnings (${[...new Set(warnings)].join('; ')})`);
+    assert.deepEqual(levels.filter((l) => l.level >= 50), []);
+  });
+});

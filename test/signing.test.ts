@@ -34,7 +34,7 @@ async function pushNew(repo: string, tag: string): Promise<string> {
   return inspectDigest(reg, repo, tag);
 }
 
-async function pullThrough(repo: string, ref: string): Promise<{ code: number; stderr: string }> {
+async function pullThrough(repo: string, ref: string): Promise<{ code: number | null; stderr: string }> {
   const sep = ref.startsWith('sha256:') ? '@' : ':';
   const out = path.join(tmp, 'out', crypto.randomUUID());
   fs.mkdirSync(out, { recursive: true });
