@@ -1,6 +1,8 @@
 // The airlock app as a Fastify plugin tree: identity from the client certificate, one log line and one audit event
 // per request, the OCI error body for /v2/, and the admin API's JSON errors.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { apiRoutes } from './api/routes.js';
+import { consoleRoutes } from './console.js';
 import { ApiError, RegistryError } from './errors.js';
 import { identityFromPeer, type Identity } from './pki/identity.js';
 import { registryRoutes } from './registry/routes.js';
@@ -118,7 +120,8 @@ export async function buildApp(app: FastifyInstance, s: Services, extra: (app: F
     const fe = err as FastifyError;
     if (fe.validation) {
       const first = fe.validation[0];
-      const field = first ? `${first.instancePath || '/'}${first.params && 'missingProperty' in first.params ? `/${String(first.params.missingProperty)}` : ''}` : '';
+      const missing = first?.params && 'missingProperty' in first.params ? `/${String(first.params.missingProperty)}` : '';
+      const field = first ? `${first.instancePath}${missing}` || '/' : '';
       const message = `invalid ${fe.validationContext ?? 'request'}: ${field} ${first?.message ?? fe.message}`.trim();
       if (isRegistry) return reply.code(400).send(new RegistryError('NAME_INVALID', message).body());
       return reply.code(400).send({ error: { code: 'BAD_REQUEST', message, field } });
@@ -146,5 +149,7 @@ export async function buildApp(app: FastifyInstance, s: Services, extra: (app: F
   });
 
   await app.register(async (scope) => registryRoutes(scope, s));
+  await app.register(async (scope) => apiRoutes(scope, s));
+  await app.register(async (scope) => consoleRoutes(scope, s));
   await extra(app);
 }

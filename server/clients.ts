@@ -37,7 +37,9 @@ export function clientFiles(kind: ClientKind, config: Config, address: string, c
         path: `/etc/containerd/certs.d/${u.name}/hosts.toml`,
         content:
           `# Only airlock serves ${u.name}: "server" names the mirror, so containerd never falls back to the public registry.\n` +
-          `server = "https://${address}"\n\n` +
+          `server = "https://${address}"\n` +
+          `ca = "${ca}"\n` +
+          `client = [["${cert}", "${key}"]]\n\n` +
           `[host."https://${address}"]\n` +
           `  capabilities = ["pull", "resolve"]\n` +
           `  ca = "${ca}"\n` +

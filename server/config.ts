@@ -67,6 +67,11 @@ export function parseSize(value: unknown): number | null {
 // Validator collects every problem of a configuration, each named by its path.
 class Validator {
   readonly problems: string[] = [];
+  readonly requireSecrets: boolean;
+
+  constructor(requireSecrets: boolean) {
+    this.requireSecrets = requireSecrets;
+  }
 
   add(where: string, problem: string): void {
     this.problems.push(`${where}: ${problem}`);
@@ -104,7 +109,7 @@ class Validator {
     }
     const secret = env[name];
     if (secret === undefined) {
-      this.add(where, `environment variable ${name} is not set`);
+      if (this.requireSecrets) this.add(where, `environment variable ${name} is not set`);
       return null;
     }
     return secret;
@@ -119,8 +124,13 @@ class Validator {
   }
 }
 
+// LoadOptions: commands that never use the secrets (cert issue/revoke, audit verify) need not have them set.
+export interface LoadOptions {
+  requireSecrets?: boolean;
+}
+
 // loadConfigFile reads and validates a YAML configuration file.
-export function loadConfigFile(file: string, env: Env): Config {
+export function loadConfigFile(file: string, env: Env, opts: LoadOptions = {}): Config {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -133,12 +143,12 @@ export function loadConfigFile(file: string, env: Env): Config {
   } catch (err) {
     throw new UserError(`config ${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
   }
-  return validateConfig(doc ?? {}, path.dirname(path.resolve(file)), env, path.resolve(file));
+  return validateConfig(doc ?? {}, path.dirname(path.resolve(file)), env, path.resolve(file), opts);
 }
 
 // validateConfig checks a parsed document completely and resolves it against base; throws UserError listing every problem.
-export function validateConfig(doc: unknown, base: string, env: Env, file: string | null = null): Config {
-  const v = new Validator();
+export function validateConfig(doc: unknown, base: string, env: Env, file: string | null = null, opts: LoadOptions = {}): Config {
+  const v = new Validator(opts.requireSecrets ?? true);
   const top = v.object('', doc, TOP_KEYS) ?? {};
 
   const listen = parseListen(v, top.listen ?? '127.0.0.1:5443');

@@ -48,8 +48,8 @@ function required(v: unknown, flag: string): string {
   return s;
 }
 
-function loadConfig(file: string): Config {
-  return loadConfigFile(file, env);
+function loadConfig(file: string, requireSecrets = true): Config {
+  return loadConfigFile(file, env, { requireSecrets });
 }
 
 // findConfig applies SPEC §1: --config, $AIRLOCK_CONFIG, ./airlock.yaml, ./airlock-data/airlock.yaml.
@@ -115,7 +115,7 @@ function cert(argv: string[]): void {
   const [sub, ...rest] = argv;
   if (sub === 'issue') {
     const { values } = args(rest, { config: { type: 'string' }, name: { type: 'string' }, role: { type: 'string' }, days: { type: 'string' }, out: { type: 'string' } });
-    const config = loadConfig(required(values.config, '--config'));
+    const config = loadConfig(required(values.config, '--config'), false);
     const name = required(values.name, '--name');
     const role = required(values.role, '--role');
     if (!isRole(role)) throw new UserError(`--role must be pull, audit or admin, not "${role}"`);
@@ -143,7 +143,7 @@ function cert(argv: string[]): void {
   }
   if (sub === 'revoke') {
     const { values } = args(rest, { config: { type: 'string' }, serial: { type: 'string' }, reason: { type: 'string' } });
-    const config = loadConfig(required(values.config, '--config'));
+    const config = loadConfig(required(values.config, '--config'), false);
     const serial = required(values.serial, '--serial');
     const db = openDatabase(config.dataDir);
     try {
@@ -200,7 +200,7 @@ async function audit(argv: string[]): Promise<number> {
   if (!keyFile) {
     const cfg = findConfig(undefined);
     if (!cfg) throw new UserError('--key is required when no local configuration names the mirror key');
-    keyFile = loadConfig(cfg).signing.key.replace(/\.key$/, '.pub');
+    keyFile = loadConfig(cfg, false).signing.key.replace(/\.key$/, '.pub');
   }
   let pub;
   try {

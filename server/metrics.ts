@@ -4,7 +4,7 @@ import client from 'prom-client';
 // createMetrics builds every series once; callers hold the returned object.
 export function createMetrics() {
   const registry = new client.Registry();
-  client.collectDefaultMetrics({ register: registry, prefix: 'airlock_process_' });
+  client.collectDefaultMetrics({ register: registry, prefix: 'airlock_' });
   const m = {
     registry,
     requests: new client.Counter({ name: 'airlock_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'method', 'status'] as const, registers: [registry] }),

@@ -2,7 +2,7 @@
 // audit, metrics and the one mutual-TLS HTTPS listener. main.ts and the tests both start airlock through it.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import pino, { type Logger } from 'pino';
@@ -46,6 +46,7 @@ export interface Airlock {
 export interface StartOptions {
   logger?: Logger;
   extraRoutes?: (app: FastifyInstance, s: Services) => Promise<void>;
+  driftCheckMs?: number;
 }
 
 // createLogger makes the pino logger with secrets redacted at creation.
@@ -142,6 +143,7 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
 
   const services: Services = {
     config, logger, db, content, policyStore, certs, auditStore, blobs, upstreams, mirror, policy, signer, audit, metrics, authority, revoked, startedAt: new Date(),
+    driftCheckMs: opts.driftCheckMs ?? 60000,
   };
 
   const app = Fastify({
@@ -227,11 +229,14 @@ function watchRevocations(db: Services['db'], certs: Services['certs']): Revoked
 
 // watchTls audits refused handshakes and closes connections whose certificate was revoked.
 function watchTls(app: FastifyInstance, s: Services): void {
+  app.server.on('connection', (raw: Socket) => {
+    if (raw.remoteAddress) peerAddresses.set(raw, raw.remoteAddress);
+  });
   app.server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
     const reason: unknown = socket.authorizationError;
     const why = typeof reason === 'string' ? reason : err.code ?? 'handshake failed';
     s.metrics.tlsRefused.inc({ reason: why });
-    s.audit.append({ action: 'tls.refused', ip: socket.remoteAddress ?? null, decision: 'deny', reason: why });
+    s.audit.append({ action: 'tls.refused', ip: remoteAddress(socket), decision: 'deny', reason: why });
   });
   app.server.on('secureConnection', (socket: TLSSocket) => {
     const id = identityOf(socket) ?? identityFromPeer(socket.getPeerCertificate());
@@ -241,6 +246,15 @@ function watchTls(app: FastifyInstance, s: Services): void {
       socket.destroy();
     }
   });
+}
+
+// peerAddresses remembers each TCP connection's peer address: after a failed verification the socket is already
+// closed and no longer reports it.
+const peerAddresses = new WeakMap<object, string>();
+
+function remoteAddress(socket: TLSSocket): string | null {
+  const parent = (socket as TLSSocket & { _parent?: object })._parent;
+  return socket.remoteAddress ?? (parent ? peerAddresses.get(parent) : undefined) ?? null;
 }
 
 async function withDeadline(p: Promise<unknown>, ms: number): Promise<void> {

@@ -36,6 +36,8 @@ export interface Services {
   authority: CertAuthority;
   revoked: RevokedSerials;
   startedAt: Date;
+  // driftCheckMs is how often at most a pinned tag's upstream is asked whether it moved.
+  driftCheckMs: number;
 }
 
 // RevokedSerials is the in-memory set of revoked client certificate serials, refreshed from the database.

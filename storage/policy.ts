@@ -110,7 +110,7 @@ export function createPolicyStore(db: Db) {
        ON CONFLICT (repository, digest) DO UPDATE SET count = count + 1, last_seen = excluded.last_seen,
          tag = coalesce(excluded.tag, tag), requested_by = coalesce(excluded.requested_by, requested_by)`,
     ),
-    reqList: db.prepare<[string | null], RequestRow>('SELECT * FROM requests WHERE ?1 IS NULL OR status = ?1 ORDER BY last_seen DESC, id DESC'),
+    reqList: db.prepare<[{ status: string | null }], RequestRow>('SELECT * FROM requests WHERE @status IS NULL OR status = @status ORDER BY last_seen DESC, id DESC'),
     reqDecide: db.prepare<[string, string | null, string, string | null, number]>('UPDATE requests SET status = ?, decided_by = ?, decided_at = ?, note = ? WHERE id = ?'),
     pubAll: db.prepare<[], PublisherRow>('SELECT * FROM publishers ORDER BY name'),
     pubByName: db.prepare<[string], PublisherRow>('SELECT * FROM publishers WHERE name = ?'),
@@ -192,7 +192,7 @@ export function createPolicyStore(db: Db) {
       const r = s.reqById.get(id);
       return r ? request(r) : null;
     },
-    requests: (status: ApprovalRequest['status'] | null): ApprovalRequest[] => s.reqList.all(status).map(request),
+    requests: (status: ApprovalRequest['status'] | null): ApprovalRequest[] => s.reqList.all({ status }).map(request),
     decideRequest: db.transaction((id: number, status: 'approved' | 'denied', by: string | null, note: string | null): ApprovalRequest | null => {
       s.reqDecide.run(status, by, now(), note, id);
       const r = s.reqById.get(id);

@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { loadConfigFile } from '../server/config.js';
 import { normalizeSerial } from '../server/pki/ca.js';
 import { loadSigningKey } from '../server/signing/key.js';
-import { type Proc, run, type RunResult, runOk, startProcess, stopAll, waitFor } from './harness/proc.js';
+import { type Proc, run, type RunResult, runOk, startProcess, stopAll, StopWaiting, waitFor } from './harness/proc.js';
 import { registryRequest } from './harness/registry.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -227,16 +227,17 @@ describe('airlock cert', () => {
 
   test('issue refuses a bad role, bad days, a bad name and missing flags with one line each', async () => {
     const issue = (...extra: string[]) => airlock(['cert', 'issue', '--config', configPath, ...extra]);
-    assertUserError(await issue('--name', 'dave', '--role', 'root'), /--role must be pull, audit or admin/);
-    for (const days of ['0', '-3', 'abc', '3651', '1.5', '99999']) {
-      assertUserError(await issue('--name', 'dave', '--role', 'pull', '--days', days), /days/);
-    }
-    assertUserError(await issue('--name', 'has space', '--role', 'pull'), /client name must be/);
-    assertUserError(await issue('--name', '../escape', '--role', 'pull'), /client name must be/);
-    assertUserError(await issue('--role', 'pull'), /--name is required/);
-    assertUserError(await issue('--name', 'dave'), /--role is required/);
-    assertUserError(await airlock(['cert', 'issue', '--name', 'dave', '--role', 'pull']), /--config is required/);
-    assertUserError(await airlock(['cert', 'issue', '--config', path.join(tmp, 'nope.yaml'), '--name', 'dave', '--role', 'pull']), /cannot read config .*ENOENT/);
+    const cases: [Promise<RunResult>, RegExp][] = [
+      [issue('--name', 'dave', '--role', 'root'), /--role must be pull, audit or admin/],
+      ...['0', '-3', 'abc', '3651', '1.5', '99999'].map((days): [Promise<RunResult>, RegExp] => [issue('--name', 'dave', '--role', 'pull', '--days', days), /days/]),
+      [issue('--name', 'has space', '--role', 'pull'), /client name must be/],
+      [issue('--name', '../escape', '--role', 'pull'), /client name must be/],
+      [issue('--role', 'pull'), /--name is required/],
+      [issue('--name', 'dave'), /--role is required/],
+      [airlock(['cert', 'issue', '--name', 'dave', '--role', 'pull']), /--config is required/],
+      [airlock(['cert', 'issue', '--config', path.join(tmp, 'nope.yaml'), '--name', 'dave', '--role', 'pull']), /cannot read config .*ENOENT/],
+    ];
+    for (const [r, pattern] of cases) assertUserError(await r, pattern);
     assert.ok(!fs.existsSync(path.join(data, 'pki', 'clients', 'dave')), 'no bundle was written');
     assert.ok(!fs.existsSync(path.join(data, 'pki', 'escape')));
   });
@@ -277,13 +278,13 @@ describe('command-line mistakes', () => {
 
 describe('airlock serve', () => {
   test('serve --config listens where it says, answers a client with the admin bundle and stops with exit 0 on SIGTERM', async () => {
-    const file = path.join(tmp, 'serve.yaml');
-    fs.writeFileSync(file, fs.readFileSync(configPath, 'utf8').replace('listen: 127.0.0.1:5443', 'listen: 127.0.0.1:0').replace('dataDir: .', `dataDir: ${data}`));
+    const file = path.join(data, 'serve.yaml');
+    fs.writeFileSync(file, fs.readFileSync(configPath, 'utf8').replace('listen: 127.0.0.1:5443', 'listen: 127.0.0.1:0'));
     const proc = startAirlockProcess('serve-config', ['serve', '--config', file]);
     let url = '';
     await waitFor(
       () => {
-        if (!proc.running()) throw new Error(`serve exited:\n${proc.output()}`);
+        if (!proc.running()) throw new StopWaiting(`serve exited:\n${proc.output()}`);
         const m = /airlock listening on (https:\/\/127\.0\.0\.1:[0-9]+) /.exec(proc.output());
         if (m) url = m[1];
         return url !== '';
@@ -307,7 +308,7 @@ describe('airlock serve', () => {
   });
 
   test('serve with an invalid configuration lists the problem on one line and does not start', async () => {
-    const file = path.join(tmp, 'bad.yaml');
+    const file = path.join(data, 'bad.yaml');
     fs.writeFileSync(file, `${fs.readFileSync(configPath, 'utf8')}\nlistn: 127.0.0.1:0\n`);
     const r = await airlock(['serve', '--config', file]);
     assertUserError(r, /has 1 problem: listn: unknown key/);
@@ -329,7 +330,7 @@ describe('airlock serve', () => {
     const proc = startAirlockProcess('serve-default', ['serve'], { cwd });
     await waitFor(
       () => {
-        if (!proc.running()) throw new Error(`serve exited:\n${proc.output()}`);
+        if (!proc.running()) throw new StopWaiting(`serve exited:\n${proc.output()}`);
         return proc.output().includes('admin client bundle:');
       },
       { timeoutMs: 30_000, what: 'airlock serve to initialise and listen' },

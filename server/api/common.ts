@@ -2,7 +2,7 @@
 import type { FastifyRequest } from 'fastify';
 import type { Route } from '../registry/names.js';
 import type { Services } from '../services.js';
-import { canonicalRepository } from '../registry/names.js';
+import { canonicalRepository, truncate } from '../registry/names.js';
 
 // actorOf is the calling client certificate's CN.
 export function actorOf(req: FastifyRequest): string | null {
@@ -60,7 +60,7 @@ export async function checkBodyFields(req: FastifyRequest): Promise<void> {
   const known = Object.keys(schema.properties ?? {});
   for (const key of Object.keys(req.body)) {
     if (!known.includes(key)) {
-      throw invalidField('body', `/${key}`, `is not a known property (known: ${known.join(', ')})`);
+      throw invalidField('body', `/${truncate(key, 64)}`, `is not a known property (known: ${known.join(', ')})`);
     }
   }
 }

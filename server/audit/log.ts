@@ -23,6 +23,7 @@ export class AuditLog {
   private timer: NodeJS.Timeout | null = null;
   private checkpointTimer: NodeJS.Timeout | null = null;
   private lastCheckpointSeq = 0;
+  private closed = false;
   onAppend: (e: AuditEvent) => void = () => {};
   onFlush: (count: number, ms: number) => void = () => {};
 
@@ -50,8 +51,9 @@ export class AuditLog {
     return { problem: null };
   }
 
-  // append chains an event now and queues it for the next batch.
-  append(fields: AuditFields): AuditEvent {
+  // append chains an event now and queues it for the next batch; after close() events have nowhere to go and are dropped.
+  append(fields: AuditFields): AuditEvent | null {
+    if (this.closed) return null;
     const input: AuditEventInput = {
       time: new Date().toISOString(),
       actor: fields.actor ?? null,
@@ -81,6 +83,7 @@ export class AuditLog {
 
   // flush writes the queued events in one transaction.
   flush(): void {
+    if (this.closed) return;
     if (this.timer) {
       clearTimeout(this.timer);
       this.timer = null;
@@ -131,5 +134,6 @@ export class AuditLog {
   close(): void {
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     this.checkpoint();
+    this.closed = true;
   }
 }

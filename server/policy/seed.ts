@@ -3,10 +3,25 @@ import type { PolicyStore } from '../../storage/policy.js';
 import type { Config } from '../config.js';
 import { publisherFingerprints } from './publishers.js';
 
-// seedPolicy adds config pins that are missing and creates or refreshes config publishers; API-made entries win.
+// seedPolicy makes the policy entries that came from the configuration match it: missing pins are added, pins and
+// publishers removed from the file are removed, changed publishers are refreshed. Entries made by the API are left alone.
 export function seedPolicy(config: Config, store: PolicyStore): { changes: number; problems: string[] } {
   let changes = 0;
   const problems: string[] = [];
+  const wanted = new Set(config.policy.pins.map((p) => `${p.repository}@${p.digest}:${p.tag ?? ''}`));
+  for (const p of store.pins()) {
+    if (p.source === 'config' && !wanted.has(`${p.repository}@${p.digest}:${p.tag ?? ''}`)) {
+      store.deletePin(p.id);
+      changes++;
+    }
+  }
+  const names = new Set(config.policy.publishers.map((p) => p.name));
+  for (const p of store.publishers()) {
+    if (p.source === 'config' && !names.has(p.name)) {
+      store.deletePublisher(p.name);
+      changes++;
+    }
+  }
   for (const p of config.policy.pins) {
     const r = store.addPin({ repository: p.repository, digest: p.digest, tag: p.tag, note: 'from the configuration', source: 'config', createdBy: null });
     if (r === null) problems.push(`pin ${p.repository}:${p.tag} -> ${p.digest}: the tag is already pinned to another digest`);

@@ -79,7 +79,10 @@ export function routeName(name: string, ns: string | undefined, table: RoutingTa
   }
   if (!isValidName(path)) throw new RegistryError('NAME_INVALID', `invalid repository name "${truncate(path)}"`);
   if (upstream === 'docker.io' && !path.includes('/')) path = `library/${path}`;
-  return { upstream, path, repository: `${upstream}/${path}` };
+  const repository = `${upstream}/${path}`;
+  // The reference grammar bounds the whole name, host included: distribution answers a longer one with a 500.
+  if (repository.length > MAX_NAME_LENGTH) throw new RegistryError('NAME_INVALID', `repository name "${truncate(repository)}" is longer than ${MAX_NAME_LENGTH} characters`);
+  return { upstream, path, repository };
 }
 
 // normalizeHost folds Docker Hub's spellings into docker.io.
@@ -125,6 +128,7 @@ export function canonicalRepository(name: string): string {
   if (!/^[a-z0-9.-]+(?::[0-9]+)?$/.test(host)) throw new Error(`"${truncate(host)}" is not a registry host name`);
   if (!isValidName(path)) throw new Error(`"${truncate(path)}" is not a valid repository path`);
   if (host === 'docker.io' && !path.includes('/')) path = `library/${path}`;
+  if (host.length + 1 + path.length > MAX_NAME_LENGTH) throw new Error(`"${truncate(name)}" is longer than ${MAX_NAME_LENGTH} characters`);
   return `${host}/${path}`;
 }
 

@@ -8,7 +8,6 @@ import { isDigestLike, isTag, parseDigest, type Route, routeName, truncate } fro
 import { parseRange } from './range.js';
 
 const SIG_TAG_RE = /^sha256-([a-f0-9]{64})\.sig$/;
-const DRIFT_CHECK_MS = 60000;
 const TAGS_PAGE_MAX = 10000;
 
 // Parsed is a /v2/ request path taken apart from the right, as names may contain slashes.
@@ -90,19 +89,22 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
   const checkDrift = (r: Route, tag: string, pinned: string): void => {
     const key = `${r.repository}:${tag}`;
     const t = Date.now();
-    if (t - (lastDriftCheck.get(key) ?? 0) < DRIFT_CHECK_MS) return;
+    if (t - (lastDriftCheck.get(key) ?? -Infinity) < s.driftCheckMs) return;
     lastDriftCheck.set(key, t);
-    void s.mirror.peekTag(r, tag).then((upstream) => {
-      if (upstream === null) return;
-      if (upstream === pinned) {
-        s.policyStore.clearDrift(r.repository, tag);
-        return;
-      }
-      if (s.policyStore.recordDrift(r.repository, tag, pinned, upstream)) {
-        s.audit.append({ action: 'tag.drift', repository: r.repository, reference: tag, digest: upstream, decision: null, reason: `pinned to ${pinned}` });
-        s.logger.warn({ repo: r.repository, tag, pinned, upstream }, 'pinned tag moved upstream');
-      }
-    });
+    s.mirror
+      .peekTag(r, tag)
+      .then((upstream) => {
+        if (upstream === null) return;
+        if (upstream === pinned) {
+          s.policyStore.clearDrift(r.repository, tag);
+          return;
+        }
+        if (s.policyStore.recordDrift(r.repository, tag, pinned, upstream)) {
+          s.audit.append({ action: 'tag.drift', repository: r.repository, reference: tag, digest: upstream, decision: null, reason: `pinned to ${pinned}` });
+          s.logger.warn({ repo: r.repository, tag, pinned, upstream }, 'pinned tag moved upstream');
+        }
+      })
+      .catch((err: Error) => s.logger.warn({ repo: r.repository, tag, err: err.message }, 'drift check failed'));
   };
 
   const manifest = async (req: FastifyRequest, reply: FastifyReply, name: string, ref: string, head: boolean): Promise<void> => {

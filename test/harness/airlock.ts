@@ -35,6 +35,7 @@ export interface TestAirlockOptions {
   cacheMaxBytes?: string | number;
   listen?: string;
   env?: Record<string, string>;
+  driftCheckMs?: number;
 }
 
 // Bundle is a client certificate in the certs.d layout, with an endpoint for registryRequest.
@@ -89,7 +90,7 @@ export async function startTestAirlock(opts: TestAirlockOptions): Promise<TestAi
 
   const start = async (): Promise<Airlock> => {
     const logger = pino({ level: 'info', redact: { paths: REDACT, censor: '[redacted]' } }, pino.destination({ dest: logPath, sync: true, append: true }));
-    return startAirlock(config, { logger });
+    return startAirlock(config, { logger, driftCheckMs: opts.driftCheckMs });
   };
   let airlock = await start();
   const t: TestAirlock = {
@@ -131,7 +132,7 @@ export async function startTestAirlock(opts: TestAirlockOptions): Promise<TestAi
       fs.writeFileSync(configPath, YAML.stringify(again));
       const cfg = loadConfigFile(configPath, env);
       const logger = pino({ level: 'info' }, pino.destination({ dest: logPath, sync: true, append: true }));
-      airlock = await startAirlock(cfg, { logger });
+      airlock = await startAirlock(cfg, { logger, driftCheckMs: opts.driftCheckMs });
       t.airlock = airlock;
     },
   };

@@ -1,0 +1,188 @@
+// The admin API under /api/v1 (SPEC §6) and /metrics (SPEC §8), with roles, JSON schemas on every route and the OpenAPI
+// document generated from them.
+import fs from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import swagger from '@fastify/swagger';
+import type { FastifyInstance, FastifySchema } from 'fastify';
+import { type ClientKind, clientFiles, mirrorAddress } from '../clients.js';
+import type { Services } from '../services.js';
+import { certRoutes } from './certs.js';
+import { checkBodyFields } from './common.js';
+import { imageRoutes } from './images.js';
+import { pinRoutes } from './pins.js';
+import { publisherRoutes } from './publishers.js';
+import { requestRoutes } from './requests.js';
+import { requireRole } from './roles.js';
+import { clientConfig, errors } from './schemas.js';
+
+// API_PREFIX is where the admin API lives.
+export const API_PREFIX = '/api/v1';
+
+const EPOCH = '1970-01-01T00:00:00.000Z';
+const FAR_FUTURE = '9999-12-31T23:59:59.999Z';
+
+// apiRoutes registers the admin API, /metrics and the OpenAPI document on an encapsulated scope of the app.
+export async function apiRoutes(app: FastifyInstance, s: Services): Promise<void> {
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'airlock',
+        version: packageVersion(),
+        description:
+          'Admin API of airlock, a private signed container-registry mirror. Every call authenticates with a client certificate (mutual TLS); ' +
+          'its role (pull, audit or admin) is named by x-airlock-role on each operation. Errors are {"error":{"code","message"}}.',
+      },
+      tags: [
+        { name: 'requests', description: 'approval requests created by refused pulls' },
+        { name: 'pins', description: 'digests and tags admitted by name' },
+        { name: 'publishers', description: 'trusted signers whose signatures admit images' },
+        { name: 'images', description: 'admitted images, revocation and tag drift' },
+        { name: 'certs', description: 'client certificates' },
+        { name: 'clients', description: 'what clients need: the mirror key and configuration snippets' },
+        { name: 'audit', description: 'the audit log export' },
+        { name: 'operations', description: 'metrics and this document' },
+      ],
+    },
+    transform: ({ schema, url, route }) => {
+      const role = route.config?.role ?? 'admin';
+      const documented: FastifySchema & Record<string, unknown> = { ...schema, 'x-airlock-role': role };
+      return { schema: documented, url };
+    },
+  });
+
+  app.addHook('onRequest', requireRole);
+  app.addHook('preValidation', checkBodyFields);
+
+  app.get(
+    '/metrics',
+    {
+      config: { role: 'audit' },
+      schema: {
+        summary: 'Prometheus metrics',
+        tags: ['operations'],
+        response: { 200: { description: 'Prometheus text exposition', content: { 'text/plain': { schema: { type: 'string' } } } }, ...errors },
+      },
+    },
+    async (_req, reply) => {
+      const body = await s.metrics.registry.metrics();
+      return reply.header('cache-control', 'no-store').type(s.metrics.registry.contentType).send(body);
+    },
+  );
+
+  await app.register(
+    async (api) => {
+      await requestRoutes(api, s);
+      await pinRoutes(api, s);
+      await publisherRoutes(api, s);
+      await imageRoutes(api, s);
+      await certRoutes(api, s);
+      await clientRoutes(api, s);
+      await auditRoutes(api, s);
+      api.get(
+        '/openapi.json',
+        { config: { role: 'audit' }, schema: { summary: 'This OpenAPI document', tags: ['operations'] } },
+        async () => api.swagger(),
+      );
+    },
+    { prefix: API_PREFIX },
+  );
+}
+
+// clientRoutes registers what pull clients may read: the mirror's public key and client configuration snippets.
+async function clientRoutes(app: FastifyInstance, s: Services): Promise<void> {
+  app.get(
+    '/signing-key',
+    {
+      config: { role: 'pull' },
+      schema: {
+        summary: "The mirror's public signing key",
+        description: 'PEM public key that verifies every signature airlock serves (cosign verify --key). Its fingerprint is in x-airlock-key-id.',
+        tags: ['clients'],
+        response: { 200: { description: 'PEM public key', content: { 'application/x-pem-file': { schema: { type: 'string' } } } }, ...errors },
+      },
+    },
+    async (_req, reply) => reply.type('application/x-pem-file').header('x-airlock-key-id', s.signer.keyId).send(s.signer.publicPem),
+  );
+
+  app.get<{ Querystring: { kind: ClientKind } }>(
+    '/client-config',
+    {
+      config: { role: 'pull' },
+      schema: {
+        summary: 'Client configuration snippets',
+        description: 'The files a Docker, containerd or podman machine needs to pull through this mirror only; certificate paths assume the bundle in /etc/airlock.',
+        tags: ['clients'],
+        querystring: { type: 'object', properties: { kind: { type: 'string', enum: ['docker', 'containerd', 'podman'], default: 'docker' } }, additionalProperties: false },
+        response: { 200: clientConfig, ...errors },
+      },
+    },
+    async (req) => {
+      const listening = app.server.address() as AddressInfo | null;
+      const address = mirrorAddress(s.config, { host: s.config.listen.host, port: listening?.port ?? s.config.listen.port });
+      return { kind: req.query.kind, address, files: clientFiles(req.query.kind, s.config, address) };
+    },
+  );
+}
+
+// auditRoutes registers the audit export.
+async function auditRoutes(app: FastifyInstance, s: Services): Promise<void> {
+  app.get<{ Querystring: { since?: string; until?: string; format: 'jsonl' | 'csv' } }>(
+    '/audit',
+    {
+      config: { role: 'audit', action: 'admin.audit.export' },
+      schema: {
+        summary: 'Export the audit log',
+        description:
+          'Events with since <= time < until (RFC 3339; default: everything). JSONL ends with a checkpoint signed by the mirror key over its last event, ' +
+          'so the export verifies on its own (airlock audit verify); CSV has the same columns.',
+        tags: ['audit'],
+        querystring: {
+          type: 'object',
+          properties: {
+            since: { type: 'string', format: 'date-time' },
+            until: { type: 'string', format: 'date-time' },
+            format: { type: 'string', enum: ['jsonl', 'csv'], default: 'jsonl' },
+          },
+          additionalProperties: false,
+        },
+        response: {
+          200: {
+            description: 'the export',
+            content: { 'application/x-ndjson': { schema: { type: 'string' } }, 'text/csv': { schema: { type: 'string' } } },
+          },
+          ...errors,
+        },
+      },
+    },
+    async (req, reply) => {
+      const since = req.query.since ? new Date(req.query.since).toISOString() : EPOCH;
+      const until = req.query.until ? new Date(req.query.until).toISOString() : FAR_FUTURE;
+      const format = req.query.format;
+      req.airlock.reason = `${format} ${since} .. ${until}`;
+      // The export reads the log a page at a time as the client consumes it, so memory stays flat however long it is.
+      return reply
+        .type(format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson')
+        .header('content-disposition', `attachment; filename="airlock-audit.${format}"`)
+        .header('cache-control', 'no-store')
+        .send(Readable.from(s.audit.export(since, until, format)));
+    },
+  );
+}
+
+// packageVersion reads airlock's version from the package.json above this file (in a checkout and in dist/ alike).
+function packageVersion(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const file = path.join(dir, 'package.json');
+    if (fs.existsSync(file)) {
+      const pkg = JSON.parse(fs.readFileSync(file, 'utf8')) as { name?: unknown; version?: unknown };
+      if (pkg.name === 'airlock' && typeof pkg.version === 'string') return pkg.version;
+    }
+    dir = path.dirname(dir);
+  }
+  return '0.0.0';
+}

@@ -1,0 +1,917 @@
+// airlock console: one page, hash routing, plain DOM. Text from the server only ever reaches the page through
+// textContent and attribute values (the h() helper below); nothing is parsed as HTML.
+
+const API = '/api/v1';
+const REQUESTS_POLL_MS = 3000;
+const STATUS_POLL_MS = 5000;
+const AUDIT_ROW_LIMIT = 500;
+const CONFIRM_MS = 4000;
+
+const state = {
+  me: { cn: null, role: null, serial: null },
+  screen: '',
+  params: new URLSearchParams(),
+  generation: 0,
+  notes: new Map(),
+  requestsKey: '',
+  metricsSample: null,
+  pending: null,
+  audit: { events: [], checkpoint: null, since: '', until: '', loaded: false },
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// DOM helpers
+
+const PROPERTIES = new Set(['value', 'checked', 'disabled', 'selected', 'hidden', 'required', 'readOnly']);
+
+/** h builds an element; children that are not nodes become text nodes, so server text is never parsed as HTML. */
+function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props ?? {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === 'class') el.className = value;
+    else if (key === 'dataset') Object.assign(el.dataset, value);
+    else if (key.startsWith('on') && typeof value === 'function') el.addEventListener(key.slice(2), value);
+    else if (PROPERTIES.has(key)) el[key] = value;
+    else el.setAttribute(key, value === true ? '' : String(value));
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+/** fill replaces an element's children, skipping absent ones as h() does. */
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false).map((c) => (c instanceof Node ? c : document.createTextNode(String(c)))));
+  return el;
+}
+
+const $ = (selector, root = document) => root.querySelector(selector);
+const isAdmin = () => state.me.role === 'admin';
+
+// ---------------------------------------------------------------------------------------------------------------
+// Formatting
+
+const pad = (n) => String(n).padStart(2, '0');
+
+function fmtTime(iso) {
+  if (!iso) return '—';
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return String(iso);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+function ago(iso) {
+  if (!iso) return '';
+  const s = Math.round((Date.now() - new Date(iso).getTime()) / 1000);
+  if (Number.isNaN(s)) return '';
+  if (s < 0) return `in ${until(iso)}`;
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+
+function until(iso) {
+  const s = Math.round((new Date(iso).getTime() - Date.now()) / 1000);
+  if (s < 3600) return `${Math.max(0, Math.floor(s / 60))} min`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h`;
+  return `${Math.floor(s / 86400)} days`;
+}
+
+function bytes(n) {
+  if (typeof n !== 'number' || !Number.isFinite(n)) return '—';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+function duration(seconds) {
+  if (seconds < 60) return `${Math.floor(seconds)} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min`;
+  return `${Math.floor(seconds / 86400)} d ${Math.floor((seconds % 86400) / 3600)} h`;
+}
+
+/** time renders a timestamp with its exact UTC value on hover. */
+const time = (iso) => (iso ? h('time', { datetime: iso, title: iso }, fmtTime(iso)) : h('span', { class: 'muted' }, '—'));
+
+/** digest renders a shortened digest; the full value is in the title and selectable by copy. */
+function digest(d) {
+  if (!d) return h('span', { class: 'muted' }, '—');
+  const hex = String(d).replace(/^sha256:/, '');
+  return h('code', { class: 'digest', title: d }, `${hex.slice(0, 12)}`);
+}
+
+/** repo renders a repository name that may wrap after a slash, never inside a component. */
+const repo = (name) => h('div', { class: 'repo' }, String(name).split('/').flatMap((part, i) => (i === 0 ? [part] : [h('wbr'), `/${part}`])));
+
+const muted = (text) => h('span', { class: 'muted' }, text);
+const badge = (text, kind) => h('span', { class: `badge ${kind ?? ''}` }, text);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Messages
+
+/** say shows a message under key (one per key, replaced on repeat); errors stay until dismissed or cleared. */
+function say(key, kind, text) {
+  const area = $('#messages');
+  let box = area.querySelector(`[data-key="${CSS.escape(key)}"]`);
+  if (!box) {
+    box = h('div', { class: `message ${kind}`, dataset: { key } });
+    area.append(box);
+  }
+  box.className = `message ${kind}`;
+  fill(box,
+    h('span', { class: 'message-text' }, text),
+    h('button', { type: 'button', class: 'link', 'aria-label': 'Dismiss', onclick: () => box.remove() }, '×'),
+  );
+  if (kind === 'info') {
+    const stamp = String(Date.now());
+    box.dataset.stamp = stamp;
+    setTimeout(() => {
+      if (box.dataset.stamp === stamp) box.remove();
+    }, 8000);
+  }
+}
+
+function unsay(key) {
+  $('#messages').querySelector(`[data-key="${CSS.escape(key)}"]`)?.remove();
+}
+
+const errorText = (err) => (err instanceof ApiFailure ? `${err.message} (${err.code}, HTTP ${err.status})` : String(err?.message ?? err));
+
+// ---------------------------------------------------------------------------------------------------------------
+// API
+
+class ApiFailure extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** api calls airlock; the browser presents the client certificate on the TLS connection. Errors become ApiFailure. */
+async function api(method, path, body, { raw = false } = {}) {
+  const init = { method, headers: { accept: 'application/json' }, credentials: 'same-origin', cache: 'no-store' };
+  if (body !== undefined) {
+    init.headers['content-type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch (err) {
+    throw new ApiFailure(0, 'NETWORK', `airlock did not answer: ${err.message}`);
+  }
+  if (!res.ok) {
+    let code = `HTTP_${res.status}`;
+    let message = res.statusText || 'request failed';
+    try {
+      const doc = await res.json();
+      if (doc && doc.error) {
+        code = String(doc.error.code);
+        message = String(doc.error.message);
+      }
+    } catch {
+      // Not a JSON error body: keep the status line.
+    }
+    throw new ApiFailure(res.status, code, `${method} ${path.split('?')[0]}: ${message}`);
+  }
+  if (raw) return res;
+  if (res.status === 204) return null;
+  return res.json();
+}
+
+/** act runs an admin action from a button: disables it meanwhile, reports success or the API's error. */
+async function act(button, what, fn) {
+  if (button) button.disabled = true;
+  try {
+    const text = await fn();
+    unsay('action');
+    if (text) say('action', 'info', text);
+    return true;
+  } catch (err) {
+    say('action', 'error', `${what} failed: ${errorText(err)}`);
+    return false;
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+/** confirmButton acts on a second click within a few seconds, so a destructive action takes a deliberate double step. */
+function confirmButton(label, armedLabel, action) {
+  let timer = null;
+  const reset = () => {
+    clearTimeout(timer);
+    timer = null;
+    button.textContent = label;
+    button.classList.remove('armed');
+  };
+  const button = h('button', {
+    type: 'button',
+    class: 'danger',
+    onclick: async () => {
+      if (timer === null) {
+        button.textContent = armedLabel;
+        button.classList.add('armed');
+        timer = setTimeout(reset, CONFIRM_MS);
+        return;
+      }
+      reset();
+      await action(button);
+    },
+  }, label);
+  return button;
+}
+
+function download(filename, blob) {
+  const url = URL.createObjectURL(blob);
+  const a = h('a', { href: url, download: filename, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 30000);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Layout pieces
+
+function table(columns, rows, empty) {
+  if (rows.length === 0) return h('p', { class: 'empty' }, empty);
+  return h('div', { class: 'table-wrap' },
+    h('table', {},
+      h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, rows)));
+}
+
+function screenHeader(title, description, ...tools) {
+  return h('div', { class: 'screen-head' },
+    h('div', {}, h('h1', {}, title), h('p', { class: 'lead' }, description)),
+    h('div', { class: 'tools' }, tools));
+}
+
+function field(label, input, hint) {
+  return h('label', { class: 'field' }, h('span', { class: 'field-label' }, label), input, hint ? h('span', { class: 'hint' }, hint) : null);
+}
+
+const readOnlyNote = () => (isAdmin() ? null : h('p', { class: 'readonly-note' }, 'Read-only: your certificate has the audit role.'));
+
+// ---------------------------------------------------------------------------------------------------------------
+// Requests
+
+const REQUEST_STATUSES = ['pending', 'approved', 'denied', 'all'];
+
+function requestStatusFilter() {
+  const s = state.params.get('status') ?? 'pending';
+  return REQUEST_STATUSES.includes(s) ? s : 'pending';
+}
+
+async function fetchRequests(status) {
+  const query = status === 'all' ? '' : `?status=${status}`;
+  return (await api('GET', `${API}/requests${query}`)).requests;
+}
+
+function requestActions(r) {
+  if (!isAdmin()) return null;
+  const note = h('input', {
+    type: 'text',
+    class: 'note',
+    placeholder: 'note (optional)',
+    'aria-label': `Note for request ${r.id}`,
+    maxlength: '1000',
+    value: state.notes.get(r.id) ?? '',
+    dataset: { noteFor: String(r.id) },
+    oninput: (e) => state.notes.set(r.id, e.target.value),
+  });
+  const text = () => note.value.trim();
+  const approve = h('button', {
+    type: 'button',
+    class: 'primary',
+    onclick: async () => {
+      const ok = await act(approve, `Approving request ${r.id}`, async () => {
+        const body = text() ? { note: text() } : {};
+        const done = await api('POST', `${API}/requests/${r.id}/approve`, body);
+        return `Approved ${done.repository}@${done.digest.slice(0, 19)}: it is pinned and signed with the mirror key.`;
+      });
+      if (ok) {
+        state.notes.delete(r.id);
+        await refreshRequests(true);
+      }
+    },
+  }, 'Approve');
+  const deny = h('button', {
+    type: 'button',
+    class: 'danger',
+    onclick: async () => {
+      const ok = await act(deny, `Denying request ${r.id}`, async () => {
+        const reason = text() || `denied in the console by ${state.me.cn ?? 'an admin'}`;
+        const done = await api('POST', `${API}/requests/${r.id}/deny`, { reason });
+        return `Denied ${done.repository}@${done.digest.slice(0, 19)}: later pulls keep being refused.`;
+      });
+      if (ok) {
+        state.notes.delete(r.id);
+        await refreshRequests(true);
+      }
+    },
+  }, 'Deny');
+  const buttons = r.status === 'pending' ? [approve, deny] : r.status === 'denied' ? [approve] : [deny];
+  return h('div', { class: 'row-actions' }, note, buttons);
+}
+
+function requestRow(r) {
+  const statusKind = { pending: 'warn', approved: 'ok', denied: 'bad' }[r.status] ?? '';
+  const decision = r.decidedBy || r.decidedAt || r.note
+    ? h('div', { class: 'small' }, r.decidedBy ? `${r.status} by ${r.decidedBy}` : '', r.decidedAt ? h('div', { class: 'muted' }, fmtTime(r.decidedAt)) : null, r.note ? h('div', { class: 'note-text' }, `“${r.note}”`) : null)
+    : null;
+  return h('tr', { dataset: { request: String(r.id) } },
+    h('td', { class: 'num' }, String(r.id)),
+    h('td', {}, repo(r.repository), r.tag ? h('div', { class: 'small muted' }, `tag ${r.tag}`) : null),
+    h('td', {}, digest(r.digest)),
+    h('td', {}, r.requestedBy ?? muted('—')),
+    h('td', { class: 'num' }, String(r.count)),
+    h('td', {}, time(r.lastSeen), h('div', { class: 'small muted' }, ago(r.lastSeen)), r.firstSeen !== r.lastSeen ? h('div', { class: 'small muted' }, 'first ', time(r.firstSeen)) : null),
+    h('td', {}, badge(r.status, statusKind), decision),
+    isAdmin() ? h('td', {}, requestActions(r)) : null);
+}
+
+function requestsTable(list, status) {
+  const columns = ['#', 'Repository', 'Digest', 'Requested by', 'Refusals', 'Last refused', 'Status'];
+  if (isAdmin()) columns.push('Decide');
+  const empty = status === 'pending' ? 'No pending requests. A pull of an image that policy does not admit creates one.' : `No ${status === 'all' ? '' : `${status} `}requests.`;
+  return table(columns, list.map(requestRow), empty);
+}
+
+async function renderRequests(view, gen) {
+  const status = requestStatusFilter();
+  const select = h('select', {
+    'aria-label': 'Request status',
+    onchange: (e) => {
+      location.hash = `#/requests?status=${e.target.value}`;
+    },
+  }, REQUEST_STATUSES.map((s) => h('option', { value: s, selected: s === status }, s)));
+  const list = await fetchRequests(status);
+  if (gen !== state.generation) return;
+  state.requestsKey = JSON.stringify(list);
+  fill(view,
+    screenHeader('Requests', 'Pulls that policy refused wait here. Approving pins the digest and signs it with the mirror key; denying keeps it refused.',
+      field('Status', select), h('span', { id: 'requests-updated', class: 'small muted live' }, `live · ${fmtTime(new Date().toISOString())}`)),
+    readOnlyNote(),
+    h('div', { id: 'requests-table' }, requestsTable(list, status)));
+}
+
+/** refreshRequests polls the pending count (the tab badge) and, on the Requests screen, redraws the table when it changed. */
+async function refreshRequests(force = false) {
+  try {
+    const pending = await fetchRequests('pending');
+    state.pending = pending.length;
+    const count = $('#pending-count');
+    count.textContent = String(pending.length);
+    count.hidden = pending.length === 0;
+    if (state.screen === 'requests') {
+      const status = requestStatusFilter();
+      const list = status === 'pending' ? pending : await fetchRequests(status);
+      const key = JSON.stringify(list);
+      const holder = $('#requests-table');
+      if (holder && (force || key !== state.requestsKey)) {
+        const focused = document.activeElement?.dataset?.noteFor;
+        state.requestsKey = key;
+        fill(holder, requestsTable(list, status));
+        if (focused) {
+          const input = holder.querySelector(`[data-note-for="${CSS.escape(focused)}"]`);
+          if (input) {
+            input.focus();
+            input.setSelectionRange(input.value.length, input.value.length);
+          }
+        }
+      }
+      const stamp = $('#requests-updated');
+      if (stamp) stamp.textContent = `live · ${fmtTime(new Date().toISOString())}`;
+    }
+    unsay('poll-requests');
+  } catch (err) {
+    say('poll-requests', 'error', `Could not refresh requests: ${errorText(err)}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Images
+
+function admissionCell(img) {
+  const how = { pin: 'pinned', approval: 'approved', publisher: 'publisher signature', index: 'in an admitted index' }[img.admission] ?? img.admission;
+  return h('td', {},
+    badge(how, img.admission),
+    img.approvedBy ? h('div', { class: 'small' }, `by ${img.approvedBy}`) : null,
+    img.publisherKey ? h('div', { class: 'small' }, 'key ', h('code', { title: img.publisherKey }, img.publisherKey.slice(0, 16))) : null,
+    h('div', { class: 'small muted' }, fmtTime(img.admittedAt)));
+}
+
+function signatureCell(img) {
+  if (!img.signature) return h('td', {}, badge('not signed', 'bad'));
+  return h('td', {},
+    badge('signed', 'ok'),
+    h('div', { class: 'small' }, time(img.signedAt)),
+    img.signingKey ? h('div', { class: 'small' }, 'key ', h('code', { title: img.signingKey }, img.signingKey.slice(0, 16))) : null);
+}
+
+function imageActions(img) {
+  const reason = h('input', { type: 'text', class: 'note', placeholder: 'reason (required)', 'aria-label': `Reason to revoke ${img.repository}@${img.digest}`, maxlength: '1000' });
+  const revoke = confirmButton('Revoke', 'Confirm revoke', async (button) => {
+    if (!reason.value.trim()) {
+      say('action', 'error', 'A revocation needs a reason.');
+      reason.focus();
+      return;
+    }
+    const ok = await act(button, `Revoking ${img.repository}@${img.digest.slice(0, 19)}`, async () => {
+      const r = await api('POST', `${API}/images/revoke`, { repository: img.repository, digest: img.digest, reason: reason.value.trim() });
+      return `Revoked ${r.repository}@${r.digest.slice(0, 19)}: no longer served, signature dropped, ${r.removedBlobs} cached blobs (${bytes(r.removedBytes)}) removed.`;
+    });
+    if (ok) await route();
+  });
+  return h('div', { class: 'row-actions' }, reason, revoke);
+}
+
+async function renderImages(view, gen) {
+  const { images } = await api('GET', `${API}/images`);
+  if (gen !== state.generation) return;
+  const columns = ['Repository', 'Digest', 'Tags', 'Admitted', 'Signature', 'Size'];
+  if (isAdmin()) columns.push('Revoke');
+  const rows = images.map((img) => h('tr', {},
+    h('td', {}, repo(img.repository)),
+    h('td', {}, digest(img.digest)),
+    h('td', {}, img.tags.length ? img.tags.map((t) => h('span', { class: 'chip' }, t)) : muted('—')),
+    admissionCell(img),
+    signatureCell(img),
+    h('td', { class: 'num' }, bytes(img.sizeBytes), h('div', { class: 'small muted' }, `${bytes(img.cachedBytes)} cached`)),
+    isAdmin() ? h('td', {}, imageActions(img)) : null));
+  fill(view,
+    screenHeader('Images', 'Digests that policy admits and that were pulled or approved at least once, each signed with the mirror key.',
+      h('button', { type: 'button', onclick: () => route() }, 'Refresh')),
+    readOnlyNote(),
+    table(columns, rows, 'No admitted images yet.'));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Pins
+
+function pinForm() {
+  const repository = h('input', { type: 'text', name: 'repository', required: true, placeholder: 'docker.io/library/alpine', size: '32' });
+  const dig = h('input', { type: 'text', name: 'digest', required: true, placeholder: 'sha256:…', size: '40', pattern: 'sha256:[a-f0-9]{64}' });
+  const tag = h('input', { type: 'text', name: 'tag', placeholder: 'optional', size: '10' });
+  const note = h('input', { type: 'text', name: 'note', placeholder: 'optional', size: '24' });
+  const submit = h('button', { type: 'submit', class: 'primary' }, 'Add pin');
+  return h('form', {
+    class: 'card form-row',
+    'aria-label': 'Add a pin',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      const body = { repository: repository.value.trim(), digest: dig.value.trim() };
+      if (tag.value.trim()) body.tag = tag.value.trim();
+      if (note.value.trim()) body.note = note.value.trim();
+      const ok = await act(submit, 'Adding the pin', async () => {
+        const p = await api('POST', `${API}/pins`, body);
+        return `Pinned ${p.repository}${p.tag ? `:${p.tag}` : ''}@${p.digest.slice(0, 19)} (pin ${p.id}).`;
+      });
+      if (ok) await route();
+    },
+  }, h('h2', {}, 'Add a pin'), field('Repository', repository), field('Digest', dig), field('Tag', tag), field('Note', note), submit);
+}
+
+async function renderPins(view, gen) {
+  const { pins } = await api('GET', `${API}/pins`);
+  if (gen !== state.generation) return;
+  const columns = ['#', 'Repository', 'Tag', 'Digest', 'Source', 'Note', 'Created'];
+  if (isAdmin()) columns.push('');
+  const rows = pins.map((p) => h('tr', {},
+    h('td', { class: 'num' }, String(p.id)),
+    h('td', {}, repo(p.repository)),
+    h('td', {}, p.tag ? h('span', { class: 'chip' }, p.tag) : muted('digest only')),
+    h('td', {}, digest(p.digest)),
+    h('td', {}, badge(p.source, p.source)),
+    h('td', {}, p.note ?? muted('—')),
+    h('td', {}, time(p.createdAt), p.createdBy ? h('div', { class: 'small muted' }, `by ${p.createdBy}`) : null),
+    isAdmin()
+      ? h('td', {}, p.source === 'config'
+        ? muted('in the config file')
+        : confirmButton('Delete', 'Confirm delete', async (button) => {
+          const ok = await act(button, `Deleting pin ${p.id}`, async () => {
+            await api('DELETE', `${API}/pins/${p.id}`);
+            return `Deleted pin ${p.id} (${p.repository}${p.tag ? `:${p.tag}` : ''}).`;
+          });
+          if (ok) await route();
+        }))
+      : null));
+  fill(view,
+    screenHeader('Pins', 'A pin admits a digest by name; a tag pin serves the tag from that digest without asking the upstream.'),
+    isAdmin() ? pinForm() : readOnlyNote(),
+    table(columns, rows, 'No pins.'));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Publishers
+
+function publisherForm() {
+  const name = h('input', { type: 'text', name: 'name', required: true, placeholder: 'acme', size: '16' });
+  const repositories = h('input', { type: 'text', name: 'repositories', required: true, placeholder: 'ghcr.io/acme/*, docker.io/acme/*', size: '40' });
+  const key = h('textarea', { name: 'publicKey', required: true, rows: '5', cols: '64', placeholder: '-----BEGIN PUBLIC KEY-----\n…\n-----END PUBLIC KEY-----', spellcheck: 'false' });
+  const submit = h('button', { type: 'submit', class: 'primary' }, 'Add publisher');
+  return h('form', {
+    class: 'card form-grid',
+    'aria-label': 'Add a publisher',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      const body = {
+        name: name.value.trim(),
+        publicKey: key.value.trim(),
+        repositories: repositories.value.split(',').map((g) => g.trim()).filter((g) => g !== ''),
+      };
+      const ok = await act(submit, 'Adding the publisher', async () => {
+        const p = await api('POST', `${API}/publishers`, body);
+        return `Added publisher ${p.name} for ${p.repositories.join(', ')}.`;
+      });
+      if (ok) await route();
+    },
+  },
+  h('h2', {}, 'Add a publisher'),
+  field('Name', name),
+  field('Repositories', repositories, 'comma-separated globs on canonical names'),
+  field('Public key (PEM)', key, 'cosign.pub or any PEM PUBLIC KEY'),
+  h('div', {}, submit));
+}
+
+async function renderPublishers(view, gen) {
+  const { publishers } = await api('GET', `${API}/publishers`);
+  if (gen !== state.generation) return;
+  const columns = ['Name', 'Repositories', 'Key', 'Source', 'Created'];
+  if (isAdmin()) columns.push('');
+  const rows = publishers.map((p) => h('tr', {},
+    h('td', {}, h('strong', {}, p.name)),
+    h('td', {}, p.repositories.map((g) => h('span', { class: 'chip' }, g))),
+    h('td', {},
+      p.fingerprints.map((f) => h('div', {}, h('code', { title: f }, f.slice(0, 24)))),
+      h('details', {}, h('summary', { class: 'small' }, 'PEM'), h('pre', { class: 'pem' }, p.publicKey))),
+    h('td', {}, badge(p.source, p.source)),
+    h('td', {}, time(p.createdAt), p.createdBy ? h('div', { class: 'small muted' }, `by ${p.createdBy}`) : null),
+    isAdmin()
+      ? h('td', {}, p.source === 'config'
+        ? muted('in the config file')
+        : confirmButton('Delete', 'Confirm delete', async (button) => {
+          const ok = await act(button, `Deleting publisher ${p.name}`, async () => {
+            await api('DELETE', `${API}/publishers/${encodeURIComponent(p.name)}`);
+            return `Deleted publisher ${p.name}.`;
+          });
+          if (ok) await route();
+        }))
+      : null));
+  fill(view,
+    screenHeader('Publishers', 'Trusted signers: a cosign signature by one of these keys admits images in the matching repositories.'),
+    isAdmin() ? publisherForm() : readOnlyNote(),
+    table(columns, rows, 'No publishers.'));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Drift
+
+async function renderDrift(view, gen) {
+  const { drift } = await api('GET', `${API}/drift`);
+  if (gen !== state.generation) return;
+  const rows = drift.map((d) => h('tr', {},
+    h('td', {}, repo(d.repository)),
+    h('td', {}, h('span', { class: 'chip' }, d.tag)),
+    h('td', {}, digest(d.pinnedDigest)),
+    h('td', {}, digest(d.upstreamDigest)),
+    h('td', {}, time(d.firstSeen)),
+    h('td', {}, time(d.lastSeen), h('div', { class: 'small muted' }, ago(d.lastSeen)))));
+  fill(view,
+    screenHeader('Drift', 'Pinned tags whose upstream now points at another digest. The pin keeps being served; to follow the upstream, pin the new digest.',
+      h('button', { type: 'button', onclick: () => route() }, 'Refresh')),
+    table(['Repository', 'Tag', 'Pinned digest', 'Upstream digest', 'First seen', 'Last seen'], rows, 'No drift: every pinned tag still matches its upstream.'));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Certificates
+
+function pemBundle(c) {
+  return [
+    `# airlock client certificate ${c.name} (role ${c.role}), serial ${c.serial}, valid until ${c.notAfter}`,
+    '# For Docker/containerd certs.d, split it into client.cert, client.key and ca.crt (in this order below).',
+    c.certificate.trim(),
+    c.privateKey.trim(),
+    c.ca.trim(),
+    '',
+  ].join('\n');
+}
+
+function certForm() {
+  const name = h('input', { type: 'text', name: 'name', required: true, placeholder: 'ci-runner-1', size: '20', pattern: '[A-Za-z0-9][A-Za-z0-9._@\\-]{0,63}' });
+  const role = h('select', { name: 'role' }, ['pull', 'audit', 'admin'].map((r) => h('option', { value: r }, r)));
+  const days = h('input', { type: 'number', name: 'days', min: '1', max: '3650', value: '365', size: '6' });
+  const password = h('input', { type: 'password', name: 'p12Password', placeholder: 'empty', size: '12', autocomplete: 'new-password' });
+  const body = () => ({ name: name.value.trim(), role: role.value, days: Number(days.value) || 365 });
+  const pem = h('button', { type: 'submit', class: 'primary' }, 'Issue PEM bundle');
+  const p12 = h('button', {
+    type: 'button',
+    onclick: async () => {
+      if (!name.reportValidity()) return;
+      const ok = await act(p12, 'Issuing the certificate', async () => {
+        const res = await api('POST', `${API}/certs?format=p12`, { ...body(), p12Password: password.value }, { raw: true });
+        const serial = res.headers.get('x-airlock-serial') ?? '?';
+        download(`${body().name}.p12`, await res.blob());
+        return `Issued ${body().name} (${body().role}), serial ${serial}: ${body().name}.p12 downloaded. airlock keeps no copy of the key.`;
+      });
+      if (ok) await route();
+    },
+  }, 'Issue PKCS#12');
+  return h('form', {
+    class: 'card form-row',
+    'aria-label': 'Issue a certificate',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      const ok = await act(pem, 'Issuing the certificate', async () => {
+        const c = await api('POST', `${API}/certs`, body());
+        download(`${c.name}.pem`, new Blob([pemBundle(c)], { type: 'application/x-pem-file' }));
+        return `Issued ${c.name} (${c.role}), serial ${c.serial}, valid until ${fmtTime(c.notAfter)}: ${c.name}.pem downloaded. airlock keeps no copy of the key.`;
+      });
+      if (ok) await route();
+    },
+  }, h('h2', {}, 'Issue a certificate'), field('Name (CN)', name), field('Role', role), field('Days', days), field('PKCS#12 password', password), pem, p12);
+}
+
+function certStatus(c) {
+  if (c.revokedAt) return h('td', {}, badge('revoked', 'bad'), h('div', { class: 'small' }, fmtTime(c.revokedAt)), c.revokeReason ? h('div', { class: 'note-text small' }, `“${c.revokeReason}”`) : null);
+  if (new Date(c.notAfter).getTime() < Date.now()) return h('td', {}, badge('expired', 'bad'));
+  return h('td', {}, badge('valid', 'ok'));
+}
+
+function certActions(c) {
+  if (c.revokedAt || new Date(c.notAfter).getTime() < Date.now()) return h('td', {});
+  const mine = c.serial === state.me.serial;
+  const reason = h('input', { type: 'text', class: 'note', placeholder: 'reason (optional)', 'aria-label': `Reason to revoke ${c.name}`, maxlength: '1000' });
+  const revoke = confirmButton(mine ? 'Revoke (yours!)' : 'Revoke', 'Confirm revoke', async (button) => {
+    const ok = await act(button, `Revoking ${c.name}`, async () => {
+      const body = reason.value.trim() ? { reason: reason.value.trim() } : {};
+      const r = await api('POST', `${API}/certs/${encodeURIComponent(c.serial)}/revoke`, body);
+      return `Revoked ${r.name} (serial ${r.serial}); airlock refuses it from now on.`;
+    });
+    if (ok) await route();
+  });
+  return h('td', {}, h('div', { class: 'row-actions' }, reason, revoke));
+}
+
+async function renderCerts(view, gen) {
+  const head = screenHeader('Certificates', 'Client certificates issued by this airlock. The role travels in the certificate: pull, audit or admin.');
+  if (!isAdmin()) {
+    fill(view, head, h('p', { class: 'empty' }, 'Listing and issuing client certificates needs the admin role; your certificate has the audit role.'));
+    return;
+  }
+  const { certs } = await api('GET', `${API}/certs`);
+  if (gen !== state.generation) return;
+  const rows = certs.map((c) => h('tr', { class: c.revokedAt ? 'dim' : '' },
+    h('td', {}, h('strong', {}, c.name), c.serial === state.me.serial ? h('div', { class: 'small muted' }, 'this browser') : null),
+    h('td', {}, badge(c.role, c.role)),
+    h('td', {}, h('code', { class: 'serial', title: c.serial }, c.serial.length > 20 ? `${c.serial.slice(0, 20)}…` : c.serial)),
+    h('td', {}, time(c.issuedAt), c.issuedBy ? h('div', { class: 'small muted' }, `by ${c.issuedBy}`) : null),
+    h('td', {}, time(c.notAfter), new Date(c.notAfter).getTime() > Date.now() ? h('div', { class: 'small muted' }, `in ${until(c.notAfter)}`) : null),
+    certStatus(c),
+    certActions(c)));
+  fill(view, head, certForm(), table(['Name', 'Role', 'Serial', 'Issued', 'Expires', 'Status', 'Revoke'], rows, 'No certificates issued yet.'));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Audit
+
+const toLocalInput = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+
+function auditRange() {
+  const a = state.audit;
+  if (!a.since) a.since = toLocalInput(new Date(Date.now() - 24 * 3600 * 1000));
+  const query = new URLSearchParams();
+  if (a.since) query.set('since', new Date(a.since).toISOString());
+  if (a.until) query.set('until', new Date(a.until).toISOString());
+  return query;
+}
+
+async function loadAudit() {
+  const query = auditRange();
+  query.set('format', 'jsonl');
+  const res = await api('GET', `${API}/audit?${query}`, undefined, { raw: true });
+  const events = [];
+  let checkpoint = null;
+  for (const line of (await res.text()).split('\n')) {
+    if (line.trim() === '') continue;
+    const e = JSON.parse(line);
+    if (e.type === 'checkpoint') checkpoint = e;
+    else events.push(e);
+  }
+  events.reverse();
+  state.audit.events = events;
+  state.audit.checkpoint = checkpoint;
+  state.audit.loaded = true;
+}
+
+function auditRows(filters) {
+  const actor = filters.actor.value.trim().toLowerCase();
+  const repoText = filters.repository.value.trim().toLowerCase();
+  const decision = filters.decision.value;
+  const matching = state.audit.events.filter((e) =>
+    (!actor || String(e.actor ?? '').toLowerCase().includes(actor)) &&
+    (!repoText || String(e.repository ?? '').toLowerCase().includes(repoText)) &&
+    (!decision || e.decision === decision));
+  const rows = matching.slice(0, AUDIT_ROW_LIMIT).map((e) => h('tr', { class: e.decision === 'deny' ? 'deny' : '' },
+    h('td', { class: 'num' }, String(e.seq)),
+    h('td', {}, time(e.time)),
+    h('td', { class: 'actor' }, e.actor ?? muted('—'), e.role ? h('div', { class: 'small muted' }, e.role) : null),
+    h('td', {}, h('code', {}, e.action)),
+    h('td', {}, e.repository ? repo(e.repository) : muted('—'), e.reference && e.reference !== e.digest ? h('div', { class: 'small muted' }, /^sha256:/.test(e.reference) ? digest(e.reference) : e.reference) : null),
+    h('td', {}, digest(e.digest)),
+    h('td', {}, e.decision ? badge(e.decision, e.decision === 'allow' ? 'ok' : 'bad') : muted('—')),
+    h('td', { class: 'reason' }, e.reason ?? muted('—')),
+    h('td', { class: 'num' }, e.status === null || e.status === undefined ? muted('—') : String(e.status)),
+    h('td', { class: 'num' }, e.bytes === null || e.bytes === undefined ? muted('—') : bytes(e.bytes))));
+  const summary = matching.length > AUDIT_ROW_LIMIT
+    ? `Showing the newest ${AUDIT_ROW_LIMIT} of ${matching.length} matching events (${state.audit.events.length} in range). Download the export for all of them.`
+    : `${matching.length} matching events (${state.audit.events.length} in range), newest first.`;
+  return [h('p', { class: 'small muted' }, summary), table(['Seq', 'Time', 'Actor', 'Action', 'Repository', 'Digest', 'Decision', 'Reason', 'Status', 'Bytes'], rows, 'No events match.')];
+}
+
+async function renderAudit(view, gen) {
+  const a = state.audit;
+  auditRange();
+  const since = h('input', { type: 'datetime-local', value: a.since, onchange: (e) => { a.since = e.target.value; } });
+  const until = h('input', { type: 'datetime-local', value: a.until, onchange: (e) => { a.until = e.target.value; } });
+  const filters = {
+    actor: h('input', { type: 'search', placeholder: 'CN contains…', size: '14' }),
+    repository: h('input', { type: 'search', placeholder: 'name contains…', size: '22' }),
+    decision: h('select', {}, h('option', { value: '' }, 'any'), h('option', { value: 'allow' }, 'allow'), h('option', { value: 'deny' }, 'deny')),
+  };
+  const results = h('div', { id: 'audit-results' });
+  const exportLinks = h('span', { class: 'exports' });
+  const drawLinks = () => {
+    const q = auditRange();
+    const link = (format) => {
+      q.set('format', format);
+      return h('a', { href: `${API}/audit?${q}`, download: `airlock-audit.${format}`, class: 'button' }, `Download ${format.toUpperCase()}`);
+    };
+    fill(exportLinks, link('jsonl'), link('csv'));
+  };
+  const draw = () => fill(results, ...auditRows(filters));
+  for (const input of Object.values(filters)) input.addEventListener('input', draw);
+  const load = h('button', { type: 'submit', class: 'primary' }, 'Load');
+  const form = h('form', {
+    class: 'card form-row',
+    'aria-label': 'Audit filters',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      a.since = since.value;
+      a.until = until.value;
+      drawLinks();
+      const ok = await act(load, 'Loading the audit log', async () => {
+        await loadAudit();
+        return '';
+      });
+      if (ok) draw();
+    },
+  }, field('From', since), field('To', until, 'empty: now'), load, field('Actor', filters.actor), field('Repository', filters.repository), field('Decision', filters.decision));
+  drawLinks();
+  if (!a.loaded) await loadAudit();
+  if (gen !== state.generation) return;
+  const cp = a.checkpoint;
+  const checkpoint = cp
+    ? h('p', { class: 'small muted' }, `The export ends with a checkpoint over event ${cp.seq}, signed by the mirror key `, h('code', { title: cp.keyId }, String(cp.keyId).slice(0, 16)), ' — verify a download with ', h('code', {}, 'airlock audit verify'), '.')
+    : null;
+  fill(view,
+    screenHeader('Audit', 'Every pull, refusal, admission and admin action, hash-chained. Loading the log is itself an audited export.', exportLinks),
+    form,
+    checkpoint,
+    results);
+  draw();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Status strip
+
+function parseMetrics(text) {
+  const samples = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const labels = {};
+    for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
+    samples.push({ name: m[1], labels, value: Number(m[3]) });
+  }
+  return samples;
+}
+
+function stat(label, value, kind, title) {
+  return h('span', { class: `stat ${kind ?? ''}`, title }, h('span', { class: 'stat-label' }, label), ' ', h('span', { class: 'stat-value' }, value));
+}
+
+async function refreshStatus() {
+  const strip = $('#status');
+  const items = [];
+  try {
+    const health = await api('GET', '/healthz');
+    const up = (Date.now() - new Date(health.startedAt).getTime()) / 1000;
+    items.push(stat('airlock', health.status === 'ok' ? '● healthy' : `● ${health.status}`, health.status === 'ok' ? 'ok' : 'bad', `started ${health.startedAt}`));
+    items.push(stat('up', duration(Math.max(0, up))));
+  } catch (err) {
+    items.push(stat('airlock', '● unreachable', 'bad', errorText(err)));
+  }
+  try {
+    const res = await api('GET', '/metrics', undefined, { raw: true });
+    const samples = parseMetrics(await res.text());
+    const open = samples.filter((s) => s.name === 'airlock_upstream_breaker_open' && s.value > 0).map((s) => s.labels.upstream ?? '?');
+    const upstreams = samples.filter((s) => s.name === 'airlock_upstream_breaker_open').length;
+    items.push(open.length
+      ? stat('breaker open', open.join(', '), 'bad', 'these upstreams are failing; cached content is still served')
+      : stat('upstreams', upstreams ? `${upstreams} ok` : 'ok', 'ok'));
+    const cache = samples.find((s) => s.name === 'airlock_blob_cache_bytes');
+    items.push(stat('cache', cache ? bytes(cache.value) : '—'));
+    const total = samples.filter((s) => s.name === 'airlock_requests_total').reduce((sum, s) => sum + s.value, 0);
+    const now = Date.now();
+    const prev = state.metricsSample;
+    state.metricsSample = { total, at: now };
+    const rate = prev && now > prev.at ? ((total - prev.total) / (now - prev.at)) * 60000 : null;
+    items.push(stat('requests', rate === null ? '… /min' : `${rate < 10 ? rate.toFixed(1) : Math.round(rate)} /min`, '', 'all HTTP requests, from two samples of airlock_requests_total'));
+    unsay('poll-status');
+  } catch (err) {
+    say('poll-status', 'error', `Could not read /metrics: ${errorText(err)}`);
+  }
+  if (state.pending !== null) items.push(stat('pending', String(state.pending), state.pending > 0 ? 'warn' : ''));
+  fill(strip, ...items);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Routing
+
+const SCREENS = {
+  requests: renderRequests,
+  images: renderImages,
+  pins: renderPins,
+  publishers: renderPublishers,
+  drift: renderDrift,
+  certs: renderCerts,
+  audit: renderAudit,
+};
+
+function parseHash() {
+  const raw = location.hash.replace(/^#\/?/, '');
+  const [name, query] = raw.split('?');
+  return { name: Object.hasOwn(SCREENS, name) ? name : 'requests', params: new URLSearchParams(query ?? '') };
+}
+
+/** route draws the screen the hash names. */
+async function route() {
+  const { name, params } = parseHash();
+  const gen = ++state.generation;
+  const changed = name !== state.screen;
+  state.screen = name;
+  state.params = params;
+  for (const a of document.querySelectorAll('#tabs a')) {
+    const active = a.dataset.screen === name;
+    a.classList.toggle('active', active);
+    if (active) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  const view = $('#view');
+  view.dataset.screen = name;
+  if (changed) fill(view, h('p', { class: 'muted' }, 'Loading…'));
+  try {
+    await SCREENS[name](view, gen);
+    unsay('screen');
+  } catch (err) {
+    if (gen !== state.generation) return;
+    say('screen', 'error', `Could not load ${name}: ${errorText(err)}`);
+    if (changed) fill(view, h('p', { class: 'empty' }, 'This screen could not be loaded; see the message above.'));
+  }
+}
+
+async function start() {
+  try {
+    state.me = await api('GET', '/ui/whoami');
+  } catch (err) {
+    say('whoami', 'error', `Could not tell who you are: ${errorText(err)}`);
+  }
+  const who = $('#who');
+  fill(who,
+    h('span', { class: 'who-cn', title: `serial ${state.me.serial ?? '?'}` }, state.me.cn ?? 'unknown'),
+    badge(state.me.role ?? 'no role', state.me.role ?? 'bad'),
+    isAdmin() ? null : badge('read-only', 'muted'));
+  document.body.dataset.role = state.me.role ?? '';
+  window.addEventListener('hashchange', () => route());
+  await route();
+  refreshStatus();
+  refreshRequests();
+  setInterval(refreshRequests, REQUESTS_POLL_MS);
+  setInterval(refreshStatus, STATUS_POLL_MS);
+}
+
+start();

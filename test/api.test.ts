@@ -1,0 +1,549 @@
+// The admin API (SPEC §6), /metrics (§8) and the audit export (§7) over real mutual TLS, against content seeded into
+// airlock's store; the upstream is unreachable on purpose, so everything served comes from the store.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { after, before, describe, test } from 'node:test';
+import { verifyAuditExport } from '../server/audit/verify.js';
+import { CSV_HEADER } from '../server/audit/format.js';
+import type { Role } from '../server/pki/ca.js';
+import { parseManifest } from '../server/registry/manifest.js';
+import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
+import { type HttpResult, registryRequest, type RegistryEndpoint } from './harness/registry.js';
+
+const sha = (b: Buffer): string => `sha256:${crypto.createHash('sha256').update(b).digest('hex')}`;
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const REPO = 'docker.io/library/app';
+
+let tmp: string;
+let t: TestAirlock;
+
+// Image is a seeded manifest and the blobs it references.
+interface Image {
+  manifest: Buffer;
+  digest: string;
+  layers: Buffer[];
+}
+
+const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }));
+const shared = crypto.randomBytes(1024);
+
+function makeImage(layers: Buffer[]): Image {
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
+      layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha(l), size: l.length })),
+    }),
+  );
+  return { manifest, digest: sha(manifest), layers };
+}
+
+// pinned is admitted by a config pin and shares a layer with approved; approved, denied and reversed wait for an admin.
+const pinned = makeImage([shared, crypto.randomBytes(512)]);
+const approved = makeImage([shared, crypto.randomBytes(700)]);
+const denied = makeImage([crypto.randomBytes(300)]);
+const reversed = makeImage([crypto.randomBytes(400)]);
+
+// Answer is a response with its JSON body parsed when it has one.
+interface Answer extends HttpResult {
+  json: Record<string, unknown> & { error?: { code: string; message: string; field?: string } };
+}
+
+async function call(role: Role, method: string, pathname: string, body?: unknown): Promise<Answer> {
+  return callAs(t.bundle(role).endpoint, method, pathname, body);
+}
+
+async function callAs(endpoint: RegistryEndpoint, method: string, pathname: string, body?: unknown): Promise<Answer> {
+  const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
+  const r = await registryRequest(endpoint, pathname, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), answerChallenge: false });
+  const type = String(r.headers['content-type'] ?? '');
+  const json = type.startsWith('application/json') && r.body.length > 0 ? (JSON.parse(r.body.toString()) as Answer['json']) : {};
+  return { ...r, json };
+}
+
+const pull = (ref: string): Promise<HttpResult> => t.request('pull', `/v2/library/app/manifests/${ref}`);
+
+async function eventually(what: string, check: () => Promise<boolean>, ms = 1000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) assert.fail(`${what} did not happen within ${ms} ms`);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+before(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-api-'));
+  t = await startTestAirlock({
+    dir: path.join(tmp, 'airlock'),
+    upstreams: [{ name: 'docker.io', url: 'https://127.0.0.1:1', connectTimeoutMs: 500, readTimeoutMs: 500 }],
+    pins: [`${REPO}:stable@${pinned.digest}`],
+  });
+  const s = t.airlock.services;
+  for (const b of [config, ...[pinned, approved, denied, reversed].flatMap((i) => i.layers)]) await s.blobs.put(sha(b), b);
+  for (const img of [pinned, approved, denied, reversed]) {
+    const p = parseManifest(img.manifest, null);
+    s.content.saveManifest(REPO, { digest: img.digest, mediaType: p.mediaType, size: img.manifest.length, bytes: img.manifest }, p.refs, p.subject, p.artifactType);
+  }
+});
+
+after(async () => {
+  await t?.stop();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('approval requests', () => {
+  let requestId = 0;
+
+  test('a refused pull creates a pending request naming the pulling certificate', async () => {
+    const r = await pull(approved.digest);
+    assert.equal(r.status, 403);
+    const e = JSON.parse(r.body.toString()).errors[0];
+    assert.equal(e.code, 'DENIED');
+    requestId = e.detail.request;
+    const list = await call('admin', 'GET', '/api/v1/requests?status=pending');
+    assert.equal(list.status, 200);
+    const found = (list.json.requests as { id: number; repository: string; digest: string; requestedBy: string; status: string; count: number }[]).find((q) => q.id === requestId);
+    assert.ok(found, 'the request is listed as pending');
+    assert.equal(found.repository, REPO);
+    assert.equal(found.digest, approved.digest);
+    assert.equal(found.requestedBy, 'test-pull');
+    assert.equal(found.status, 'pending');
+  });
+
+  test('approving a request admits the image at once and signs it', async () => {
+    const a = await call('admin', 'POST', `/api/v1/requests/${requestId}/approve`, { note: 'looks fine' });
+    assert.equal(a.status, 200);
+    assert.equal(a.json.status, 'approved');
+    assert.equal(a.json.decidedBy, 'test-admin');
+    assert.equal(a.json.note, 'looks fine');
+    const images = await call('audit', 'GET', '/api/v1/images');
+    const img = (images.json.images as { digest: string; admission: string; approvedBy: string; signature: string | null; signingKey: string }[]).find((i) => i.digest === approved.digest);
+    assert.ok(img, 'the approved image is listed before anyone pulled it again');
+    assert.equal(img.admission, 'approval');
+    assert.equal(img.approvedBy, 'test-admin');
+    assert.match(String(img.signature), /^sha256:[a-f0-9]{64}$/);
+    assert.equal(img.signingKey, t.airlock.services.signer.keyId);
+    const r = await pull(approved.digest);
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.body, approved.manifest);
+    const sig = await pull(`sha256-${approved.digest.slice(7)}.sig`);
+    assert.equal(sig.status, 200);
+    const pins = await call('audit', 'GET', '/api/v1/pins');
+    assert.ok((pins.json.pins as { digest: string; source: string; createdBy: string }[]).some((p) => p.digest === approved.digest && p.source === 'approval' && p.createdBy === 'test-admin'));
+  });
+
+  test('approving an approved request is a conflict, and an unknown request is not found', async () => {
+    const again = await call('admin', 'POST', `/api/v1/requests/${requestId}/approve`);
+    assert.equal(again.status, 409);
+    assert.equal(again.json.error?.code, 'CONFLICT');
+    const unknown = await call('admin', 'POST', '/api/v1/requests/999999/approve', {});
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.json.error?.code, 'NOT_FOUND');
+  });
+
+  test('a denied request stays refused, and denying needs a reason', async () => {
+    const r = await pull(denied.digest);
+    assert.equal(r.status, 403);
+    const id = JSON.parse(r.body.toString()).errors[0].detail.request as number;
+    const noReason = await call('admin', 'POST', `/api/v1/requests/${id}/deny`, {});
+    assert.equal(noReason.status, 400);
+    assert.match(String(noReason.json.error?.message), /reason/);
+    const d = await call('admin', 'POST', `/api/v1/requests/${id}/deny`, { reason: 'not from a vendor we use' });
+    assert.equal(d.status, 200);
+    assert.equal(d.json.status, 'denied');
+    assert.equal(d.json.note, 'not from a vendor we use');
+    const after = await pull(denied.digest);
+    assert.equal(after.status, 403);
+    assert.match(JSON.parse(after.body.toString()).errors[0].message, /denied/);
+    const listed = await call('audit', 'GET', '/api/v1/requests?status=denied');
+    assert.ok((listed.json.requests as { id: number }[]).some((q) => q.id === id));
+  });
+
+  test('denying an approved request removes its approval pin and refuses the image again', async () => {
+    const first = await pull(reversed.digest);
+    const id = JSON.parse(first.body.toString()).errors[0].detail.request as number;
+    assert.equal((await call('admin', 'POST', `/api/v1/requests/${id}/approve`)).status, 200);
+    assert.equal((await pull(reversed.digest)).status, 200);
+    const d = await call('admin', 'POST', `/api/v1/requests/${id}/deny`, { reason: 'approved by mistake' });
+    assert.equal(d.status, 200);
+    assert.equal(d.json.status, 'denied');
+    assert.equal((await pull(reversed.digest)).status, 403);
+    const pins = await call('audit', 'GET', '/api/v1/pins');
+    assert.ok(!(pins.json.pins as { digest: string }[]).some((p) => p.digest === reversed.digest));
+    const images = await call('audit', 'GET', '/api/v1/images');
+    assert.ok(!(images.json.images as { digest: string }[]).some((i) => i.digest === reversed.digest));
+  });
+});
+
+describe('pins', () => {
+  const digest = sha(Buffer.from('pinned by the api'));
+  const other = sha(Buffer.from('another digest'));
+  let id = 0;
+
+  test('adding a pin canonicalises the repository and answers 201, and the same pin again answers 200', async () => {
+    const a = await call('admin', 'POST', '/api/v1/pins', { repository: 'docker.io/alpine', digest, tag: '3.20', note: 'base image' });
+    assert.equal(a.status, 201);
+    assert.equal(a.json.repository, 'docker.io/library/alpine');
+    assert.equal(a.json.tag, '3.20');
+    assert.equal(a.json.source, 'api');
+    assert.equal(a.json.createdBy, 'test-admin');
+    id = a.json.id as number;
+    const again = await call('admin', 'POST', '/api/v1/pins', { repository: 'docker.io/library/alpine', digest, tag: '3.20' });
+    assert.equal(again.status, 200);
+    assert.equal(again.json.id, id);
+    const list = await call('audit', 'GET', '/api/v1/pins');
+    assert.ok((list.json.pins as { id: number }[]).some((p) => p.id === id));
+  });
+
+  test('pinning a tag that is pinned to another digest is a conflict', async () => {
+    const r = await call('admin', 'POST', '/api/v1/pins', { repository: 'docker.io/library/alpine', digest: other, tag: '3.20' });
+    assert.equal(r.status, 409);
+    assert.equal(r.json.error?.code, 'CONFLICT');
+    assert.match(String(r.json.error?.message), new RegExp(digest));
+  });
+
+  const bad: [string, Record<string, unknown>, string][] = [
+    ['a missing digest', { repository: 'docker.io/library/alpine' }, 'digest'],
+    ['a digest that is not sha256', { repository: 'docker.io/library/alpine', digest: 'md5:abc' }, '/digest'],
+    ['an upstream that is not configured', { repository: 'quay.io/acme/app', digest: other }, '/repository'],
+    ['a malformed repository', { repository: 'docker.io/Bad Name', digest: other }, '/repository'],
+    ['a bad tag', { repository: 'docker.io/library/alpine', digest: other, tag: '-x' }, '/tag'],
+    ['an unknown property', { repository: 'docker.io/library/alpine', digest: other, colour: 'blue' }, '/colour'],
+  ];
+  for (const [what, body, field] of bad) {
+    test(`a pin with ${what} is refused with 400 naming the field`, async () => {
+      const r = await call('admin', 'POST', '/api/v1/pins', body);
+      assert.equal(r.status, 400);
+      assert.equal(r.json.error?.code, 'BAD_REQUEST');
+      assert.ok(String(r.json.error?.field).includes(field), `field ${String(r.json.error?.field)} names ${field}`);
+      assert.ok(String(r.json.error?.message).includes(field.replace('/', '')), String(r.json.error?.message));
+    });
+  }
+
+  test('deleting a pin answers 204, then 404; a pin from the configuration cannot be deleted', async () => {
+    assert.equal((await call('admin', 'DELETE', `/api/v1/pins/${id}`)).status, 204);
+    assert.equal((await call('admin', 'DELETE', `/api/v1/pins/${id}`)).status, 404);
+    const list = await call('audit', 'GET', '/api/v1/pins');
+    const pins = list.json.pins as { id: number; source: string }[];
+    assert.ok(!pins.some((p) => p.id === id));
+    const seeded = pins.find((p) => p.source === 'config');
+    assert.ok(seeded);
+    const r = await call('admin', 'DELETE', `/api/v1/pins/${seeded.id}`);
+    assert.equal(r.status, 409);
+    assert.match(String(r.json.error?.message), /configuration/);
+  });
+});
+
+describe('publishers', () => {
+  const publicKey = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+
+  test('a publisher with a P-256 key is added with its fingerprint and listed', async () => {
+    const r = await call('admin', 'POST', '/api/v1/publishers', { name: 'acme', publicKey, repositories: ['ghcr.io/acme/*'] });
+    assert.equal(r.status, 201);
+    assert.equal(r.json.name, 'acme');
+    assert.equal((r.json.fingerprints as string[]).length, 1);
+    assert.deepEqual(r.json.repositories, ['ghcr.io/acme/*']);
+    assert.equal(r.json.source, 'api');
+    const list = await call('audit', 'GET', '/api/v1/publishers');
+    assert.ok((list.json.publishers as { name: string }[]).some((p) => p.name === 'acme'));
+  });
+
+  test('a second publisher with the same name is a conflict', async () => {
+    const r = await call('admin', 'POST', '/api/v1/publishers', { name: 'acme', publicKey, repositories: ['ghcr.io/other/*'] });
+    assert.equal(r.status, 409);
+  });
+
+  test('a key that does not parse is refused with 422', async () => {
+    const r = await call('admin', 'POST', '/api/v1/publishers', { name: 'junk', publicKey: 'not a key', repositories: ['ghcr.io/junk/*'] });
+    assert.equal(r.status, 422);
+    assert.equal(r.json.error?.code, 'UNPROCESSABLE');
+    const broken = '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n';
+    assert.equal((await call('admin', 'POST', '/api/v1/publishers', { name: 'junk', publicKey: broken, repositories: ['ghcr.io/junk/*'] })).status, 422);
+  });
+
+  test('a glob without a slash or with capitals is refused with 400 naming the field', async () => {
+    for (const glob of ['acme', 'GHCR.io/acme/*']) {
+      const r = await call('admin', 'POST', '/api/v1/publishers', { name: 'globs', publicKey, repositories: [glob] });
+      assert.equal(r.status, 400, glob);
+      assert.match(String(r.json.error?.field), /repositories/);
+    }
+  });
+
+  test('deleting a publisher answers 204, then 404', async () => {
+    assert.equal((await call('admin', 'DELETE', '/api/v1/publishers/acme')).status, 204);
+    assert.equal((await call('admin', 'DELETE', '/api/v1/publishers/acme')).status, 404);
+    const list = await call('audit', 'GET', '/api/v1/publishers');
+    assert.ok(!(list.json.publishers as { name: string }[]).some((p) => p.name === 'acme'));
+  });
+});
+
+describe('images', () => {
+  test('the pinned image is listed with its tag pin, signature and cached bytes once pulled', async () => {
+    assert.equal((await pull('stable')).status, 200);
+    const r = await call('audit', 'GET', '/api/v1/images');
+    assert.equal(r.status, 200);
+    const img = (r.json.images as { digest: string; tags: string[]; admission: string; signature: string; cachedBytes: number; sizeBytes: number; revoked: boolean }[]).find(
+      (i) => i.digest === pinned.digest,
+    );
+    assert.ok(img);
+    assert.deepEqual(img.tags, ['stable']);
+    assert.equal(img.admission, 'pin');
+    assert.match(img.signature, /^sha256:/);
+    const expected = config.length + pinned.layers.reduce((n, l) => n + l.length, 0);
+    assert.equal(img.sizeBytes, expected);
+    assert.equal(img.cachedBytes, expected);
+    assert.equal(img.revoked, false);
+  });
+
+  test('revoking an image refuses it at once, drops its signature and the blobs only it used', async () => {
+    const s = t.airlock.services;
+    const own = sha(approved.layers[1]);
+    const r = await call('admin', 'POST', '/api/v1/images/revoke', { repository: 'docker.io/app', digest: approved.digest, reason: 'CVE-2024-0001' });
+    assert.equal(r.status, 200);
+    assert.equal(r.json.repository, REPO);
+    assert.equal(r.json.reason, 'CVE-2024-0001');
+    assert.equal(r.json.revokedBy, 'test-admin');
+    assert.equal(r.json.removedBlobs, 1);
+    await eventually('the revoked image is refused', async () => {
+      const g = await pull(approved.digest);
+      return g.status === 403 && JSON.parse(g.body.toString()).errors[0].code === 'DENIED';
+    });
+    assert.equal((await pull(`sha256-${approved.digest.slice(7)}.sig`)).status, 404);
+    assert.equal(s.blobs.size(own), null, 'the layer only the revoked image used is gone');
+    assert.notEqual(s.blobs.size(sha(shared)), null, 'the layer the pinned image shares stays');
+    assert.notEqual(s.blobs.size(sha(config)), null, 'the config the pinned image shares stays');
+    const images = await call('audit', 'GET', '/api/v1/images');
+    assert.ok(!(images.json.images as { digest: string }[]).some((i) => i.digest === approved.digest));
+    assert.ok((images.json.images as { digest: string }[]).some((i) => i.digest === pinned.digest));
+    const again = await call('admin', 'POST', '/api/v1/images/revoke', { repository: REPO, digest: approved.digest, reason: 'twice' });
+    assert.equal(again.status, 409);
+  });
+
+  test('drift lists nothing while no pinned tag moved', async () => {
+    const r = await call('audit', 'GET', '/api/v1/drift');
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.json.drift, []);
+  });
+});
+
+describe('client certificates', () => {
+  let issued: { serial: string; certificate: string; privateKey: string; ca: string };
+  let endpoint: RegistryEndpoint;
+
+  test('issuing a certificate returns its PEM certificate, key and CA, and it works at once', async () => {
+    const r = await call('admin', 'POST', '/api/v1/certs', { name: 'ci-runner', role: 'pull', days: 7 });
+    assert.equal(r.status, 201);
+    assert.equal(r.headers['cache-control'], 'no-store');
+    issued = r.json as unknown as typeof issued;
+    assert.equal(r.json.name, 'ci-runner');
+    assert.equal(r.json.role, 'pull');
+    assert.match(issued.certificate, /BEGIN CERTIFICATE/);
+    assert.match(issued.privateKey, /BEGIN PRIVATE KEY/);
+    assert.equal(issued.ca, fs.readFileSync(t.caPath, 'utf8'));
+    const x509 = new crypto.X509Certificate(issued.certificate);
+    assert.ok(new Date(x509.validTo).getTime() - Date.now() < 8 * 24 * 3600 * 1000);
+    const dir = path.join(tmp, 'ci-runner');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'client.cert'), issued.certificate);
+    fs.writeFileSync(path.join(dir, 'client.key'), issued.privateKey);
+    endpoint = { url: t.url, caPath: t.caPath, clientCertPath: path.join(dir, 'client.cert'), clientKeyPath: path.join(dir, 'client.key') };
+    assert.equal((await callAs(endpoint, 'GET', '/api/v1/signing-key')).status, 200);
+    assert.ok(!fs.readFileSync(t.logPath, 'utf8').includes(issued.privateKey.split('\n')[1]), 'the private key is not logged');
+  });
+
+  test('issuing with format=p12 answers a PKCS#12 file protected by the password', async () => {
+    const r = await call('admin', 'POST', '/api/v1/certs?format=p12', { name: 'browser', role: 'audit', p12Password: 'secret' });
+    assert.equal(r.status, 201);
+    assert.equal(r.headers['content-type'], 'application/x-pkcs12');
+    assert.equal(r.headers['content-disposition'], 'attachment; filename="browser.p12"');
+    assert.doesNotThrow(() => tls.createSecureContext({ pfx: r.body, passphrase: 'secret' }));
+    assert.throws(() => tls.createSecureContext({ pfx: r.body, passphrase: 'wrong' }));
+  });
+
+  test('the certificate list shows issued certificates with their roles', async () => {
+    const r = await call('admin', 'GET', '/api/v1/certs');
+    assert.equal(r.status, 200);
+    const certs = r.json.certs as { serial: string; name: string; role: string; issuedBy: string; revokedAt: string | null }[];
+    const ci = certs.find((c) => c.serial === issued.serial);
+    assert.ok(ci);
+    assert.equal(ci.name, 'ci-runner');
+    assert.equal(ci.role, 'pull');
+    assert.equal(ci.issuedBy, 'test-admin');
+    assert.equal(ci.revokedAt, null);
+    assert.ok(certs.some((c) => c.name === 'browser' && c.role === 'audit'));
+  });
+
+  test('a certificate request with a bad name or role is refused with 400', async () => {
+    assert.equal((await call('admin', 'POST', '/api/v1/certs', { name: 'bad name', role: 'pull' })).status, 400);
+    assert.equal((await call('admin', 'POST', '/api/v1/certs', { name: 'x', role: 'root' })).status, 400);
+    assert.equal((await call('admin', 'POST', '/api/v1/certs', { name: 'x', role: 'pull', days: 0 })).status, 400);
+  });
+
+  test('a revoked certificate is refused within one second', async () => {
+    const r = await call('admin', 'POST', `/api/v1/certs/${issued.serial}/revoke`, { reason: 'runner decommissioned' });
+    assert.equal(r.status, 200);
+    assert.equal(r.json.revokeReason, 'runner decommissioned');
+    assert.ok(r.json.revokedAt);
+    await eventually('the revoked certificate is refused', async () => {
+      try {
+        return (await callAs(endpoint, 'GET', '/api/v1/signing-key')).status === 403;
+      } catch {
+        return true;
+      }
+    });
+    assert.equal((await call('admin', 'POST', `/api/v1/certs/${issued.serial}/revoke`)).status, 409);
+    assert.equal((await call('admin', 'POST', '/api/v1/certs/abcdef0123/revoke')).status, 404);
+    assert.equal((await call('admin', 'POST', '/api/v1/certs/not-hex/revoke')).status, 400);
+  });
+});
+
+describe('roles', () => {
+  const digest = sha(Buffer.from('roles'));
+  // Every route of the API with a body that passes its schema.
+  const routes: [string, string, unknown?][] = [
+    ['GET', '/api/v1/requests'],
+    ['POST', '/api/v1/requests/1/approve', {}],
+    ['POST', '/api/v1/requests/1/deny', { reason: 'r' }],
+    ['GET', '/api/v1/pins'],
+    ['POST', '/api/v1/pins', { repository: 'docker.io/library/roles', digest }],
+    ['DELETE', '/api/v1/pins/1'],
+    ['GET', '/api/v1/publishers'],
+    ['POST', '/api/v1/publishers', { name: 'p', publicKey: 'x', repositories: ['ghcr.io/p/*'] }],
+    ['DELETE', '/api/v1/publishers/p'],
+    ['GET', '/api/v1/images'],
+    ['POST', '/api/v1/images/revoke', { repository: 'docker.io/library/roles', digest, reason: 'r' }],
+    ['GET', '/api/v1/drift'],
+    ['GET', '/api/v1/certs'],
+    ['POST', '/api/v1/certs', { name: 'n', role: 'pull' }],
+    ['POST', '/api/v1/certs/abc/revoke', {}],
+    ['GET', '/api/v1/signing-key'],
+    ['GET', '/api/v1/client-config?kind=docker'],
+    ['GET', '/api/v1/audit'],
+    ['GET', '/api/v1/openapi.json'],
+    ['GET', '/metrics'],
+  ];
+  const pullMay = new Set(['/api/v1/signing-key', '/api/v1/client-config?kind=docker']);
+  const auditMay = (method: string, p: string): boolean => method === 'GET' && p !== '/api/v1/certs';
+
+  test('a pull certificate is refused every admin route with 403 FORBIDDEN', async () => {
+    for (const [method, p, body] of routes) {
+      if (pullMay.has(p)) continue;
+      const r = await call('pull', method, p, body);
+      assert.equal(r.status, 403, `${method} ${p}`);
+      assert.equal(r.json.error?.code, 'FORBIDDEN', `${method} ${p}`);
+    }
+  });
+
+  test('a pull certificate reads the signing key and client configuration', async () => {
+    const key = await call('pull', 'GET', '/api/v1/signing-key');
+    assert.equal(key.status, 200);
+    assert.equal(key.headers['content-type'], 'application/x-pem-file');
+    assert.equal(key.body.toString(), t.airlock.services.signer.publicPem);
+    assert.equal(key.headers['x-airlock-key-id'], t.airlock.services.signer.keyId);
+    for (const kind of ['docker', 'containerd', 'podman']) {
+      const r = await call('pull', 'GET', `/api/v1/client-config?kind=${kind}`);
+      assert.equal(r.status, 200, kind);
+      assert.equal(r.json.kind, kind);
+      assert.equal(r.json.address, t.host);
+      assert.ok((r.json.files as { path: string; content: string }[]).length > 0);
+    }
+    const containerd = await call('pull', 'GET', '/api/v1/client-config?kind=containerd');
+    assert.ok((containerd.json.files as { path: string; content: string }[]).some((f) => f.path.endsWith('docker.io/hosts.toml') && f.content.includes(t.host)));
+    assert.equal((await call('pull', 'GET', '/api/v1/client-config?kind=rkt')).status, 400);
+  });
+
+  test('an audit certificate reads everything but the certificates and is refused every change', async () => {
+    for (const [method, p, body] of routes) {
+      const r = await call('audit', method, p, body);
+      if (auditMay(method, p)) assert.equal(r.status, 200, `${method} ${p}`);
+      else {
+        assert.equal(r.status, 403, `${method} ${p}`);
+        assert.equal(r.json.error?.code, 'FORBIDDEN', `${method} ${p}`);
+      }
+    }
+  });
+
+  test('/metrics is Prometheus text for audit', async () => {
+    const r = await call('audit', 'GET', '/metrics');
+    assert.equal(r.status, 200);
+    assert.match(String(r.headers['content-type']), /^text\/plain/);
+    assert.match(r.body.toString(), /airlock_requests_total\{/);
+  });
+
+  test('the OpenAPI document lists every route with a summary, tags and its role', async () => {
+    const r = await call('audit', 'GET', '/api/v1/openapi.json');
+    assert.equal(r.status, 200);
+    const doc = JSON.parse(r.body.toString()) as { openapi: string; info: { title: string; version: string }; paths: Record<string, Record<string, { summary?: string; tags?: string[]; 'x-airlock-role'?: string }>> };
+    assert.match(doc.openapi, /^3\./);
+    assert.equal(doc.info.title, 'airlock');
+    assert.equal(doc.info.version, (JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version);
+    for (const [method, p] of routes) {
+      const templated = p.split('?')[0].replace('/requests/1/', '/requests/{id}/').replace('/pins/1', '/pins/{id}').replace('/publishers/p', '/publishers/{name}').replace('/certs/abc/', '/certs/{serial}/');
+      const op = doc.paths[templated]?.[method.toLowerCase()];
+      assert.ok(op, `${method} ${templated} is documented`);
+      assert.ok(op.summary, `${method} ${templated} has a summary`);
+      assert.ok(op.tags && op.tags.length > 0, `${method} ${templated} has tags`);
+      assert.ok(op['x-airlock-role'], `${method} ${templated} names its role`);
+    }
+    assert.equal(doc.paths['/api/v1/signing-key']?.get?.['x-airlock-role'], 'pull');
+    assert.equal(doc.paths['/api/v1/pins']?.post?.['x-airlock-role'], 'admin');
+  });
+});
+
+describe('audit export', () => {
+  test('the JSONL export ends with a checkpoint and verifies with the mirror key', async () => {
+    const r = await call('audit', 'GET', '/api/v1/audit?format=jsonl');
+    assert.equal(r.status, 200);
+    assert.equal(r.headers['content-type'], 'application/x-ndjson');
+    const lines = r.body.toString().trimEnd().split('\n');
+    const last = JSON.parse(lines[lines.length - 1]) as { type: string; keyId: string };
+    assert.equal(last.type, 'checkpoint');
+    assert.equal(last.keyId, t.airlock.services.signer.keyId);
+    const key = crypto.createPublicKey(t.airlock.services.signer.publicPem);
+    const result = await verifyAuditExport(
+      (async function* () {
+        yield* lines;
+      })(),
+      key,
+    );
+    assert.equal(result.ok, true, JSON.stringify(result));
+    const events = lines.slice(0, -1).map((l) => JSON.parse(l) as { action: string; actor: string; role: string; status: number; repository: string | null; digest: string | null });
+    const approve = events.find((e) => e.action === 'admin.approve' && e.status === 200);
+    assert.ok(approve, 'the approval is an audit event');
+    assert.equal(approve.actor, 'test-admin');
+    assert.equal(approve.repository, REPO);
+    for (const action of ['admin.deny', 'admin.pin.add', 'admin.pin.delete', 'admin.publisher.add', 'admin.publisher.delete', 'admin.revoke', 'admin.cert.issue', 'admin.cert.revoke']) {
+      assert.ok(events.some((e) => e.action === action), `${action} is audited`);
+    }
+    const refused = events.find((e) => e.action === 'admin.refused' && e.role === 'pull');
+    assert.ok(refused, 'a refused call is audited');
+    assert.equal(refused.status, 403);
+    assert.ok(events.some((e) => e.action === 'admin.pin.add' && e.status === 400), 'a change with a bad body is audited');
+  });
+
+  test('the CSV export starts with the header row', async () => {
+    const r = await call('audit', 'GET', '/api/v1/audit?format=csv');
+    assert.equal(r.status, 200);
+    assert.match(String(r.headers['content-type']), /^text\/csv/);
+    assert.equal(r.body.toString().split('\r\n')[0], CSV_HEADER);
+  });
+
+  test('a time range selects events, and a date that is not RFC 3339 is refused with 400', async () => {
+    const future = await call('audit', 'GET', '/api/v1/audit?since=2999-01-01T00:00:00Z');
+    assert.equal(future.status, 200);
+    assert.equal(future.body.length, 0);
+    const now = new Date(Date.now() + 60000).toISOString();
+    const past = await call('audit', 'GET', `/api/v1/audit?since=2000-01-01T00:00:00%2B02:00&until=${now}`);
+    assert.equal(past.status, 200);
+    assert.ok(past.body.toString().trimEnd().split('\n').length > 2);
+    const bad = await call('audit', 'GET', '/api/v1/audit?since=yesterday');
+    assert.equal(bad.status, 400);
+    assert.match(String(bad.json.error?.message), /since/);
+  });
+});

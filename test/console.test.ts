@@ -1,0 +1,271 @@
+// The admin console at /ui/ in a real Chromium (playwright-core, Debian's chromium) over mutual TLS, against a real
+// airlock with a real upstream registry and skopeo as the pulling client.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import type { Role } from '../server/pki/ca.js';
+import { writeSigningKey } from '../server/signing/key.js';
+import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
+import { buildImage, inspectDigest, pushImage } from './harness/images.js';
+import { run, stopAll, track } from './harness/proc.js';
+import { type Registry, startRegistry } from './harness/registry.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync', '--disable-quic'];
+const UPSTREAM = 'registry.acme.test';
+const ARTIFACTS = path.resolve('test-artifacts/console');
+const DOCS_SCREENSHOTS = path.resolve('docs/screenshots');
+const VIEWPORT = { width: 1280, height: 800 };
+const WAIT_MS = 20_000;
+
+let tmp: string;
+let reg: Registry;
+let t: TestAirlock;
+let browser: Browser;
+const contexts: BrowserContext[] = [];
+const pageErrors: string[] = [];
+
+interface PendingRequest {
+  id: number;
+  repository: string;
+  digest: string;
+  status: string;
+}
+
+async function pushNew(repo: string, tag: string): Promise<string> {
+  const img = await buildImage(path.join(tmp, 'img', `${repo.replace(/\//g, '_')}-${tag}`), { tag, files: { '/etc/release': `${repo}:${tag} ${crypto.randomUUID()}\n` } });
+  await pushImage(img, `${reg.host}/${repo}:${tag}`, { certDir: reg.certDir });
+  return inspectDigest(reg, repo, tag);
+}
+
+async function pullThrough(repo: string, tag: string): Promise<{ code: number | null; stderr: string }> {
+  const out = path.join(tmp, 'out', crypto.randomUUID());
+  fs.mkdirSync(out, { recursive: true });
+  const r = await run('skopeo', ['--insecure-policy', 'copy', '--quiet', '--src-cert-dir', t.bundle('pull').dir, `docker://${t.host}/${UPSTREAM}/${repo}:${tag}`, `dir:${out}`], { timeoutMs: 60_000 });
+  return { code: r.code, stderr: r.stderr };
+}
+
+async function requestsOf(status: string): Promise<PendingRequest[]> {
+  const res = await t.request('admin', `/api/v1/requests?status=${status}`);
+  assert.equal(res.status, 200, res.body.toString());
+  return (JSON.parse(res.body.toString()) as { requests: PendingRequest[] }).requests;
+}
+
+// openConsole opens /ui/ (at hash) in a fresh browser context that presents the client certificate of role.
+async function openConsole(role: Role, hash = ''): Promise<{ page: Page; status: number | undefined }> {
+  const b = t.bundle(role);
+  const context = await browser.newContext({
+    clientCertificates: [{ origin: t.url, certPath: b.endpoint.clientCertPath as string, keyPath: b.endpoint.clientKeyPath as string }],
+    ignoreHTTPSErrors: true,
+    viewport: VIEWPORT,
+    acceptDownloads: true,
+  });
+  contexts.push(context);
+  const page = await context.newPage();
+  page.on('pageerror', (err) => pageErrors.push(`${role}: ${err.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' && !/^Failed to load resource: the server responded with a status of (403|422) /.test(msg.text())) pageErrors.push(`${role}: console: ${msg.text()}`);
+  });
+  const res = await page.goto(`${t.url}/ui/${hash}`);
+  return { page, status: res?.status() };
+}
+
+function requestRow(page: Page, repository: string) {
+  return page.locator('tr[data-request]', { hasText: repository });
+}
+
+async function shoot(page: Page, name: string): Promise<void> {
+  await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) });
+}
+
+before(async () => {
+  assert.ok(
+    fs.existsSync(CHROMIUM),
+    `chromium is missing at ${CHROMIUM}: run bash scripts/test-deps.sh (as root) to install the test tools, chromium among them`,
+  );
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-console-'));
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  reg = track(await startRegistry({ dir: path.join(tmp, 'upstream') }));
+  const base = await pushNew('library/base', '1.0');
+  await pushNew('acme/web', '1.4');
+  await pushNew('acme/worker', '2.0');
+  const publisher = writeSigningKey(path.join(tmp, 'keys', 'acme-release'), 'publisher-pass');
+  t = await startTestAirlock({
+    dir: path.join(tmp, 'airlock'),
+    upstreams: [{ name: UPSTREAM, url: reg.url, ca: reg.caPath }],
+    defaultUpstream: UPSTREAM,
+    pins: [`${UPSTREAM}/library/base:1.0@${base}`],
+    publishers: [{ name: 'acme-release', key: publisher.pubPath, repositories: [`${UPSTREAM}/acme/signed/*`] }],
+    driftCheckMs: 0,
+  });
+  try {
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  } catch (err) {
+    throw new Error(`could not start ${CHROMIUM} (${(err as Error).message.split('\n')[0]}): run bash scripts/test-deps.sh (as root) to install chromium`);
+  }
+  const pinned = await pullThrough('library/base', '1.0');
+  assert.equal(pinned.code, 0, `a pinned image pulls: ${pinned.stderr}`);
+  // The upstream moves the pinned tag; the next pull still gets the pinned digest and records the drift.
+  await pushNew('library/base', '1.0');
+  assert.equal((await pullThrough('library/base', '1.0')).code, 0);
+});
+
+after(async () => {
+  for (const c of contexts) await c.close().catch(() => undefined);
+  await browser?.close();
+  await t?.stop();
+  await stopAll();
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('a refused pull creates a pending approval request', async () => {
+  const refused = await pullThrough('acme/web', '1.4');
+  assert.notEqual(refused.code, 0, 'an image nobody admitted is refused');
+  assert.match(refused.stderr, /denied/i);
+  const pending = await requestsOf('pending');
+  assert.ok(pending.some((r) => r.repository === `${UPSTREAM}/acme/web`), `a pending request for acme/web: ${JSON.stringify(pending)}`);
+});
+
+test('an admin sees the pending request in the console, approves it with one click, and the same pull then succeeds', async () => {
+  const { page, status } = await openConsole('admin');
+  assert.equal(status, 200);
+  const row = requestRow(page, `${UPSTREAM}/acme/web`);
+  await row.waitFor({ timeout: WAIT_MS });
+  await row.getByRole('textbox').fill('release 1.4 reviewed');
+  await row.getByRole('button', { name: 'Approve' }).click();
+  await page.getByText(`Approved ${UPSTREAM}/acme/web@`).waitFor({ timeout: WAIT_MS });
+  await row.waitFor({ state: 'detached', timeout: WAIT_MS });
+  const [approved] = (await requestsOf('approved')).filter((r) => r.repository === `${UPSTREAM}/acme/web`);
+  assert.ok(approved, 'the request is approved');
+  const pulled = await pullThrough('acme/web', '1.4');
+  assert.equal(pulled.code, 0, `the approved image pulls: ${pulled.stderr}`);
+});
+
+test('a new pending request appears in an open console without a reload', async () => {
+  const { page } = await openConsole('admin');
+  await page.locator('#requests-table').waitFor({ timeout: WAIT_MS });
+  const refused = await pullThrough('acme/worker', '2.0');
+  assert.notEqual(refused.code, 0);
+  await requestRow(page, `${UPSTREAM}/acme/worker`).waitFor({ timeout: WAIT_MS });
+  await page.locator('#pending-count', { hasText: '1' }).waitFor({ timeout: WAIT_MS });
+});
+
+test('an audit certificate sees every screen read-only, and the API refuses its approval', async () => {
+  const { page } = await openConsole('audit');
+  await requestRow(page, `${UPSTREAM}/acme/worker`).waitFor({ timeout: WAIT_MS });
+  await page.getByText('Read-only: your certificate has the audit role.').waitFor({ timeout: WAIT_MS });
+  assert.equal(await page.getByRole('button', { name: 'Approve' }).count(), 0, 'no approve control');
+  assert.equal(await page.getByRole('button', { name: 'Deny' }).count(), 0, 'no deny control');
+  await shoot(page, 'requests-audit-role');
+  for (const [hash, text] of [['#/images', `${UPSTREAM}/acme/web`], ['#/pins', `${UPSTREAM}/library/base`], ['#/publishers', 'acme-release']]) {
+    await page.goto(`${t.url}/ui/${hash}`);
+    await page.locator('#view td', { hasText: text }).first().waitFor({ timeout: WAIT_MS });
+    assert.equal(await page.locator('#view form').count(), 0, `${hash} has no form`);
+    assert.equal(await page.getByRole('button', { name: /approve|deny|revoke|delete|add|issue/i }).count(), 0, `${hash} has no change controls`);
+  }
+  const [pending] = (await requestsOf('pending')).filter((r) => r.repository === `${UPSTREAM}/acme/worker`);
+  assert.ok(pending);
+  const res = await t.request('audit', `/api/v1/requests/${pending.id}/approve`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+  assert.equal(res.status, 403);
+  assert.equal((JSON.parse(res.body.toString()) as { error: { code: string } }).error.code, 'FORBIDDEN');
+  assert.equal((await requestsOf('pending')).filter((r) => r.id === pending.id).length, 1, 'the request is still pending');
+});
+
+test('a pull certificate gets a 403 refusal page that says why, for the console and its assets', async () => {
+  const { page, status } = await openConsole('pull');
+  assert.equal(status, 403);
+  await page.getByText(/your certificate has the pull role; the console needs audit or admin/i).waitFor({ timeout: WAIT_MS });
+  await shoot(page, 'refused-pull');
+  const asset = await t.request('pull', '/ui/app.js');
+  assert.equal(asset.status, 403);
+  assert.match(String(asset.headers['content-type']), /^text\/html/);
+  assert.match(asset.body.toString(), /the console needs audit or admin/);
+});
+
+test('every screen renders for an admin, captured as a screenshot', async () => {
+  const { page } = await openConsole('admin');
+  const screens: [string, () => Promise<void>][] = [
+    ['requests', () => requestRow(page, `${UPSTREAM}/acme/worker`).waitFor({ timeout: WAIT_MS })],
+    ['images', () => page.locator('#view td', { hasText: `${UPSTREAM}/acme/web` }).first().waitFor({ timeout: WAIT_MS })],
+    ['pins', () => page.locator('#view td', { hasText: 'release 1.4 reviewed' }).first().waitFor({ timeout: WAIT_MS })],
+    ['publishers', () => page.locator('#view td', { hasText: 'acme-release' }).first().waitFor({ timeout: WAIT_MS })],
+    ['drift', () => page.locator('#view td', { hasText: `${UPSTREAM}/library/base` }).first().waitFor({ timeout: WAIT_MS })],
+    ['certs', () => page.locator('#view td', { hasText: 'test-audit' }).first().waitFor({ timeout: WAIT_MS })],
+    ['audit', () => page.locator('#view td', { hasText: 'admin.approve' }).first().waitFor({ timeout: WAIT_MS })],
+  ];
+  await page.locator('.stat', { hasText: '/min' }).filter({ hasNotText: '…' }).waitFor({ timeout: WAIT_MS });
+  for (const [name, ready] of screens) {
+    await page.goto(`${t.url}/ui/#/${name}`);
+    await ready();
+    await shoot(page, name);
+  }
+  fs.mkdirSync(DOCS_SCREENSHOTS, { recursive: true });
+  for (const name of ['requests', 'images', 'audit']) {
+    fs.copyFileSync(path.join(ARTIFACTS, `${name}.png`), path.join(DOCS_SCREENSHOTS, `console-${name}.png`));
+  }
+  assert.deepEqual(pageErrors, [], 'no script errors or CSP violations in any page');
+});
+
+test('an admin issues, downloads and revokes a certificate, manages pins and publishers, denies a request and downloads the audit export', async () => {
+  const { page } = await openConsole('admin', '#/certs');
+  const form = page.getByRole('form', { name: 'Issue a certificate' });
+  await form.getByLabel('Name (CN)').fill('ci-runner-1');
+  const [pem] = await Promise.all([page.waitForEvent('download'), form.getByRole('button', { name: 'Issue PEM bundle' }).click()]);
+  assert.equal(pem.suggestedFilename(), 'ci-runner-1.pem');
+  const bundle = fs.readFileSync(await pem.path(), 'utf8');
+  assert.match(bundle, /BEGIN CERTIFICATE[\s\S]*BEGIN PRIVATE KEY[\s\S]*BEGIN CERTIFICATE/);
+  await form.getByLabel('Name (CN)').fill('laptop-browser');
+  const [p12] = await Promise.all([page.waitForEvent('download'), form.getByRole('button', { name: 'Issue PKCS#12' }).click()]);
+  assert.equal(p12.suggestedFilename(), 'laptop-browser.p12');
+  assert.ok(fs.statSync(await p12.path()).size > 1000, 'a PKCS#12 file');
+  const certRow = page.locator('tr', { hasText: 'ci-runner-1' });
+  await certRow.getByRole('button', { name: 'Revoke' }).click();
+  await certRow.getByRole('button', { name: 'Confirm revoke' }).click();
+  await certRow.getByText('revoked', { exact: true }).waitFor({ timeout: WAIT_MS });
+
+  const other = await pushNew('acme/cli', '0.9');
+  await page.goto(`${t.url}/ui/#/pins`);
+  const pinForm = page.getByRole('form', { name: 'Add a pin' });
+  await pinForm.getByLabel('Repository').fill(`${UPSTREAM}/acme/cli`);
+  await pinForm.getByLabel('Digest').fill(other);
+  await pinForm.getByLabel('Tag').fill('0.9');
+  await pinForm.getByRole('button', { name: 'Add pin' }).click();
+  const pinRow = page.locator('#view tr', { hasText: `${UPSTREAM}/acme/cli` });
+  await pinRow.waitFor({ timeout: WAIT_MS });
+  assert.equal((await pullThrough('acme/cli', '0.9')).code, 0, 'the pinned tag pulls');
+  await pinRow.getByRole('button', { name: 'Delete' }).click();
+  await pinRow.getByRole('button', { name: 'Confirm delete' }).click();
+  await pinRow.waitFor({ state: 'detached', timeout: WAIT_MS });
+
+  await page.goto(`${t.url}/ui/#/publishers`);
+  const pubForm = page.getByRole('form', { name: 'Add a publisher' });
+  const key = writeSigningKey(path.join(tmp, 'keys', 'tools'), 'tools-pass');
+  await pubForm.getByLabel('Name', { exact: true }).fill('tools-team');
+  await pubForm.getByLabel('Repositories').fill(`${UPSTREAM}/tools/*, ${UPSTREAM}/acme/tools-*`);
+  await pubForm.getByLabel('Public key (PEM)').fill(fs.readFileSync(key.pubPath, 'utf8'));
+  await pubForm.getByRole('button', { name: 'Add publisher' }).click();
+  await page.locator('#view td', { hasText: `${UPSTREAM}/acme/tools-*` }).waitFor({ timeout: WAIT_MS });
+  await pubForm.getByLabel('Name', { exact: true }).fill('broken');
+  await pubForm.getByLabel('Repositories').fill(`${UPSTREAM}/broken/*`);
+  await pubForm.getByLabel('Public key (PEM)').fill('-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n');
+  await pubForm.getByRole('button', { name: 'Add publisher' }).click();
+  await page.locator('.message.error', { hasText: 'UNPROCESSABLE' }).waitFor({ timeout: WAIT_MS });
+
+  await page.goto(`${t.url}/ui/#/requests`);
+  const worker = requestRow(page, `${UPSTREAM}/acme/worker`);
+  await worker.getByRole('textbox').fill('not on the allow list');
+  await worker.getByRole('button', { name: 'Deny' }).click();
+  await worker.waitFor({ state: 'detached', timeout: WAIT_MS });
+  const [denied] = (await requestsOf('denied')).filter((r) => r.repository === `${UPSTREAM}/acme/worker`);
+  assert.ok(denied, 'the request is denied');
+
+  await page.goto(`${t.url}/ui/#/audit`);
+  await page.locator('#view td', { hasText: 'admin.deny' }).first().waitFor({ timeout: WAIT_MS });
+  const [csv] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'Download CSV' }).click()]);
+  assert.match(fs.readFileSync(await csv.path(), 'utf8'), /admin\.deny/);
+  assert.deepEqual(pageErrors, [], 'no script errors or CSP violations in any page');
+});

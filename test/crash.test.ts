@@ -1,0 +1,217 @@
+// Crashes and a full disk, with airlock as a separate process (`airlock serve`): kill -9 in the middle of a large
+// uncached download leaves only a temp file, which the next start removes; a download larger than the free space
+// fails for its client while cached content keeps being served, and nothing corrupt lands under a digest.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { Pool } from 'undici';
+import { cachedBlobFiles, DripUpstream, hashFile, mib, mtlsPool, send, sha256, spawnAirlock, type SpawnedAirlock, tmpBlobFiles } from './fixtures/abuse-kit.js';
+import { type Bundle, startTestAirlock, TEST_KEY_PASSWORD } from './harness/airlock.js';
+import { freePort, run, stopAll, waitFor } from './harness/proc.js';
+
+const ENV = { AIRLOCK_TEST_KEY_PASSWORD: TEST_KEY_PASSWORD };
+const BIG = 200 * 1024 * 1024;
+const DRIP_RATE = 20 * 1024 * 1024;
+
+let tmp: string;
+
+before(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-crash-'));
+});
+
+after(async () => {
+  await stopAll();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+// prepare writes a data directory and config for upstream under dir (starting airlock once in-process to initialise
+// it and issue a pull certificate), and returns the config path and the pull bundle.
+async function prepare(dir: string, upstreamUrl: string, pins: string[]): Promise<{ configPath: string; pull: Bundle; dataDir: string }> {
+  const t = await startTestAirlock({ dir, upstreams: [{ name: 'docker.io', url: upstreamUrl, insecure: true, readTimeoutMs: 5000 }], pins });
+  const pull = t.bundle('pull');
+  await t.stop();
+  return { configPath: t.configPath, pull, dataDir: t.dir };
+}
+
+// streamBlob GETs a blob and counts the bytes as they arrive, hashing them; it resolves when the response ends or fails.
+function streamBlob(pool: Pool, urlPath: string, progress: { bytes: number }): Promise<{ status: number; bytes: number; digest: string; error: Error | null }> {
+  return (async () => {
+    const h = crypto.createHash('sha256');
+    let status = -1;
+    try {
+      const r = await pool.request({ method: 'GET', path: urlPath, headersTimeout: 60_000, bodyTimeout: 60_000 });
+      status = r.statusCode;
+      for await (const chunk of r.body) {
+        progress.bytes += (chunk as Buffer).length;
+        h.update(chunk as Buffer);
+      }
+      return { status, bytes: progress.bytes, digest: `sha256:${h.digest('hex')}`, error: null };
+    } catch (err) {
+      return { status, bytes: progress.bytes, digest: '', error: err as Error };
+    }
+  })();
+}
+
+describe('kill -9 in the middle of a large uncached download', () => {
+  let upstream: DripUpstream;
+  let image: { manifest: string; config: string; layers: string[] };
+  let big: Buffer;
+
+  before(async () => {
+    upstream = new DripUpstream();
+    await upstream.start();
+    big = crypto.randomBytes(BIG);
+    image = upstream.addImage('library/huge', 'v1', [big], DRIP_RATE);
+  });
+
+  after(async () => {
+    await upstream?.stop();
+  });
+
+  test('leaves only a temp file, which the restart removes, and the next pull gets the right bytes', async () => {
+    const { configPath, pull, dataDir } = await prepare(path.join(tmp, 'kill'), upstream.url, [`docker.io/library/huge:v1@${image.manifest}`]);
+    const port = await freePort();
+    const first: SpawnedAirlock = await spawnAirlock(configPath, port, ENV, 'airlock-first');
+    const pool = mtlsPool(pull, 2, first.url);
+    const layer = image.layers[0];
+    const finalPath = path.join(dataDir, 'blobs', 'sha256', layer.slice(7, 9), layer.slice(7));
+    try {
+      const m = await send(pool, { path: '/v2/library/huge/manifests/v1' });
+      assert.equal(m.status, 200, m.body.toString());
+      const progress = { bytes: 0 };
+      const download = streamBlob(pool, `/v2/library/huge/blobs/${layer}`, progress);
+      const tmpSize = (): number => tmpBlobFiles(dataDir).reduce((n, f) => n + fs.statSync(path.join(dataDir, 'blobs', 'tmp', f)).size, 0);
+      await waitFor(() => tmpSize() >= 40 * 1024 * 1024, { timeoutMs: 30_000, what: 'airlock to write 40 MiB of the blob' });
+      const written = tmpSize();
+      process.kill(first.proc.pid, 'SIGKILL');
+      const code = await first.proc.exited;
+      const client = await download;
+      console.log(`killed airlock (pid ${first.proc.pid}, exit ${String(code)}) with ${mib(written)} of ${mib(BIG)} in its temp file; the client had ${mib(client.bytes)}`);
+      assert.ok(client.error !== null || client.bytes < BIG, 'the client did not get a complete blob');
+      assert.ok(written < BIG, 'the kill landed mid-download');
+      assert.equal(fs.existsSync(finalPath), false, 'nothing under blobs/sha256 for the digest');
+      assert.equal(cachedBlobFiles(dataDir).some(([d]) => d === layer), false);
+      const leftovers = tmpBlobFiles(dataDir);
+      assert.ok(leftovers.length >= 1, 'the unfinished download is a temp file in blobs/tmp');
+      assert.equal(upstream.count('GET', layer), 1);
+    } finally {
+      await pool.close();
+    }
+
+    upstream.blobs.set(layer, { bytes: big, rate: 0 });
+    const second = await spawnAirlock(configPath, port, ENV, 'airlock-second');
+    const pool2 = mtlsPool(pull, 2, second.url);
+    try {
+      assert.match(second.proc.output(), /removed unfinished blob downloads/);
+      assert.deepEqual(tmpBlobFiles(dataDir), [], 'the temp file is removed at start');
+      const progress = { bytes: 0 };
+      const again = await streamBlob(pool2, `/v2/library/huge/blobs/${layer}`, progress);
+      assert.equal(again.error, null, again.error?.message);
+      assert.equal(again.status, 200);
+      assert.equal(again.bytes, BIG);
+      assert.equal(again.digest, layer);
+      await waitFor(() => fs.existsSync(finalPath), { timeoutMs: 10_000, what: 'the blob to be cached' });
+      assert.equal(await hashFile(finalPath), layer);
+      assert.equal(fs.statSync(finalPath).size, BIG);
+      const ping = await send(pool2, { path: '/v2/' });
+      assert.equal(ping.status, 200);
+    } finally {
+      await pool2.close();
+      await second.proc.stop();
+    }
+  });
+});
+
+describe('a full disk', () => {
+  const SIZE_MIB = 64;
+  let mountPoint: string;
+  let mounted = false;
+  let upstream: DripUpstream;
+  let airlock: SpawnedAirlock | undefined;
+
+  before(async () => {
+    mountPoint = path.join(tmp, 'full');
+    fs.mkdirSync(mountPoint);
+    const tmpfs = await run('mount', ['-t', 'tmpfs', '-o', `size=${SIZE_MIB}m`, 'tmpfs', mountPoint]);
+    if (tmpfs.code === 0) {
+      mounted = true;
+    } else {
+      const img = path.join(tmp, 'full.img');
+      const loop = await run('sh', ['-c', `truncate -s ${SIZE_MIB}M "${img}" && mkfs.ext4 -q "${img}" && mount -o loop "${img}" "${mountPoint}"`]);
+      if (loop.code !== 0) {
+        throw new Error(
+          `the disk-full test needs a small file system: mount -t tmpfs failed (${tmpfs.stderr.trim()}) and so did a loop-mounted ext4 image (${loop.stderr.trim()}); run the tests as root`,
+        );
+      }
+      mounted = true;
+    }
+    upstream = new DripUpstream();
+    await upstream.start();
+  });
+
+  after(async () => {
+    await airlock?.proc.stop();
+    await upstream?.stop();
+    if (mounted) await run('umount', [mountPoint]);
+  });
+
+  test('a download larger than the free space fails for its client, cached content is still served, and nothing corrupt is cached', async () => {
+    const small = crypto.randomBytes(1024 * 1024);
+    const smallImage = upstream.addImage('library/small', 'v1', [small]);
+    const hugeBytes = crypto.randomBytes(100 * 1024 * 1024);
+    const hugeImage = upstream.addImage('library/toobig', 'v1', [hugeBytes]);
+    const { configPath, pull, dataDir } = await prepare(path.join(mountPoint, 'data'), upstream.url, [
+      `docker.io/library/small:v1@${smallImage.manifest}`,
+      `docker.io/library/toobig:v1@${hugeImage.manifest}`,
+    ]);
+    const free = (): number => {
+      const st = fs.statfsSync(mountPoint);
+      return st.bavail * st.bsize;
+    };
+    console.log(`data directory on a ${SIZE_MIB} MiB file system, ${mib(free())} free before start`);
+    assert.ok(free() < hugeBytes.length, 'the big blob does not fit');
+    airlock = await spawnAirlock(configPath, await freePort(), ENV, 'airlock-full');
+    const pool = mtlsPool(pull, 4, airlock.url);
+    try {
+      const sm = await send(pool, { path: '/v2/library/small/manifests/v1' });
+      assert.equal(sm.status, 200);
+      for (const d of [smallImage.config, ...smallImage.layers]) {
+        const b = await send(pool, { path: `/v2/library/small/blobs/${d}` });
+        assert.equal(b.status, 200);
+        assert.equal(sha256(b.body), d);
+      }
+      const hm = await send(pool, { path: '/v2/library/toobig/manifests/v1' });
+      assert.equal(hm.status, 200);
+
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const progress = { bytes: 0 };
+        const r = await streamBlob(pool, `/v2/library/toobig/blobs/${hugeImage.layers[0]}`, progress);
+        console.log(`pull of a ${mib(hugeBytes.length)} blob with ${mib(free())} free: status ${r.status}, ${mib(r.bytes)} received, ${r.error?.message ?? 'no transport error'}`);
+        assert.ok(r.error !== null || r.status >= 500, 'the client gets an error');
+        assert.ok(r.digest !== hugeImage.layers[0], 'the client did not get the whole blob');
+        assert.ok(airlock.proc.running(), `airlock is still running:\n${airlock.proc.output().slice(-3000)}`);
+        await waitFor(() => tmpBlobFiles(dataDir).length === 0, { timeoutMs: 10_000, what: 'the failed download to be discarded' });
+
+        const ping = await send(pool, { path: '/v2/' });
+        assert.equal(ping.status, 200);
+        const again = await send(pool, { path: '/v2/library/small/manifests/v1' });
+        assert.equal(again.status, 200);
+        assert.deepEqual(again.body, sm.body);
+        for (const d of [smallImage.config, ...smallImage.layers]) {
+          const b = await send(pool, { path: `/v2/library/small/blobs/${d}` });
+          assert.equal(b.status, 200, `cached blob ${d} after the failed download`);
+          assert.equal(sha256(b.body), d);
+        }
+      }
+      const files = cachedBlobFiles(dataDir);
+      for (const [digest, file] of files) assert.equal(await hashFile(file), digest, `${file} hashes to its name`);
+      assert.equal(files.some(([d]) => d === hugeImage.layers[0]), false, 'the big blob is not cached');
+      assert.ok(airlock.proc.running(), 'airlock survived the full disk');
+    } finally {
+      await pool.close();
+    }
+  });
+});

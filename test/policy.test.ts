@@ -1,0 +1,140 @@
+// Admission policy against the real CNCF registry and real skopeo: approval requests, tag pins and drift,
+// blob access only through admitted manifests, and revocation.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
+import { buildImage, inspectDigest, pushImage } from './harness/images.js';
+import { run, stopAll, track, waitFor } from './harness/proc.js';
+import { type Registry, startRegistry } from './harness/registry.js';
+
+let tmp: string;
+let reg: Registry;
+let t: TestAirlock;
+const d: Record<string, string> = {};
+
+async function push(repo: string, tag: string): Promise<string> {
+  const img = await buildImage(path.join(tmp, 'img', `${repo.replace(/\//g, '_')}-${tag}-${crypto.randomUUID()}`), { tag, files: { '/id': `${repo}:${tag} ${crypto.randomUUID()}\n` } });
+  await pushImage(img, `${reg.host}/${repo}:${tag}`, { certDir: reg.certDir });
+  return inspectDigest(reg, repo, tag);
+}
+
+async function skopeo(ref: string): Promise<{ code: number | null; stderr: string }> {
+  const out = path.join(tmp, 'out', crypto.randomUUID());
+  fs.mkdirSync(out, { recursive: true });
+  const r = await run('skopeo', ['--insecure-policy', 'copy', '--quiet', '--src-cert-dir', t.bundle('pull').dir, `docker://${t.host}/${ref}`, `dir:${out}`], { timeoutMs: 60000 });
+  return { code: r.code, stderr: r.stderr };
+}
+
+const json = (body: Buffer): Record<string, unknown> => JSON.parse(body.toString()) as Record<string, unknown>;
+const post = (path: string, body: unknown) => t.request('admin', path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+before(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-policy-'));
+  reg = track(await startRegistry({ dir: path.join(tmp, 'upstream') }));
+  d.app = await push('library/app', '1.0');
+  d.frozen = await push('library/frozen', 'stable');
+  d.secret = await push('library/secret', '1');
+  d.revokable = await push('library/revokable', '1');
+  t = await startTestAirlock({
+    dir: path.join(tmp, 'airlock'),
+    upstreams: [{ name: 'docker.io', url: reg.url, ca: reg.caPath }],
+    pins: [`docker.io/library/frozen:stable@${d.frozen}`, `docker.io/library/revokable:1@${d.revokable}`],
+    driftCheckMs: 0,
+  });
+});
+
+after(async () => {
+  await t?.stop();
+  await stopAll();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('admission policy', () => {
+  test('an unpinned image is refused with DENIED naming a request, listed as pending with the CN, and pulls once approved', async () => {
+    const refused = await skopeo('library/app:1.0');
+    assert.notEqual(refused.code, 0);
+    const direct = await t.request('pull', '/v2/library/app/manifests/1.0');
+    assert.equal(direct.status, 403);
+    const err = (json(direct.body).errors as { code: string; message: string; detail: { request: number } }[])[0];
+    assert.equal(err.code, 'DENIED');
+    assert.match(err.message, /docker\.io\/library\/app/);
+    const pending = await t.request('audit', '/api/v1/requests?status=pending');
+    assert.equal(pending.status, 200);
+    const req = (json(pending.body).requests as { id: number; repository: string; digest: string; requestedBy: string; count: number; tag: string }[]).find((r) => r.id === err.detail.request);
+    assert.ok(req, 'the request is listed as pending');
+    assert.equal(req.repository, 'docker.io/library/app');
+    assert.equal(req.digest, d.app);
+    assert.equal(req.requestedBy, 'test-pull');
+    assert.equal(req.tag, '1.0');
+    assert.ok(req.count >= 2, 'repeated refusals count on the same request');
+    const approved = await post(`/api/v1/requests/${req.id}/approve`, { note: 'reviewed' });
+    assert.equal(approved.status, 200, approved.body.toString());
+    const ok = await skopeo('library/app:1.0');
+    assert.equal(ok.code, 0, ok.stderr);
+  });
+
+  test('a tag pin keeps serving its digest after the upstream tag moves, and the drift is reported', async () => {
+    const before = await t.request('pull', '/v2/library/frozen/manifests/stable');
+    assert.equal(before.headers['docker-content-digest'], d.frozen);
+    const moved = await push('library/frozen', 'stable');
+    assert.notEqual(moved, d.frozen);
+    const after1 = await t.request('pull', '/v2/library/frozen/manifests/stable');
+    assert.equal(after1.status, 200);
+    assert.equal(after1.headers['docker-content-digest'], d.frozen);
+    await waitFor(
+      async () => {
+        await t.request('pull', '/v2/library/frozen/manifests/stable');
+        const drift = json((await t.request('audit', '/api/v1/drift')).body).drift as { repository: string; tag: string; pinnedDigest: string; upstreamDigest: string }[];
+        return drift.some((x) => x.repository === 'docker.io/library/frozen' && x.tag === 'stable' && x.pinnedDigest === d.frozen && x.upstreamDigest === moved);
+      },
+      { timeoutMs: 5000, what: 'drift reported' },
+    );
+    const copy = await skopeo('library/frozen:stable');
+    assert.equal(copy.code, 0, copy.stderr);
+  });
+
+  test('blobs of an image that is not admitted cannot be fetched by digest, even when cached', async () => {
+    const s = t.airlock.services;
+    const m = await fetch404Manifest();
+    for (const layer of m) {
+      const bytes = Buffer.from(crypto.randomBytes(1));
+      assert.ok(bytes);
+      const r = await t.request('pull', `/v2/library/secret/blobs/${layer}`);
+      assert.equal(r.status, 404);
+      assert.equal((json(r.body).errors as { code: string }[])[0].code, 'BLOB_UNKNOWN');
+      assert.notEqual(s.blobs.size(layer), null, 'the blob is in the cache all the same');
+      const other = await t.request('pull', `/v2/library/app/blobs/${layer}`);
+      assert.equal(other.status, 404, 'nor through another repository');
+    }
+  });
+
+  test('revoking an admitted image makes the next pull fail within one second', async () => {
+    assert.equal((await t.request('pull', '/v2/library/revokable/manifests/1')).status, 200);
+    const r = await post('/api/v1/images/revoke', { repository: 'docker.io/library/revokable', digest: d.revokable, reason: 'CVE-2026-0001' });
+    assert.equal(r.status, 200, r.body.toString());
+    const started = Date.now();
+    await waitFor(async () => (await t.request('pull', '/v2/library/revokable/manifests/1')).status === 403, { timeoutMs: 1000, what: 'revoked image refused' });
+    console.log(`refused ${Date.now() - started} ms after the revocation`);
+    const m = await t.request('pull', `/v2/library/revokable/manifests/${d.revokable}`);
+    assert.match((json(m.body).errors as { message: string }[])[0].message, /revoked: CVE-2026-0001/);
+  });
+});
+
+// fetch404Manifest caches the secret image's blobs by fetching them while briefly pinned, then removes the pin.
+async function fetch404Manifest(): Promise<string[]> {
+  const s = t.airlock.services;
+  const pin = s.policyStore.addPin({ repository: 'docker.io/library/secret', digest: d.secret, tag: null, note: null, source: 'api', createdBy: 'test' });
+  assert.ok(pin);
+  s.policy.changed();
+  const m = json((await t.request('pull', `/v2/library/secret/manifests/${d.secret}`)).body) as { config: { digest: string }; layers: { digest: string }[] };
+  const digests = [m.config.digest, ...m.layers.map((l) => l.digest)];
+  for (const x of digests) assert.equal((await t.request('pull', `/v2/library/secret/blobs/${x}`)).status, 200);
+  await waitFor(() => digests.every((x) => s.blobs.size(x) !== null), { timeoutMs: 5000, what: 'blobs cached' });
+  s.policyStore.deletePin(pin.pin.id);
+  s.policy.changed();
+  return digests;
+}
