@@ -251,7 +251,7 @@ async function main(): Promise<void> {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').replace(/-[0-9]{3}Z$/, 'Z');
   const budgetMs = o.quick ? 300_000 : 15 * 60_000;
   // Past the soft budget, disturbed measurements are no longer repeated.
-  const softBudgetMs = o.quick ? 60_000 : 8 * 60_000;
+  const softBudgetMs = o.quick ? 60_000 : 7 * 60_000;
   const watchdog = setTimeout(() => {
     log(`the benchmark ran over its ${budgetMs / 1000} s budget; stopping everything`);
     void stopEverything().finally(() => process.exit(2));

@@ -314,3 +314,21 @@ describe('audit log', () => {
     assert.ok(peak - rssBefore < 256 * 2 ** 20, `RSS grew by ${((peak - rssBefore) / 2 ** 20).toFixed(0)} MiB while streaming ${(bytes / 2 ** 20).toFixed(0)} MiB`);
   });
 });
+
+describe('verification with standard tools only', () => {
+  test('scripts/verify-audit.sh (python3 and openssl) accepts the export and rejects an edited one', async () => {
+    const pub = path.join(t.dir, 'keys', 'mirror.pub');
+    const ok = await run('sh', ['scripts/verify-audit.sh', exportFile, pub], { timeoutMs: 60000 });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /Verified OK/);
+    const edited = writeVariant('edited-for-script', (ls) => {
+      const e = JSON.parse(ls[2]) as Event;
+      e.status = 299;
+      ls[2] = JSON.stringify(e);
+      return ls;
+    });
+    const bad = await run('sh', ['scripts/verify-audit.sh', edited, pub], { timeoutMs: 60000 });
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /hash does not match/);
+  });
+});

@@ -115,11 +115,14 @@ before(async () => {
 });
 
 after(async () => {
-  for (const c of contexts) await c.close().catch(() => undefined);
-  await browser?.close();
-  await t?.stop();
-  await stopAll();
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  try {
+    for (const c of contexts) await c.close().catch(() => undefined);
+    await browser?.close();
+    await t?.stop();
+  } finally {
+    await stopAll();
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  }
 });
 
 test('a refused pull creates a pending approval request', async () => {
