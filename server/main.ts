@@ -17,7 +17,7 @@ import { parsePublicKey, writeSigningKey } from './signing/key.js';
 import { signCommand } from './signing/sign-command.js';
 
 const USAGE = `usage:
-  airlock init [--dir DIR] [--host NAME]... [--force]
+  airlock init [--dir DIR] [--host NAME]... [--force] [--listen HOST:PORT]
   airlock serve [--config FILE]
   airlock cert issue --config FILE --name NAME --role pull|audit|admin [--days N] [--out DIR]
   airlock cert revoke --config FILE --serial HEX [--reason TEXT]
@@ -105,9 +105,11 @@ async function serve(argv: string[]): Promise<void> {
 }
 
 function init(argv: string[]): void {
-  const { values } = args(argv, { dir: { type: 'string' }, host: { type: 'string', multiple: true }, force: { type: 'boolean' } });
+  const { values } = args(argv, { dir: { type: 'string' }, host: { type: 'string', multiple: true }, force: { type: 'boolean' }, listen: { type: 'string' } });
   const hosts = (values.host as string[] | undefined) ?? [];
-  const r = initDataDir({ dir: str(values.dir) ?? 'airlock-data', hosts, force: values.force === true, keyPassword: env.AIRLOCK_KEY_PASSWORD ?? '', p12Password: env.AIRLOCK_P12_PASSWORD ?? '' });
+  const listen = str(values.listen);
+  if (listen !== undefined && !/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/.test(listen)) throw new UserError('--listen must be host:port, like 0.0.0.0:5443');
+  const r = initDataDir({ dir: str(values.dir) ?? 'airlock-data', hosts, force: values.force === true, keyPassword: env.AIRLOCK_KEY_PASSWORD ?? '', p12Password: env.AIRLOCK_P12_PASSWORD ?? '', listen });
   console.log(`initialised ${r.dir}\n  config: ${r.config}\n  server certificate for: ${r.hosts.join(', ')}\n  admin bundle: ${r.adminBundle}\nrun: airlock serve --config ${r.config}`);
 }
 
