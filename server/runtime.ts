@@ -50,8 +50,10 @@ export interface StartOptions {
 }
 
 // createLogger makes the pino logger with secrets redacted at creation.
+// Lines go out through an asynchronous, buffered destination: a synchronous write per request would cost more than
+// serving a cached manifest. startAirlock's close() flushes it.
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
-  return pino({ level, redact: { paths: REDACT, censor: '[redacted]' }, base: { service: 'airlock' } }, destination);
+  return pino({ level, redact: { paths: REDACT, censor: '[redacted]' }, base: { service: 'airlock' } }, destination ?? pino.destination({ sync: false, minLength: 4096 }));
 }
 
 // startAirlock opens everything and listens; close() stops cleanly.
@@ -193,6 +195,7 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
       audit.close();
       for (const u of upstreams.values()) await u.close();
       db.close();
+      await new Promise<void>((resolve) => logger.flush(() => resolve()));
     },
   };
 }

@@ -1,11 +1,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { cosignBinary, runSync, scratchDirs } from './harness/cosign.js';
 import {
   buildPayload,
   buildSignatureArtifact,
@@ -18,53 +17,14 @@ import {
 } from '../server/signing/cosign.js';
 import { loadSigningKey, parsePublicKey, writeSigningKey } from '../server/signing/key.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-cosign-format-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-let dirCount = 0;
-function freshDir(): string {
-  dirCount += 1;
-  const dir = path.join(tmp, `case-${dirCount}`);
-  fs.mkdirSync(dir);
-  return dir;
-}
+const freshDir = scratchDirs(tmp);
 
-// Finds the cosign binary the project fetches into .cache, fetching it with the project's script if needed.
-function cosignBinary(): string {
-  const bin = path.join(repoRoot, '.cache/cosign/usr/bin/cosign');
-  if (fs.existsSync(bin)) {
-    return bin;
-  }
-  const script = path.join(repoRoot, 'scripts/fetch-cosign.sh');
-  if (!fs.existsSync(script)) {
-    throw new Error(
-      `cosign is missing at ${bin}, and scripts/fetch-cosign.sh (which fetches it) does not exist yet; ` +
-        'once it does, run: bash scripts/fetch-cosign.sh .cache/cosign',
-    );
-  }
-  const r = spawnSync('bash', [script, '.cache/cosign'], { cwd: repoRoot, encoding: 'utf8', timeout: 300_000 });
-  if (r.status !== 0 || !fs.existsSync(bin)) {
-    throw new Error(`bash scripts/fetch-cosign.sh .cache/cosign failed (status ${r.status}): ${r.stderr}`);
-  }
-  return bin;
-}
 
-interface RunResult {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
 
-function run(cmd: string, args: string[], opts: { cwd: string; env?: Record<string, string> }): RunResult {
-  const r = spawnSync(cmd, args, {
-    cwd: opts.cwd,
-    encoding: 'utf8',
-    timeout: 120_000,
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: opts.cwd, ...opts.env },
-  });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const run = runSync;
 
 function pem(key: crypto.KeyObject): string {
   return key.export({ format: 'pem', type: 'spki' }).toString();

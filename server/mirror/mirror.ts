@@ -12,6 +12,9 @@ import type { Route } from '../registry/names.js';
 import { type Download, followWriter, Inflight } from './inflight.js';
 import { header, type Upstream, upstreamFailure } from './upstream.js';
 
+const HOT_MANIFEST_BYTES = 32 * 1024 * 1024;
+const HOT_MANIFEST_MAX = 256 * 1024;
+
 // Source says where served content came from.
 export type Source = 'cache' | 'upstream' | 'local';
 
@@ -42,6 +45,8 @@ export class Mirror {
   private readonly events: MirrorEvents;
   readonly inflight = new Inflight();
   private readonly manifestFlights = new Map<string, Promise<StoredManifest>>();
+  private readonly hot = new Map<string, StoredManifest>();
+  private hotBytes = 0;
 
   constructor(content: ContentStore, blobs: BlobStore, upstreams: ReadonlyMap<string, Upstream>, events: MirrorEvents) {
     this.content = content;
@@ -56,14 +61,31 @@ export class Mirror {
     return u;
   }
 
-  // localManifest returns a manifest from the store, recording that route's repository holds it.
+  // localManifest returns a manifest from the store, recording that route's repository holds it. Manifests are
+  // immutable by digest, so the ones served recently are kept in memory too.
   localManifest(route: Route, digest: string): StoredManifest | null {
+    const key = `${route.repository}@${digest}`;
+    const hot = this.hot.get(key);
+    if (hot) return hot;
     const m = this.content.manifest(digest);
-    if (m && !this.content.holds(route.repository, digest)) {
+    if (!m) return null;
+    if (!this.content.holds(route.repository, digest)) {
       const p = parseManifest(m.bytes, m.mediaType);
       this.content.saveManifest(route.repository, m, p.refs, p.subject, p.artifactType);
     }
+    this.remember(key, m);
     return m;
+  }
+
+  private remember(key: string, m: StoredManifest): void {
+    if (m.size > HOT_MANIFEST_MAX) return;
+    this.hot.set(key, m);
+    this.hotBytes += m.size;
+    for (const [k, v] of this.hot) {
+      if (this.hotBytes <= HOT_MANIFEST_BYTES) break;
+      this.hot.delete(k);
+      this.hotBytes -= v.size;
+    }
   }
 
   // manifest returns the manifest with digest: from the store, else fetched, verified and stored (one fetch per digest at a time).

@@ -32,6 +32,7 @@ export class Policy {
   private readonly decisions = new Map<string, Decision>();
   private readonly recorded = new Set<string>();
   private readonly blobDecisions = new Map<string, boolean>();
+  private readonly tagPins = new Map<string, string | null>();
   generation = 0;
 
   constructor(store: PolicyStore, content: ContentStore, hooks: PolicyHooks) {
@@ -45,6 +46,18 @@ export class Policy {
     this.generation++;
     this.decisions.clear();
     this.blobDecisions.clear();
+    this.tagPins.clear();
+  }
+
+  // tagPin is the digest a tag pin freezes repository:tag to, or null; cached until the policy changes.
+  tagPin(repository: string, tag: string): string | null {
+    const key = `${repository}:${tag}`;
+    let digest = this.tagPins.get(key);
+    if (digest === undefined) {
+      digest = this.store.pinForTag(repository, tag)?.digest ?? null;
+      this.tagPins.set(key, digest);
+    }
+    return digest;
   }
 
   // admit decides for a manifest a client asked for, and records the first admission or the refusal's request.

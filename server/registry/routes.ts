@@ -120,10 +120,10 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
     } else {
       if (!isTag(ref)) throw new RegistryError('MANIFEST_UNKNOWN', `invalid tag "${truncate(ref)}"`);
       tag = ref;
-      const pin = s.policyStore.pinForTag(r.repository, tag);
-      if (pin) {
-        digest = pin.digest;
-        checkDrift(r, tag, pin.digest);
+      const pinned = s.policy.tagPin(r.repository, tag);
+      if (pinned) {
+        digest = pinned;
+        checkDrift(r, tag, pinned);
       } else {
         const accept = req.headers.accept;
         digest = (await s.mirror.resolveTag(r, tag, Array.isArray(accept) ? accept.join(', ') : accept ?? null)).digest;
