@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { createAuditStore } from '../storage/audit.js';
 import { BlobStore } from '../storage/blobs.js';
@@ -15,7 +15,7 @@ import { createPolicyStore } from '../storage/policy.js';
 import { buildApp, identityOf } from './app.js';
 import { AuditLog } from './audit/log.js';
 import type { Config } from './config.js';
-import { UserError } from './errors.js';
+import { RegistryError, UserError } from './errors.js';
 import { createMetrics } from './metrics.js';
 import { Mirror } from './mirror/mirror.js';
 import { Upstream } from './mirror/upstream.js';
@@ -168,6 +168,8 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
     requestTimeout: 30000,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // Fastify types this option as a generic function that no concrete handler satisfies.
+    frameworkErrors: frameworkError as never,
   }) as unknown as FastifyInstance;
   app.server.headersTimeout = 15000;
   watchTls(app, services);
@@ -249,6 +251,16 @@ function watchTls(app: FastifyInstance, s: Services): void {
       socket.destroy();
     }
   });
+}
+
+// frameworkError answers requests Fastify refuses before routing (a malformed percent-escape) with airlock's error bodies.
+function frameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyReply): void {
+  const message = `malformed request URL: ${err.message.slice(0, 200)}`;
+  if (req.url.startsWith('/v2')) {
+    void reply.code(400).header('content-type', 'application/json').header('docker-distribution-api-version', 'registry/2.0').send(new RegistryError('NAME_INVALID', message).body());
+  } else {
+    void reply.code(400).send({ error: { code: 'BAD_REQUEST', message } });
+  }
 }
 
 // peerAddresses remembers each TCP connection's peer address: after a failed verification the socket is already

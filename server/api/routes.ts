@@ -10,7 +10,7 @@ import type { FastifyInstance, FastifySchema } from 'fastify';
 import { type ClientKind, clientFiles, mirrorAddress } from '../clients.js';
 import type { Services } from '../services.js';
 import { certRoutes } from './certs.js';
-import { checkBodyFields } from './common.js';
+import { checkBodyFields, invalidField } from './common.js';
 import { imageRoutes } from './images.js';
 import { pinRoutes } from './pins.js';
 import { publisherRoutes } from './publishers.js';
@@ -159,8 +159,8 @@ async function auditRoutes(app: FastifyInstance, s: Services): Promise<void> {
       },
     },
     async (req, reply) => {
-      const since = req.query.since ? new Date(req.query.since).toISOString() : EPOCH;
-      const until = req.query.until ? new Date(req.query.until).toISOString() : FAR_FUTURE;
+      const since = req.query.since ? isoTime(req.query.since, 'since') : EPOCH;
+      const until = req.query.until ? isoTime(req.query.until, 'until') : FAR_FUTURE;
       const format = req.query.format;
       req.airlock.reason = `${format} ${since} .. ${until}`;
       // The export reads the log a page at a time as the client consumes it, so memory stays flat however long it is.
@@ -185,4 +185,13 @@ function packageVersion(): string {
     dir = path.dirname(dir);
   }
   return '0.0.0';
+}
+
+// isoTime normalises an RFC 3339 time for comparison with stored event times; a leap second (:60), which JavaScript
+// dates cannot hold, counts as the first instant of the next minute.
+function isoTime(value: string, field: string): string {
+  const leap = /^(.*T\d{2}:\d{2}):60(\.\d+)?(.*)$/.exec(value);
+  const d = leap ? new Date(new Date(`${leap[1]}:59${leap[3]}`).getTime() + 1000) : new Date(value);
+  if (Number.isNaN(d.getTime())) throw invalidField('querystring', `/${field}`, 'must be an RFC 3339 date-time');
+  return d.toISOString();
 }
