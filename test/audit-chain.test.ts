@@ -449,3 +449,17 @@ test('CSV cells that a spreadsheet would run as a formula get a leading quote', 
   assert.equal(row('safe=text'), 'safe=text');
   assert.ok(toCsvRow({ ...base, actor: '=1+2, "x"' }).includes(',"\'=1+2, ""x""",'));
 });
+
+test('hashEvent agrees with the general RFC 8785 canonicaliser for generated events, unicode and control characters included', async () => {
+  const fc = await import('fast-check');
+  const text = fc.option(fc.string({ unit: 'binary', maxLength: 40 }), { nil: null });
+  const int = fc.option(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), { nil: null });
+  fc.assert(
+    fc.property(text, text, text, text, text, text, text, text, text, int, int, fc.integer({ min: 1, max: 2 ** 40 }), (actor, serial, role, ip, repository, reference, digest, decision, reason, status, bytes, seq) => {
+      const e = { seq, time: '2026-11-28T00:00:00.000Z', actor, actorSerial: serial, role, ip, action: 'pull.manifest', repository, reference, digest, decision, reason, status, bytes, prev: 'a'.repeat(64) };
+      const expected = createHash('sha256').update(e.prev).update(jcs(e) ?? '').digest('hex');
+      assert.equal(hashEvent(e), expected);
+    }),
+    { numRuns: 500 },
+  );
+});

@@ -16,7 +16,7 @@ import { type HttpResult, registryRequest, startRegistry } from './harness/regis
 const sha = (b: Buffer): string => `sha256:${crypto.createHash('sha256').update(b).digest('hex')}`;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
-type Mode = 'ok' | 'wrong-bytes' | 'cut' | 'drip' | '429' | '500';
+type Mode = 'ok' | 'wrong-bytes' | 'cut' | 'drip' | '429' | '500' | '503';
 
 // FakeUpstream serves blobs and manifests from memory, misbehaving per digest, and counts requests.
 class FakeUpstream {
@@ -79,8 +79,8 @@ class FakeUpstream {
       res.writeHead(429, { 'retry-after': '17', 'content-type': 'application/json' });
       return void res.end('{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}');
     }
-    if (mode === '500') {
-      res.statusCode = 500;
+    if (mode === '500' || mode === '503') {
+      res.statusCode = Number(mode);
       return void res.end();
     }
     if (!bytes || !digest) {
@@ -270,9 +270,17 @@ describe('pull-through', () => {
     fake.modes.delete('library/stale:v1');
   });
 
-  test('repeated 500s open the breaker, after which clients get UNAVAILABLE at once without an upstream request', async () => {
+  test('a 500 for one request does not open the breaker', async () => {
     const d = images.broken.layers[0];
     fake.modes.set(d, '500');
+    for (let i = 0; i < 8; i++) assert.equal((await blobGet('broken', d)).status, 503);
+    assert.equal(t.airlock.services.upstreams.get('docker.io')?.breaker.state, 'closed');
+    fake.modes.delete(d);
+  });
+
+  test('repeated 503s open the breaker, after which clients get UNAVAILABLE at once without an upstream request', async () => {
+    const d = images.broken.layers[0];
+    fake.modes.set(d, '503');
     const codes: number[] = [];
     for (let i = 0; i < 6; i++) codes.push((await blobGet('broken', d)).status);
     assert.ok(codes.every((c) => c === 503), codes.join(','));

@@ -10,6 +10,7 @@ export type AuditFields = Partial<Omit<AuditEventInput, 'time' | 'action'>> & { 
 
 const FLUSH_MS = 20;
 const CHECKPOINT_MS = 60000;
+const RETRY_MS = 1000;
 const EXPORT_BATCH = 512;
 
 // AuditLog is the one writer of the audit chain.
@@ -26,6 +27,7 @@ export class AuditLog {
   private closed = false;
   onAppend: (e: AuditEvent) => void = () => {};
   onFlush: (count: number, ms: number) => void = () => {};
+  onError: (err: Error, queued: number) => void = () => {};
 
   constructor(store: AuditStore, key: KeyObject, keyId: string) {
     this.store = store;
@@ -90,16 +92,27 @@ export class AuditLog {
     }
     if (this.pending.length === 0) return;
     const batch = this.pending;
-    this.pending = [];
     const started = performance.now();
-    this.store.append(batch);
+    try {
+      this.store.append(batch);
+    } catch (err) {
+      // The events stay queued, in order, and are written by a later tick once the database accepts them again
+      // (a full disk): dropping them would leave a gap in the chain.
+      this.onError(err as Error, batch.length);
+      if (!this.timer) {
+        this.timer = setTimeout(() => this.flush(), RETRY_MS);
+        this.timer.unref();
+      }
+      return;
+    }
+    this.pending = [];
     this.onFlush(batch.length, performance.now() - started);
   }
 
   // checkpoint signs and stores the chain's head when it moved since the last checkpoint.
   checkpoint(): Checkpoint | null {
     this.flush();
-    if (this.seq === 0 || this.seq === this.lastCheckpointSeq) return null;
+    if (this.pending.length > 0 || this.seq === 0 || this.seq === this.lastCheckpointSeq) return null;
     const cp = signCheckpoint(this.key, this.keyId, this.seq, this.prev);
     this.store.saveCheckpoint(cp);
     this.lastCheckpointSeq = cp.seq;

@@ -75,7 +75,9 @@ export class Upstream {
         const auth = await this.authorize(res, scope, cached);
         if (auth !== null) res = await this.send(method, this.origin + urlPath, headers, auth);
       }
-      const failed = res.status >= 500;
+      // Only answers that say the upstream itself is down count against the breaker: a 500 for one odd request (a
+      // layer digest asked for as a manifest) must not let any client cut everyone off from the upstream.
+      const failed = res.status === 502 || res.status === 503 || res.status === 504;
       if (failed) this.breaker.failure();
       else this.breaker.success();
       this.hooks.exchange(this.name, performance.now() - started, failed ? 'http_error' : 'ok');

@@ -107,6 +107,12 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
       .catch((err: Error) => s.logger.warn({ repo: r.repository, tag, err: err.message }, 'drift check failed'));
   };
 
+  // isKnownBlob tells whether a digest the repository holds no manifest for is a layer or config of one of its manifests:
+  // asked for one as a manifest, distribution answers 500, which would count against the upstream's breaker.
+  const isKnownBlob = (r: Route, digest: string): boolean =>
+    !s.content.holds(r.repository, digest) &&
+    s.content.parents(r.repository, digest).some((p) => s.content.refs(p.digest).some((ref) => ref.child === digest && ref.kind === 'blob'));
+
   const manifest = async (req: FastifyRequest, reply: FastifyReply, name: string, ref: string, head: boolean): Promise<void> => {
     req.airlock.action = 'pull.manifest';
     req.airlock.reference = ref;
@@ -130,6 +136,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
       }
     }
     req.airlock.digest = digest;
+    if (tag === null && isKnownBlob(r, digest)) throw new RegistryError('MANIFEST_UNKNOWN', `${r.repository}@${digest} is a blob, not a manifest`);
     const { manifest: m, source } = await s.mirror.manifest(r, digest);
     await admitManifest(req, r, digest, tag);
     req.airlock.source = source;
