@@ -9,6 +9,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Pool } from 'undici';
 import { cachedBlobFiles, DripUpstream, hashFile, mib, mtlsPool, send, sha256, spawnAirlock, type SpawnedAirlock, tmpBlobFiles } from './fixtures/abuse-kit.js';
+import { verifyAuditExport } from '../server/audit/verify.js';
+import { BlobStore } from '../storage/blobs.js';
 import { type Bundle, startTestAirlock, TEST_KEY_PASSWORD } from './harness/airlock.js';
 import { freePort, run, stopAll, waitFor } from './harness/proc.js';
 
@@ -29,11 +31,12 @@ after(async () => {
 
 // prepare writes a data directory and config for upstream under dir (starting airlock once in-process to initialise
 // it and issue a pull certificate), and returns the config path and the pull bundle.
-async function prepare(dir: string, upstreamUrl: string, pins: string[]): Promise<{ configPath: string; pull: Bundle; dataDir: string }> {
+async function prepare(dir: string, upstreamUrl: string, pins: string[]): Promise<{ configPath: string; pull: Bundle; audit: Bundle; dataDir: string }> {
   const t = await startTestAirlock({ dir, upstreams: [{ name: 'docker.io', url: upstreamUrl, insecure: true, readTimeoutMs: 5000 }], pins });
   const pull = t.bundle('pull');
+  const audit = t.bundle('audit');
   await t.stop();
-  return { configPath: t.configPath, pull, dataDir: t.dir };
+  return { configPath: t.configPath, pull, audit, dataDir: t.dir };
 }
 
 // streamBlob GETs a blob and counts the bytes as they arrive, hashing them; it resolves when the response ends or fails.
@@ -53,6 +56,25 @@ function streamBlob(pool: Pool, urlPath: string, progress: { bytes: number }): P
       return { status, bytes: progress.bytes, digest: '', error: err as Error };
     }
   })();
+}
+
+// mountSmall mounts a file system of sizeMiB at dir: tmpfs, else a loop-mounted ext4 image; it needs root.
+async function mountSmall(dir: string, sizeMiB: number): Promise<void> {
+  fs.mkdirSync(dir, { recursive: true });
+  const tmpfs = await run('mount', ['-t', 'tmpfs', '-o', `size=${sizeMiB}m`, 'tmpfs', dir]);
+  if (tmpfs.code === 0) return;
+  const img = `${dir}.img`;
+  const loop = await run('sh', ['-c', `truncate -s ${sizeMiB}M "${img}" && mkfs.ext4 -q "${img}" && mount -o loop "${img}" "${dir}"`]);
+  if (loop.code !== 0) {
+    throw new Error(
+      `the disk-full tests need a small file system: mount -t tmpfs failed (${tmpfs.stderr.trim()}) and so did a loop-mounted ext4 image (${loop.stderr.trim()}); run the tests as root`,
+    );
+  }
+}
+
+// unmount detaches a file system mounted by mountSmall, lazily when something still holds it open.
+async function unmount(dir: string): Promise<void> {
+  if ((await run('umount', [dir])).code !== 0) await run('umount', ['-l', dir]);
 }
 
 describe('kill -9 in the middle of a large uncached download', () => {
@@ -105,7 +127,6 @@ describe('kill -9 in the middle of a large uncached download', () => {
     const second = await spawnAirlock(configPath, port, ENV, 'airlock-second');
     const pool2 = mtlsPool(pull, 2, second.url);
     try {
-      assert.match(second.proc.output(), /removed unfinished blob downloads/);
       assert.deepEqual(tmpBlobFiles(dataDir), [], 'the temp file is removed at start');
       const progress = { bytes: 0 };
       const again = await streamBlob(pool2, `/v2/library/huge/blobs/${layer}`, progress);
@@ -122,6 +143,8 @@ describe('kill -9 in the middle of a large uncached download', () => {
       await pool2.close();
       await second.proc.stop();
     }
+    // The log is buffered; it is complete once the process has stopped.
+    assert.match(second.proc.output(), /removed unfinished blob downloads/);
   });
 });
 
@@ -131,23 +154,17 @@ describe('a full disk', () => {
   let mounted = false;
   let upstream: DripUpstream;
   let airlock: SpawnedAirlock | undefined;
+  let pool: Pool | undefined;
+  let configPath = '';
+  let pullBundle: Bundle;
+  let dataDir = '';
+  let audit: Bundle;
+  let smallImage: { manifest: string; config: string; layers: string[] };
 
   before(async () => {
     mountPoint = path.join(tmp, 'full');
-    fs.mkdirSync(mountPoint);
-    const tmpfs = await run('mount', ['-t', 'tmpfs', '-o', `size=${SIZE_MIB}m`, 'tmpfs', mountPoint]);
-    if (tmpfs.code === 0) {
-      mounted = true;
-    } else {
-      const img = path.join(tmp, 'full.img');
-      const loop = await run('sh', ['-c', `truncate -s ${SIZE_MIB}M "${img}" && mkfs.ext4 -q "${img}" && mount -o loop "${img}" "${mountPoint}"`]);
-      if (loop.code !== 0) {
-        throw new Error(
-          `the disk-full test needs a small file system: mount -t tmpfs failed (${tmpfs.stderr.trim()}) and so did a loop-mounted ext4 image (${loop.stderr.trim()}); run the tests as root`,
-        );
-      }
-      mounted = true;
-    }
+    await mountSmall(mountPoint, SIZE_MIB);
+    mounted = true;
     upstream = new DripUpstream();
     await upstream.start();
   });
@@ -155,21 +172,23 @@ describe('a full disk', () => {
   after(async () => {
     await airlock?.proc.stop();
     await upstream?.stop();
-    if (mounted && (await run('umount', [mountPoint])).code !== 0) await run('umount', ['-l', mountPoint]);
+    if (mounted) await unmount(mountPoint);
   });
 
   test('a download larger than the free space fails for its client, cached content is still served, and nothing corrupt is cached', async () => {
     const small = crypto.randomBytes(1024 * 1024);
-    const smallImage = upstream.addImage('library/small', 'v1', [small]);
+    smallImage = upstream.addImage('library/small', 'v1', [small]);
     const hugeBytes = crypto.randomBytes(100 * 1024 * 1024);
     const hugeImage = upstream.addImage('library/toobig', 'v1', [hugeBytes]);
     // The data directory is made outside the small file system (the in-process start keeps its log file open) and
     // copied in; its config uses relative paths.
     const made = await prepare(path.join(tmp, 'full-src'), upstream.url, [`docker.io/library/small:v1@${smallImage.manifest}`, `docker.io/library/toobig:v1@${hugeImage.manifest}`]);
-    const dataDir = path.join(mountPoint, 'data');
+    dataDir = path.join(mountPoint, 'data');
     fs.cpSync(made.dataDir, dataDir, { recursive: true, filter: (src) => path.basename(src) !== 'airlock.log' });
-    const configPath = path.join(dataDir, path.basename(made.configPath));
+    configPath = path.join(dataDir, path.basename(made.configPath));
     const pull = made.pull;
+    pullBundle = pull;
+    audit = made.audit;
     const free = (): number => {
       const st = fs.statfsSync(mountPoint);
       return st.bavail * st.bsize;
@@ -177,8 +196,8 @@ describe('a full disk', () => {
     console.log(`data directory on a ${SIZE_MIB} MiB file system, ${mib(free())} free before start`);
     assert.ok(free() < hugeBytes.length, 'the big blob does not fit');
     airlock = await spawnAirlock(configPath, await freePort(), ENV, 'airlock-full', tmp);
-    const pool = mtlsPool(pull, 4, airlock.url);
-    try {
+    pool = mtlsPool(pull, 4, airlock.url);
+    {
       const sm = await send(pool, { path: '/v2/library/small/manifests/v1' });
       assert.equal(sm.status, 200);
       for (const d of [smallImage.config, ...smallImage.layers]) {
@@ -213,8 +232,86 @@ describe('a full disk', () => {
       for (const [digest, file] of files) assert.equal(await hashFile(file), digest, `${file} hashes to its name`);
       assert.equal(files.some(([d]) => d === hugeImage.layers[0]), false, 'the big blob is not cached');
       assert.ok(airlock.proc.running(), 'airlock survived the full disk');
+    }
+  });
+
+  test('while the disk stays full, cached content is still served, and the audit chain is intact once space is freed', async () => {
+    if (!configPath) throw new Error('the data directory is made by the previous test');
+    if (!airlock?.proc.running()) {
+      // The previous test failed with airlock gone: start it again on the same data directory.
+      await pool?.close();
+      airlock = await spawnAirlock(configPath, await freePort(), ENV, 'airlock-full-again', tmp);
+      pool = mtlsPool(pullBundle, 4, airlock.url);
+    }
+    const live = airlock;
+    const client = pool;
+    if (!client) throw new Error('no client pool');
+    const filler = path.join(mountPoint, 'filler');
+    const fd = fs.openSync(filler, 'w');
+    const chunk = Buffer.alloc(1 << 20, 1);
+    try {
+      for (;;) fs.writeSync(fd, chunk);
+    } catch (err) {
+      assert.equal((err as NodeJS.ErrnoException).code, 'ENOSPC');
     } finally {
-      await pool.close();
+      fs.closeSync(fd);
+    }
+    const st = fs.statfsSync(mountPoint);
+    console.log(`filled the file system: ${st.bavail * st.bsize} bytes free`);
+    const statuses = new Map<number, number>();
+    const started = Date.now();
+    // Requests keep coming for over a second, so the audit log tries to write them while the disk is full.
+    while (Date.now() - started < 1500) {
+      for (const d of [smallImage.manifest, smallImage.config, ...smallImage.layers]) {
+        const kind = d === smallImage.manifest ? 'manifests' : 'blobs';
+        const r = await send(client, { path: `/v2/library/small/${kind}/${d}` });
+        statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+        if (r.status === 200 && kind === 'blobs') assert.equal(sha256(r.body), d);
+      }
+      assert.ok(live.proc.running(), `airlock is still running with the disk full:\n${live.proc.output().slice(-1500)}`);
+    }
+    console.log(`with the disk full: ${JSON.stringify(Object.fromEntries(statuses))}`);
+    fs.rmSync(filler);
+    assert.ok(live.proc.running(), `airlock is still running after the disk was full:\n${live.proc.output().slice(-1500)}`);
+    const b = await send(client, { path: `/v2/library/small/blobs/${smallImage.layers[0]}` });
+    assert.equal(b.status, 200);
+    const auditPool = mtlsPool(audit, 1, live.url);
+    try {
+      const exp = await send(auditPool, { path: '/api/v1/audit?format=jsonl' });
+      assert.equal(exp.status, 200);
+      const lines = exp.body.toString().trimEnd().split('\n');
+      const key = crypto.createPublicKey(fs.readFileSync(path.join(dataDir, 'keys', 'mirror.pub')));
+      const result = await verifyAuditExport(
+        (async function* () {
+          yield* lines;
+        })(),
+        key,
+      );
+      assert.equal(result.ok, true, `the audit export verifies after the disk was full: ${JSON.stringify(result)}`);
+    } finally {
+      await auditPool.close();
+    }
+  });
+
+  after(async () => {
+    await pool?.close();
+  });
+
+  test('a blob store write that runs out of space fails and leaves nothing under its digest', async () => {
+    const dir = path.join(tmp, 'tiny');
+    await mountSmall(dir, 4);
+    try {
+      const store = new BlobStore(path.join(dir, 'data'), 1 << 30);
+      store.init();
+      const bytes = crypto.randomBytes(6 * 1024 * 1024);
+      const digest = sha256(bytes);
+      // One write larger than the free space: the kernel writes what fits and reports a short count, not an error.
+      await assert.rejects(store.put(digest, bytes), 'storing a blob larger than the free space fails');
+      assert.equal(store.size(digest), null);
+      assert.equal(fs.existsSync(store.pathOf(digest)), false, 'no truncated file under the digest');
+      assert.deepEqual(tmpBlobFiles(path.join(dir, 'data')), []);
+    } finally {
+      await unmount(dir);
     }
   });
 });

@@ -33,6 +33,7 @@ let admin: Pool;
 let pinned: string;
 let pinnedBlobs: Set<string>;
 let pendingRequest: number;
+let unseenLayer: string;
 let pinsBefore: Pin[];
 let publishersBefore: Publisher[];
 let certsBefore: number;
@@ -48,6 +49,12 @@ before(async () => {
   await pushImage(img, `${upstream.host}/library/fuzzed:v1`, { certDir: upstream.certDir });
   const other = await buildImage(work, { tag: 'other', files: { '/other.txt': `other ${crypto.randomUUID()}\n` } });
   await pushImage(other, `${upstream.host}/library/other:v1`, { certDir: upstream.certDir });
+  const unseen = await buildImage(work, { tag: 'unseen', files: { '/unseen.txt': `unseen ${crypto.randomUUID()}\n` } });
+  await pushImage(unseen, `${upstream.host}/library/unseen:v1`, { certDir: upstream.certDir });
+  const unseenManifest = JSON.parse((await registryRequest(upstream, '/v2/library/unseen/manifests/v1', { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })).body.toString()) as {
+    layers: { digest: string }[];
+  };
+  unseenLayer = unseenManifest.layers[0].digest;
   pinned = await inspectDigest(upstream, 'library/fuzzed', 'v1');
   const m = JSON.parse((await registryRequest(upstream, `/v2/library/fuzzed/manifests/${pinned}`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })).body.toString()) as {
     config: { digest: string };
@@ -81,7 +88,7 @@ before(async () => {
 after(async () => {
   console.log(`fuzz: ${sent} requests, ${refusedByClient} refused by the client library before sending; statuses ${JSON.stringify(Object.fromEntries([...statuses].sort((a, b) => a[0] - b[0])))}`);
   const upstreamErrors = (upstream?.logs() ?? '').split('\n').filter((l) => /level=error/.test(l) && !/manifest unknown|blob unknown/.test(l));
-  if (upstreamErrors.length > 0) console.log(`upstream errors during the run:\n${upstreamErrors.slice(0, 5).join('\n').slice(0, 3000)}`);
+  if (upstreamErrors.length > 0) console.log(`upstream errors during the run (${upstreamErrors.length}):\n${upstreamErrors.slice(0, 3).map((l) => l.slice(0, 400)).join('\n')}`);
   await pull?.close();
   await admin?.close();
   await t?.stop();
@@ -437,6 +444,16 @@ describe('inputs the fuzzer found mishandled', () => {
     assert.ok(a.status < 500, `HTTP ${a.status} ${a.body.toString().slice(0, 200)}`);
   });
 
+  test('a layer or config digest asked for as a manifest is MANIFEST_UNKNOWN without asking the upstream', async () => {
+    for (const d of pinnedBlobs) {
+      for (const method of ['GET', 'HEAD']) {
+        const a = await send(pull, { method, path: `/v2/library/fuzzed/manifests/${d}` });
+        assert.equal(a.status, 404, `${method} manifests/${d}: ${a.status} ${a.body.toString()}`);
+        if (method === 'GET') assert.equal(ociCode(a.body), 'MANIFEST_UNKNOWN');
+      }
+    }
+  });
+
   test('a name whose canonical form is longer than 255 characters is NAME_INVALID and never reaches the upstream', async () => {
     const name = `${'a/'.repeat(123)}b`;
     assert.equal(`docker.io/${name}`.length, 257);
@@ -541,15 +558,19 @@ describe('fuzzing the registry and the admin API', () => {
       { pool: admin, r: { method: 'POST', path: '/api/v1/certs', headers: { 'content-type': 'application/json' }, body: twoMiB }, api: true },
       { pool: admin, r: { method: 'POST', path: `/api/v1/requests/${pendingRequest}/approve`, headers: { 'content-type': 'application/json' }, body: jsonTwoMiB }, api: true },
     ];
+    const seen: string[] = [];
     for (const c of cases) {
+      const got: string[] = [];
       for (let i = 0; i < 3; i++) {
         const a = await send(c.pool, c.r);
-        console.log(`oversized ${describeRequest({ ...c.r, headers: {} })}: ${a.status} ${a.error?.message ?? ''}`);
+        got.push(a.error ? a.error.message : String(a.status));
         if (c.api) checkApi(c.r, a);
         else checkV2(c.r, a);
       }
+      seen.push(`${c.r.method ?? 'GET'} ${c.r.path.slice(0, 40)}: ${got.join(',')}`);
       await assertAlive();
     }
+    console.log(`oversized requests: ${seen.join('; ')}`);
   });
 
   test('after the run only the pinned image is admitted and cached, and pins, publishers and requests are unchanged', () => {
@@ -570,5 +591,19 @@ describe('fuzzing the registry and the admin API', () => {
     }
     const unhandled = fs.readFileSync(t.logPath, 'utf8').split('\n').filter((l) => l.includes('"level":50'));
     assert.deepEqual(unhandled.slice(0, 5), [], 'no error-level log line (unhandled error) during the run');
+  });
+});
+
+describe('the upstream circuit breaker against what clients ask for', () => {
+  // Runs last: when it fails, the breaker of docker.io is open and the other tests would see 503s.
+  test('manifests a client asks for that make the upstream answer 500 do not open its breaker for everyone', async () => {
+    // distribution answers 500 for a layer digest asked for as a manifest; airlock has never seen this one.
+    const statuses: number[] = [];
+    for (let i = 0; i < 8; i++) statuses.push((await send(pull, { path: `/v2/library/unseen/manifests/${unseenLayer}` })).status);
+    console.log(`a layer digest asked for as a manifest, 8 times: ${statuses.join(' ')}`);
+    const uncached = [...pinnedBlobs].find((d) => t.airlock.services.blobs.size(d) === null) ?? [...pinnedBlobs][0];
+    await t.airlock.services.blobs.remove(uncached);
+    const victim = await send(pull, { path: `/v2/library/fuzzed/blobs/${uncached}` });
+    assert.equal(victim.status, 200, `another client's pull of an uncached blob after those requests: ${victim.status} ${victim.body.toString().slice(0, 300)}`);
   });
 });

@@ -32,7 +32,7 @@ export interface Server {
   stop(): Promise<void>;
 }
 
-/** tlsGet sends one GET with the given TLS files and returns the status, draining the body. */
+/** tlsGet sends one GET with the given TLS files and returns the status, headers and body (for small responses). */
 export function tlsGet(url: string, tlsFiles: TlsFiles, headers: Record<string, string> = {}, timeoutMs = 5000): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
   return new Promise((resolve, reject) => {
     const req = https.request(

@@ -136,7 +136,9 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
       }
     }
     req.airlock.digest = digest;
-    if (tag === null && isKnownBlob(r, digest)) throw new RegistryError('MANIFEST_UNKNOWN', `${r.repository}@${digest} is a blob, not a manifest`);
+    if (tag === null && !s.mirror.localManifest(r, digest) && isKnownBlob(r, digest)) {
+      throw new RegistryError('MANIFEST_UNKNOWN', `${r.repository}@${digest} is a blob, not a manifest`);
+    }
     const { manifest: m, source } = await s.mirror.manifest(r, digest);
     await admitManifest(req, r, digest, tag);
     req.airlock.source = source;
