@@ -209,8 +209,10 @@ export class BlobWriter extends Writable {
       return done(new Error(`blob ${this.digest} is larger than the ${this.expectedSize} bytes announced`));
     }
     for (const c of chunks) this.hash.update(c);
-    fs.writev(this.fd, chunks, this.written, (err) => {
+    fs.writev(this.fd, chunks, this.written, (err, n) => {
       if (err) return done(err);
+      // A regular file is written short only when space runs out (a full disk, a quota); the missing bytes must not be counted as written.
+      if (n !== len) return done(new Error(`writing blob ${this.digest}: ${n} of ${len} bytes written (no space left on the device?)`));
       this.written += len;
       this.progress.emit('progress', this.written);
       done();
