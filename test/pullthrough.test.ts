@@ -16,7 +16,7 @@ import { type HttpResult, registryRequest, startRegistry } from './harness/regis
 const sha = (b: Buffer): string => `sha256:${crypto.createHash('sha256').update(b).digest('hex')}`;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
-type Mode = 'ok' | 'wrong-bytes' | 'cut' | 'drip' | '429' | '500' | '503';
+type Mode = 'ok' | 'wrong-bytes' | 'cut' | 'drip' | '429' | '500' | '503' | 'redirect';
 
 // FakeUpstream serves blobs and manifests from memory, misbehaving per digest, and counts requests.
 class FakeUpstream {
@@ -25,6 +25,8 @@ class FakeUpstream {
   readonly tags = new Map<string, string>();
   readonly modes = new Map<string, Mode>();
   readonly hits: string[] = [];
+  readonly authorizations: (string | undefined)[] = [];
+  redirectTo = '';
   server!: http.Server;
   url = '';
 
@@ -65,7 +67,14 @@ class FakeUpstream {
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     const url = req.url ?? '';
     this.hits.push(`${req.method} ${url}`);
+    this.authorizations.push(req.headers.authorization);
     if (url === '/v2/') return void res.end('{}');
+    const stored = /^\/storage\/(sha256:[a-f0-9]{64})\?/.exec(url);
+    const storedBytes = stored ? this.blobs.get(stored[1]) : undefined;
+    if (storedBytes) {
+      res.writeHead(200, { 'content-length': storedBytes.length, 'content-type': 'application/octet-stream' });
+      return void res.end(storedBytes);
+    }
     const m = /^\/v2\/(.+)\/(manifests|blobs)\/([^/?]+)$/.exec(url);
     if (!m) {
       res.statusCode = 404;
@@ -75,6 +84,10 @@ class FakeUpstream {
     const digest = kind === 'manifests' && !ref.startsWith('sha256:') ? this.tags.get(`${repo}:${ref}`) : ref;
     const bytes = digest ? (kind === 'manifests' ? this.manifests.get(digest) : this.blobs.get(digest)) : undefined;
     const mode = (digest && this.modes.get(digest)) ?? this.modes.get(`${repo}:${ref}`) ?? 'ok';
+    if (mode === 'redirect' && kind === 'blobs') {
+      res.writeHead(307, { location: `${this.redirectTo}/storage/${digest}?signature=abc` });
+      return void res.end();
+    }
     if (mode === '429') {
       res.writeHead(429, { 'retry-after': '17', 'content-type': 'application/json' });
       return void res.end('{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}');
@@ -118,6 +131,7 @@ class FakeUpstream {
 
 let tmp: string;
 let fake: FakeUpstream;
+let storage: FakeUpstream;
 let t: TestAirlock;
 const images: Record<string, { manifest: string; layers: string[]; bytes: Buffer[] }> = {};
 
@@ -155,6 +169,10 @@ before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-pull-'));
   fake = new FakeUpstream();
   await fake.start();
+  // storage is the blob storage host a registry redirects blob GETs to: another origin, which must get no credentials.
+  storage = new FakeUpstream();
+  await storage.start();
+  fake.redirectTo = storage.url;
   addImage('good', [crypto.randomBytes(300_000)]);
   addImage('big', [crypto.randomBytes(64 * 1024 * 1024)]);
   addImage('range', [crypto.randomBytes(1_000_000)]);
@@ -164,11 +182,13 @@ before(async () => {
   addImage('limited', [crypto.randomBytes(1000)]);
   addImage('broken', [crypto.randomBytes(1000)]);
   addImage('stale', [crypto.randomBytes(1000)]);
+  addImage('redirected', [crypto.randomBytes(100_000)]);
   const pins = Object.entries(images).map(([name, i]) => `docker.io/library/${name}@${i.manifest}`);
   t = await startTestAirlock({
     dir: path.join(tmp, 'airlock'),
-    upstreams: [{ name: 'docker.io', url: fake.url, insecure: true, readTimeoutMs: 1000, connectTimeoutMs: 1000 }],
+    upstreams: [{ name: 'docker.io', url: fake.url, insecure: true, readTimeoutMs: 1000, connectTimeoutMs: 1000, usernameEnv: 'FAKE_USER', passwordEnv: 'FAKE_PASS' }],
     pins,
+    env: { FAKE_USER: 'mirror', FAKE_PASS: 'upstream-secret' },
   });
   // Every image's manifest is fetched (and so its blobs become reachable) before the blob tests.
   for (const name of Object.keys(images)) {
@@ -180,6 +200,7 @@ before(async () => {
 after(async () => {
   await t?.stop();
   await fake?.stop();
+  await storage?.stop();
   await stopAll();
   fs.rmSync(tmp, { recursive: true, force: true });
 });
@@ -209,6 +230,22 @@ describe('pull-through', () => {
       assert.equal(sha(r.body), layers[0]);
     }
     assert.equal(results[0].body.length, bytes[0].length);
+  });
+
+  test('a redirect to a blob storage host is followed without forwarding the upstream credentials', async () => {
+    const { layers, bytes } = images.redirected;
+    fake.modes.set(layers[0], 'redirect');
+    const blob = bytes[0];
+    storage.blobs.set(layers[0], blob);
+    const r = await blobGet('redirected', layers[0]);
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.body, blob);
+    const at = fake.hits.findIndex((h) => h === `GET /v2/library/redirected/blobs/${layers[0]}`);
+    assert.ok(at >= 0);
+    assert.match(String(fake.authorizations[at]), /^Basic /, 'the upstream itself got the credentials');
+    const stored = storage.hits.findIndex((h) => h.startsWith(`GET /storage/${layers[0]}`));
+    assert.ok(stored >= 0, 'the storage host was asked');
+    assert.equal(storage.authorizations[stored], undefined, 'the storage host got no credentials');
   });
 
   test('a Range request on an uncached blob is answered from the download', async () => {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { writeSigningKey } from '../server/signing/key.js';
 import { signCommand } from '../server/signing/sign-command.js';
-import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
+import { startTestAirlock, TEST_KEY_PASSWORD, type TestAirlock } from './harness/airlock.js';
 import { buildImage, inspectDigest, pushImage, skopeoCopy } from './harness/images.js';
 import { run, runOk, stopAll, track, waitFor } from './harness/proc.js';
 import { type Registry, startRegistry } from './harness/registry.js';
@@ -223,5 +223,28 @@ describe('re-signing with the mirror key', () => {
     console.log(`.sig gone after ${Date.now() - started} ms`);
     const m = await t.request('pull', `/v2/${name}/manifests/1`);
     assert.equal(m.status, 403);
+  });
+});
+
+describe('mirror key rotation', () => {
+  test('after a key rotation old signatures stay valid until the admin route re-signs everything under the new key', async () => {
+    const keys = path.join(t.dir, 'keys');
+    const ref = `${t.host}/${UPSTREAM}/acme/signed@${digests.signed}`;
+    const verify = (pub: string) =>
+      run(COSIGN, ['verify', '--key', pub, '--insecure-ignore-tlog=true', '--registry-cacert', t.caPath, '--registry-client-cert', path.join(t.bundle('pull').dir, 'client.cert'), '--registry-client-key', path.join(t.bundle('pull').dir, 'client.key'), ref.replace(t.host, `127.0.0.1:${t.airlock.port}`)], { timeoutMs: 60000 });
+    fs.renameSync(path.join(keys, 'mirror.key'), path.join(keys, 'mirror-old.key'));
+    fs.renameSync(path.join(keys, 'mirror.pub'), path.join(keys, 'mirror-old.pub'));
+    writeSigningKey(path.join(keys, 'mirror'), TEST_KEY_PASSWORD);
+    await t.restart();
+    assert.equal((await verify(path.join(keys, 'mirror-old.pub'))).code, 0, 'the stored signature still verifies with the old key');
+    assert.notEqual((await verify(path.join(keys, 'mirror.pub'))).code, 0);
+    const r = await t.request('admin', '/api/v1/images/resign', { method: 'POST' });
+    assert.equal(r.status, 200, r.body.toString());
+    const body = JSON.parse(r.body.toString()) as { resigned: number; keyId: string };
+    assert.ok(body.resigned >= 1);
+    const now = await verify(path.join(keys, 'mirror.pub'));
+    assert.equal(now.code, 0, now.stderr);
+    const key = await t.request('pull', '/api/v1/signing-key');
+    assert.equal(key.body.toString().trim(), fs.readFileSync(path.join(keys, 'mirror.pub'), 'utf8').trim());
   });
 });

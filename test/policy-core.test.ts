@@ -1,0 +1,99 @@
+// The admission rule and repository globs as pure functions.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { decide, type Facts } from '../server/policy/decide.js';
+import { bestMatch, matchGlob, specificity } from '../server/policy/glob.js';
+
+const none: Facts = { revoked: false, pin: null, requestStatus: null, admittedIndex: false, publisher: null };
+
+describe('decide', () => {
+  test('a revocation refuses whatever else admits', () => {
+    const d = decide({ ...none, revoked: true, pin: { source: 'config', createdBy: null }, publisher: { name: 'acme', fingerprint: 'sha256:k' }, admittedIndex: true });
+    assert.deepEqual(d, { admitted: false, reason: 'revoked', approvedBy: null, publisherKey: null });
+  });
+
+  test('a pin admits as pin, an approval pin as approval naming the approver', () => {
+    assert.equal(decide({ ...none, pin: { source: 'config', createdBy: null } })?.reason, 'pin');
+    assert.equal(decide({ ...none, pin: { source: 'api', createdBy: 'alice' } })?.reason, 'pin');
+    assert.deepEqual(decide({ ...none, pin: { source: 'approval', createdBy: 'alice' } }), { admitted: true, reason: 'approval', approvedBy: 'alice', publisherKey: null });
+  });
+
+  test("an admin's denial refuses even a trusted publisher's signature, but not an explicit pin", () => {
+    assert.equal(decide({ ...none, requestStatus: 'denied', publisher: { name: 'acme', fingerprint: 'sha256:k' } })?.reason, 'denied');
+    assert.equal(decide({ ...none, requestStatus: 'denied', pin: { source: 'api', createdBy: 'bob' } })?.admitted, true);
+  });
+
+  test('an admitted parent index admits its children', () => {
+    assert.equal(decide({ ...none, admittedIndex: true })?.reason, 'index');
+  });
+
+  test("a trusted publisher's signature admits and records the key", () => {
+    assert.deepEqual(decide({ ...none, publisher: { name: 'acme', fingerprint: 'sha256:k' } }), { admitted: true, reason: 'publisher', approvedBy: null, publisherKey: 'sha256:k' });
+  });
+
+  test('anything else is refused as unknown, a pending request included', () => {
+    assert.deepEqual(decide(none), { admitted: false, reason: 'unknown', approvedBy: null, publisherKey: null });
+    assert.equal(decide({ ...none, requestStatus: 'pending' })?.reason, 'unknown');
+  });
+
+  test('decide asks for the index fact before the publisher fact, and only when it matters', () => {
+    assert.equal(decide({ revoked: false, pin: null, requestStatus: null }), null);
+    assert.equal(decide({ revoked: false, pin: null, requestStatus: null, admittedIndex: false }), null);
+    assert.equal(decide({ revoked: false, pin: null, requestStatus: null, admittedIndex: true })?.reason, 'index');
+    assert.equal(decide({ revoked: true, pin: null, requestStatus: null })?.reason, 'revoked');
+    assert.equal(decide({ revoked: false, pin: { source: 'api', createdBy: null }, requestStatus: null })?.reason, 'pin');
+  });
+});
+
+describe('repository globs', () => {
+  test('* matches within one path component and ** across components', () => {
+    assert.ok(matchGlob('ghcr.io/acme/*', 'ghcr.io/acme/app'));
+    assert.ok(!matchGlob('ghcr.io/acme/*', 'ghcr.io/acme/team/app'));
+    assert.ok(matchGlob('ghcr.io/acme/**', 'ghcr.io/acme/team/app'));
+    assert.ok(!matchGlob('ghcr.io/acme/*', 'ghcr.io/acmex/app'));
+    assert.ok(matchGlob('docker.io/library/alpine', 'docker.io/library/alpine'));
+    assert.ok(!matchGlob('docker.io/library/alpine', 'docker.io/library/alpine2'));
+  });
+
+  test('dots and other regular-expression characters in a glob are literal', () => {
+    assert.ok(!matchGlob('ghcr.io/acme/*', 'ghcrxio/acme/app'));
+    assert.ok(!matchGlob('registry.k8s.io/pause', 'registryxk8s.io/pause'));
+  });
+
+  test('the most specific matching glob wins: an exact name over a wildcard, a longer prefix over a shorter one', () => {
+    assert.ok(specificity('ghcr.io/acme/app') > specificity('ghcr.io/acme/*'));
+    assert.ok(specificity('ghcr.io/acme/team/*') > specificity('ghcr.io/acme/**'));
+    assert.deepEqual(bestMatch(['ghcr.io/**', 'ghcr.io/acme/*', 'ghcr.io/acme/app'], 'ghcr.io/acme/app')?.glob, 'ghcr.io/acme/app');
+    assert.equal(bestMatch(['ghcr.io/acme/*'], 'quay.io/acme/app'), null);
+  });
+});
+
+describe('publisher candidates', () => {
+  test('only the publishers whose best glob ties for the most specific match are asked, several of them when they tie', async () => {
+    const fs = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const { openDatabase } = await import('../storage/db.js');
+    const { createPolicyStore } = await import('../storage/policy.js');
+    const { createContentStore } = await import('../storage/content.js');
+    const { Policy } = await import('../server/policy/policy.js');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-candidates-'));
+    const db = openDatabase(dir);
+    try {
+      const store = createPolicyStore(db);
+      const add = (name: string, repositories: string[]): void =>
+        store.addPublisher({ name, publicKey: 'PEM', fingerprint: `sha256:${name}`, repositories, source: 'api', createdBy: null });
+      add('org', ['ghcr.io/acme/**']);
+      add('team', ['ghcr.io/acme/team/*']);
+      add('team-mirror', ['ghcr.io/acme/team/*', 'quay.io/**']);
+      add('other', ['quay.io/other/*']);
+      const policy = new Policy(store, createContentStore(db), { admitted: () => {} });
+      assert.deepEqual(policy.candidates('ghcr.io/acme/team/app').map((p) => p.name).sort(), ['team', 'team-mirror']);
+      assert.deepEqual(policy.candidates('ghcr.io/acme/tools/app').map((p) => p.name), ['org']);
+      assert.deepEqual(policy.candidates('docker.io/library/alpine'), []);
+    } finally {
+      db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
