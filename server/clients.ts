@@ -1,5 +1,6 @@
 // Client set-up snippets for this mirror: Docker, containerd and podman, each routed so clients cannot silently
 // fall back to the public registry (SPEC §6 client-config, PROTOCOL §0).
+import path from 'node:path';
 import type { Config } from './config.js';
 
 // ClientKind is a kind of client airlock writes configuration for.
@@ -19,11 +20,14 @@ export function mirrorAddress(config: Config, listening?: { host: string; port: 
   return `${host}:${l.port}`;
 }
 
-// clientFiles returns the files a client of kind needs, with certificate paths under certDir on the client.
-export function clientFiles(kind: ClientKind, config: Config, address: string, certDir = '/etc/airlock'): ClientFile[] {
-  const ca = `${certDir}/ca.crt`;
-  const cert = `${certDir}/client.cert`;
-  const key = `${certDir}/client.key`;
+// DEFAULT_CERT_DIR is where client files expect the client bundle unless told otherwise.
+export const DEFAULT_CERT_DIR = '/etc/airlock';
+
+// clientFiles returns the files a client of kind needs, with certificate paths under certDir (absolute) on the client.
+export function clientFiles(kind: ClientKind, config: Config, address: string, certDir = DEFAULT_CERT_DIR): ClientFile[] {
+  const ca = path.posix.join(certDir, 'ca.crt');
+  const cert = path.posix.join(certDir, 'client.cert');
+  const key = path.posix.join(certDir, 'client.key');
   switch (kind) {
     case 'docker':
       return [

@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import swagger from '@fastify/swagger';
 import type { FastifyInstance, FastifySchema } from 'fastify';
-import { type ClientKind, clientFiles, mirrorAddress } from '../clients.js';
+import { type ClientKind, clientFiles, DEFAULT_CERT_DIR, mirrorAddress } from '../clients.js';
 import type { Services } from '../services.js';
 import { certRoutes } from './certs.js';
 import { checkBodyFields, invalidField } from './common.js';
@@ -108,22 +108,37 @@ async function clientRoutes(app: FastifyInstance, s: Services): Promise<void> {
     async (_req, reply) => reply.type('application/x-pem-file').header('x-airlock-key-id', s.signer.keyId).send(s.signer.publicPem),
   );
 
-  app.get<{ Querystring: { kind: ClientKind } }>(
+  app.get<{ Querystring: { kind: ClientKind; certDir: string } }>(
     '/client-config',
     {
       config: { role: 'pull' },
       schema: {
         summary: 'Client configuration snippets',
-        description: 'The files a Docker, containerd or podman machine needs to pull through this mirror only; certificate paths assume the bundle in /etc/airlock.',
+        description:
+          'The files a Docker, containerd or podman machine needs to pull through this mirror only. Certificate paths inside them name the ' +
+          'client bundle (ca.crt, client.cert, client.key) in certDir, the absolute folder where the operator puts it on the client (default /etc/airlock).',
         tags: ['clients'],
-        querystring: { type: 'object', properties: { kind: { type: 'string', enum: ['docker', 'containerd', 'podman'], default: 'docker' } }, additionalProperties: false },
+        querystring: {
+          type: 'object',
+          properties: {
+            kind: { type: 'string', enum: ['docker', 'containerd', 'podman'], default: 'docker' },
+            certDir: {
+              type: 'string',
+              pattern: '^/[A-Za-z0-9._/-]+$',
+              maxLength: 200,
+              default: DEFAULT_CERT_DIR,
+              description: 'absolute folder of the client bundle on the client machine, as the returned files should name it',
+            },
+          },
+          additionalProperties: false,
+        },
         response: { 200: clientConfig, ...errors },
       },
     },
     async (req) => {
       const listening = app.server.address() as AddressInfo | null;
       const address = mirrorAddress(s.config, { host: s.config.listen.host, port: listening?.port ?? s.config.listen.port });
-      return { kind: req.query.kind, address, files: clientFiles(req.query.kind, s.config, address) };
+      return { kind: req.query.kind, address, files: clientFiles(req.query.kind, s.config, address, req.query.certDir) };
     },
   );
 }
