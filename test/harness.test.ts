@@ -167,7 +167,8 @@ describe('the integration-test harness', () => {
       });
       assert.equal(res.status, 401);
       const challenge = String(res.headers['www-authenticate']);
-      assert.match(challenge, /^Bearer realm="https:\/\/127\.0\.0\.1:\d+\/token",service="[^"]+",scope="repository:library\/busybox:pull,push"$/);
+      // The registry lists the actions in map order, which varies from run to run.
+      assert.match(challenge, /^Bearer realm="https:\/\/127\.0\.0\.1:\d+\/token",service="[^"]+",scope="repository:library\/busybox:(pull,push|push,pull)"$/);
       assert.ok(secured.tokenServer !== undefined);
       assert.ok(challenge.includes(secured.tokenServer.realm));
     });
