@@ -2,7 +2,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../errors.js';
 import type { Services } from '../services.js';
-import { SIGNATURE_ARTIFACT_TYPE } from '../signing/signer.js';
 import { MEDIA } from './manifest.js';
 import { isDigestLike, isTag, parseDigest, type Route, routeName, truncate } from './names.js';
 import { parseRange } from './range.js';
@@ -346,4 +345,3 @@ function readAnnotations(bytes: Buffer): Record<string, string> | null {
   }
 }
 
-export { SIGNATURE_ARTIFACT_TYPE };
