@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { initDataDir } from '../server/init.js';
 import { startTestAirlock, TEST_KEY_PASSWORD, type Bundle, type TestAirlock } from './harness/airlock.js';
-import { describeRun, readRequestLog, removeNewEmptyDirs, startContainerd, unmountUnder, type ClientRun, type Containerd } from './harness/clients.js';
+import { describeRun, listDirs, readRequestLog, removeNewEmptyDirs, startContainerd, unmountUnder, type ClientRun, type Containerd } from './harness/clients.js';
 import { buildImage, inspectDigest, pushImage } from './harness/images.js';
 import { createNetns, type Netns } from './harness/netns.js';
 import { requireTool, run, startProcess, stopAll, StopWaiting, waitFor, type Proc } from './harness/proc.js';
@@ -63,22 +63,6 @@ function diagnostics(): string {
   return `\n--- airlock log tail ---\n${log}\n--- dockerd output tail ---\n${tail(dockerd?.output() ?? '(dockerd not started)')}`;
 }
 
-// dirsOf lists a folder and every folder below it (empty when it does not exist).
-function dirsOf(root: string): Set<string> {
-  const found = new Set<string>();
-  const walk = (d: string): void => {
-    let entries: fs.Dirent[];
-    try {
-      entries = fs.readdirSync(d, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    found.add(d);
-    for (const e of entries) if (e.isDirectory()) walk(path.join(d, e.name));
-  };
-  walk(root);
-  return found;
-}
 
 // removeCgroupParent removes the cgroup dockerd put containers under, in every hierarchy, once it is empty.
 async function removeCgroupParent(): Promise<string[]> {
@@ -142,7 +126,7 @@ before(async () => {
     }),
   );
   cliEnv = { ...withoutProxies(process.env), DOCKER_CONFIG: path.join(work, 'docker-cli') };
-  runDockerBefore = dirsOf(RUN_DOCKER);
+  runDockerBefore = listDirs(RUN_DOCKER);
   const cmd = netns.wrap(DOCKERD, [
     '--config-file', daemonJson,
     '--data-root', path.join(home, 'data'),

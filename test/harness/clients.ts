@@ -148,7 +148,8 @@ export async function unmountUnder(dir: string): Promise<string[]> {
   return points;
 }
 
-function listDirs(root: string): Set<string> {
+/** listDirs lists a folder and every folder below it (empty when it does not exist). */
+export function listDirs(root: string): Set<string> {
   const found = new Set<string>();
   const walk = (d: string): void => {
     let entries: fs.Dirent[];
