@@ -87,7 +87,11 @@ export function followWriter(writer: BlobWriter, start: number, end: number | nu
     const last = end !== null ? end : writer.expectedSize !== null ? writer.expectedSize - 1 : null;
     const available = verified || last === null ? writer.written : Math.min(writer.written, last);
     const finished = last !== null ? position > last : false;
-    if (finished || position >= available) {
+    // Reads wait for a whole chunk while the download runs: chasing the writer 64 KiB at a time costs a read, a push
+    // and a TLS write per sliver, several times the cost of the bytes themselves.
+    const wanted = last === null ? READ_CHUNK : Math.min(READ_CHUNK, last + 1 - position);
+    const short = !verified && available - position < wanted;
+    if (finished || position >= available || short) {
       if (writer.state === 'committed') {
         stream.push(null);
         return;
