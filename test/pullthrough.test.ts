@@ -256,11 +256,25 @@ describe('pull-through', () => {
     assert.equal(r.headers['content-range'], `bytes 1000-1999/${bytes[0].length}`);
   });
 
+  test('wrong bytes for a large blob abort the client mid-stream, one byte short', async () => {
+    const big = crypto.randomBytes(3 * 1024 * 1024);
+    const bd = fake.addBlob(big);
+    fake.modes.set(bd, 'wrong-bytes');
+    const r0 = fake.addImage('library/bigpoison', 'v1', [big]);
+    const s = t.airlock.services;
+    s.policyStore.addPin({ repository: 'docker.io/library/bigpoison', digest: r0.manifest, tag: null, note: null, source: 'api', createdBy: 'test' });
+    s.policy.changed();
+    assert.equal((await t.request('pull', `/v2/library/bigpoison/manifests/${r0.manifest}`)).status, 200);
+    const r = await blobGet('bigpoison', bd);
+    assert.equal(r.status, -1, 'headers were sent, so the connection is aborted rather than ended cleanly');
+    await assertNothingCached(bd);
+  });
+
   test('wrong bytes for a digest abort the client, cache nothing and are audited', async () => {
     const d = images.poison.layers[0];
     fake.modes.set(d, 'wrong-bytes');
     const r = await blobGet('poison', d);
-    assert.equal(r.status, -1, 'the client connection is aborted, not ended cleanly');
+    assert.ok(r.status === -1 || r.status === 503, `the client gets no complete response (aborted, or 503 before the first byte): ${r.status}`);
     await assertNothingCached(d);
     await waitFor(() => auditEvents('upstream.fault').some((e) => e.digest === d && e.reason === 'digest_mismatch'), { timeoutMs: 3000, what: 'fault audited' });
     const log = fs.readFileSync(t.logPath, 'utf8');
@@ -275,7 +289,7 @@ describe('pull-through', () => {
     const d = images.cut.layers[0];
     fake.modes.set(d, 'cut');
     const r = await blobGet('cut', d);
-    assert.equal(r.status, -1, 'the client connection is aborted');
+    assert.ok(r.status === -1 || r.status === 503, `the client connection is aborted: ${r.status}`);
     await assertNothingCached(d);
     fake.modes.delete(d);
   });

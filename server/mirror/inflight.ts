@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import { READ_CHUNK, type BlobWriter } from '../../storage/blobs.js';
+import { RegistryError } from '../errors.js';
 
 // Download is one upstream blob transfer in progress.
 export interface Download {
@@ -78,7 +79,9 @@ export function followWriter(writer: BlobWriter, start: number, end: number | nu
   function pump(): void {
     if (stream.destroyed || waiting || reading) return;
     if (writer.state === 'aborted') {
-      stream.destroy(writer.failure ?? new Error('blob download failed'));
+      // Before the first byte this becomes a 503 for the client; after it, the connection is aborted.
+      const why = writer.failure?.message ?? 'the download failed';
+      stream.destroy(new RegistryError('UNAVAILABLE', `blob ${writer.digest} could not be fetched from the upstream (${why}); nothing was cached`));
       return;
     }
     // Until the whole blob is verified, the last byte asked for is held back: with a Content-Length sent, a client that
