@@ -2,7 +2,7 @@
 // a refusal page for pull certificates, and /ui/whoami so the page knows which controls to draw.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import fastifyStatic from '@fastify/static';
+import fastifyStatic, { type SetHeadersResponse } from '@fastify/static';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { allows } from './api/roles.js';
 import type { Services } from './services.js';
@@ -63,11 +63,11 @@ certificate (<code>airlock cert issue --role audit</code>) and import its <code>
 `;
 }
 
-function setConsoleHeaders(reply: FastifyReply): void {
-  reply.header('content-security-policy', CONSOLE_CSP);
-  reply.header('x-content-type-options', 'nosniff');
-  reply.header('referrer-policy', 'no-referrer');
-  reply.header('cache-control', 'no-cache');
+function setConsoleHeaders(res: SetHeadersResponse): void {
+  res.setHeader('content-security-policy', CONSOLE_CSP);
+  res.setHeader('x-content-type-options', 'nosniff');
+  res.setHeader('referrer-policy', 'no-referrer');
+  res.setHeader('cache-control', 'no-cache');
 }
 
 // consoleRoutes registers the console on an encapsulated scope of the app.
