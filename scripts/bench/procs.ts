@@ -163,14 +163,14 @@ export class LoadWorker {
   }
 }
 
-/** systemBusyTicks is the CPU time (clock ticks) processes have used since boot, plus time stolen by the hypervisor,
- * from /proc/stat. Interrupt time is left out: it is mostly the loopback traffic of the benchmark itself, and the
- * kernel does not charge it to any process. */
+/** systemBusyTicks is the CPU time (clock ticks) the machine has been busy since boot, from /proc/stat: everything
+ * but idle and I/O wait. Interrupt time counts too: without IRQ time accounting (this kernel's case) the kernel also
+ * charges it to the process that was running, so a process tree's own ticks include its share. */
 export function systemBusyTicks(): number {
   const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
   const f = line.trim().split(/\s+/).slice(1).map(Number);
   // Columns: user nice system idle iowait irq softirq steal.
-  return (f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) + (f[7] ?? 0);
+  return (f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) + (f[5] ?? 0) + (f[6] ?? 0) + (f[7] ?? 0);
 }
 
 // treeTicks is the CPU time (clock ticks) of a process and all its descendants, including descendants already

@@ -42,7 +42,8 @@ export interface Results {
   manifests: Record<'airlockDigest' | 'airlockTag' | 'registryDigest' | 'registryTag' | 'bare', RequestsResult[]>;
   /** cold is seconds for one client to fetch an uncached blob. */
   cold: Record<'airlock' | 'direct' | 'registryProxy', number[]>;
-  /** fanIn is 8 concurrent cold pulls of one blob: total seconds and GETs of that blob that reached the upstream. */
+  /** fanIn is 8 concurrent cold pulls of one blob: total seconds and GETs of that blob that reached the upstream
+   * (through the registry in proxy mode only in the first runs). */
   fanIn: Record<'airlock' | 'registryProxy', { seconds: number[]; upstreamGets: number[] }>;
   /** memory is airlock's peak RSS in bytes during each 8-client run (warm and fan-in). */
   memory: { peakBytes: number[]; method: string; processPeakBytes: number };
@@ -193,7 +194,7 @@ export function evaluate(r: Results): Evaluated {
     measurement: `fan-in: 8 concurrent cold pulls of one ${mib} MiB blob: upstream GETs (worst run)`,
     airlock: fmt(gets),
     nginx: '',
-    registry: `${fmt(Math.max(...r.fanIn.registryProxy.upstreamGets))} (proxy mode)`,
+    registry: `${fmt(Math.max(...r.fanIn.registryProxy.upstreamGets))} (proxy mode, ${r.fanIn.registryProxy.upstreamGets.length} runs)`,
     bare: '',
     direct: '',
     ratios: '',
