@@ -259,12 +259,12 @@ async function main(): Promise<void> {
   // Past the soft budget, disturbed measurements are no longer repeated.
   const softBudgetMs = o.quick ? 60_000 : 7 * 60_000;
   const watchdog = setTimeout(() => {
-    log(`the benchmark ran over its ${budgetMs / 1000} s budget; stopping everything`);
-    void stopEverything().finally(() => process.exit(2));
+    interrupted(`over the ${budgetMs / 1000} s time budget`, 2);
   }, budgetMs);
   watchdog.unref();
 
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-bench-'));
+  tmpRoot = tmp;
   const notes: string[] = [];
   let finished = false;
   try {
@@ -636,10 +636,19 @@ async function main(): Promise<void> {
   }
 }
 
-process.on('SIGINT', () => {
-  log('interrupted: stopping everything');
-  void stopEverything().finally(() => process.exit(130));
-});
+// tmpRoot is the run's temporary directory, removed also when the benchmark is interrupted.
+let tmpRoot: string | null = null;
+
+function interrupted(reason: string, code: number): void {
+  log(`${reason}: stopping everything`);
+  void stopEverything().finally(() => {
+    if (tmpRoot !== null) fs.rmSync(tmpRoot, { recursive: true, force: true });
+    process.exit(code);
+  });
+}
+
+process.on('SIGINT', () => interrupted('SIGINT', 130));
+process.on('SIGTERM', () => interrupted('SIGTERM', 143));
 
 main().catch((err: Error) => {
   log(`failed: ${err.stack ?? err.message}`);
