@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { initDataDir } from '../server/init.js';
 import { startTestAirlock, TEST_KEY_PASSWORD, type Bundle, type TestAirlock } from './harness/airlock.js';
-import { describeRun, listDirs, readRequestLog, removeNewEmptyDirs, startContainerd, unmountUnder, type ClientRun, type Containerd } from './harness/clients.js';
+import { describeRun, listDirs, readRequestLog, removeCgroups, removeNewEmptyDirs, startContainerd, unmountUnder, type ClientRun, type Containerd } from './harness/clients.js';
 import { buildImage, inspectDigest, pushImage } from './harness/images.js';
 import { createNetns, type Netns } from './harness/netns.js';
 import { requireTool, run, startProcess, stopAll, StopWaiting, waitFor, type Proc } from './harness/proc.js';
@@ -21,7 +21,6 @@ const DOCKERD = '/usr/sbin/dockerd';
 const DOCKER = '/usr/bin/docker';
 const CERTS_D = '/etc/docker/certs.d';
 const RUN_DOCKER = '/run/docker';
-const CGROUP_ROOT = '/sys/fs/cgroup';
 
 let work: string;
 let netns: Netns | undefined;
@@ -64,22 +63,6 @@ function diagnostics(): string {
 }
 
 
-// removeCgroupParent removes the cgroup dockerd put containers under, in every hierarchy, once it is empty.
-async function removeCgroupParent(): Promise<string[]> {
-  const dirs = fs
-    .readdirSync(CGROUP_ROOT)
-    .map((h) => path.join(CGROUP_ROOT, h, cgroupParent))
-    .filter((d) => fs.existsSync(d));
-  let left: string[] = [];
-  await waitFor(
-    () => {
-      left = dirs.flatMap((d) => removeNewEmptyDirs(d, new Set()));
-      return left.length === 0;
-    },
-    { timeoutMs: 5000, what: `cgroup ${cgroupParent} to empty` },
-  ).catch(() => undefined);
-  return left;
-}
 
 before(async () => {
   requireTool(DOCKERD);
@@ -188,7 +171,7 @@ after(async () => {
     const before = runDockerBefore;
     await attempt('remove /run/docker leftovers', () => problems.push(...removeNewEmptyDirs(RUN_DOCKER, before).map((d) => `left: ${d}`)));
   }
-  await attempt('remove cgroups', async () => problems.push(...(await removeCgroupParent()).map((d) => `left cgroup: ${d}`)));
+  await attempt('remove cgroups', async () => problems.push(...(await removeCgroups(cgroupParent)).map((d) => `left cgroup: ${d}`)));
   if (work !== undefined) await attempt('remove scratch', () => fs.rmSync(work, { recursive: true, force: true }));
   assert.deepEqual(problems, [], 'the test removed everything it created');
 });

@@ -366,7 +366,7 @@ export function preparePodman(setup: PodmanSetup): Podman {
 }
 
 // removeCgroups removes a cgroup and its children (conmon's) from every hierarchy, waiting until their processes are gone.
-async function removeCgroups(name: string): Promise<string[]> {
+export async function removeCgroups(name: string): Promise<string[]> {
   const dirs = fs
     .readdirSync(CGROUP_ROOT)
     .map((h) => path.join(CGROUP_ROOT, h, name))
