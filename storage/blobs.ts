@@ -11,9 +11,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-
-// READ_CHUNK is the read size for serving blobs: 1 MiB chunks keep TLS throughput at AES speed, not per-chunk overhead.
-export const READ_CHUNK = 1 << 20;
+import { type BlobBody, CHUNK_SIZE, fileBody } from './chunks.js';
 
 const TOUCH_PERSIST_MS = 10 * 60 * 1000;
 
@@ -80,8 +78,8 @@ export class BlobStore {
     return { bytes: this.total, blobs: this.index.size };
   }
 
-  // open streams [start, end] of a cached blob, or returns null when it is not (or no longer) on disk.
-  open(digest: string, start = 0, end?: number): fs.ReadStream | null {
+  // open reads [start, end] of a cached blob, or returns null when it is not (or no longer) on disk.
+  open(digest: string, start = 0, end?: number): BlobBody | null {
     const entry = this.index.get(digest);
     if (!entry) return null;
     let fd: number;
@@ -92,7 +90,7 @@ export class BlobStore {
       return null;
     }
     this.touch(digest, entry);
-    return fs.createReadStream('', { fd, start, end, highWaterMark: READ_CHUNK });
+    return fileBody(fd, start, end ?? entry.size - 1);
   }
 
   // readAll returns a small cached blob's bytes, or null.
@@ -181,7 +179,7 @@ export class BlobWriter extends Writable {
   private fd: number | null = null;
 
   constructor(store: BlobStore, digest: string, expectedSize: number | null, tmpPath: string) {
-    super({ highWaterMark: READ_CHUNK, autoDestroy: false });
+    super({ highWaterMark: CHUNK_SIZE, autoDestroy: false });
     this.store = store;
     this.digest = digest;
     this.expectedSize = expectedSize;

@@ -8,10 +8,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
 import { pipeline } from 'node:stream/promises';
-import { Readable, Writable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { BlobStore, type BlobWriter, DigestMismatchError } from '../storage/blobs.js';
+import { readBody } from '../storage/chunks.js';
 import { startProcess, stopAll, waitFor } from './harness/proc.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -39,19 +40,8 @@ function writeChunk(w: BlobWriter, chunk: Buffer): Promise<void> {
 }
 
 async function readOut(store: BlobStore, digest: string, start?: number, end?: number): Promise<Buffer | null> {
-  const s = store.open(digest, start, end);
-  if (s === null) return null;
-  const parts: Buffer[] = [];
-  await pipeline(
-    s,
-    new Writable({
-      write(chunk: Buffer, _enc, done) {
-        parts.push(chunk);
-        done();
-      },
-    }),
-  );
-  return Buffer.concat(parts);
+  const body = store.open(digest, start, end);
+  return body === null ? null : readBody(body);
 }
 
 before(() => {

@@ -1,8 +1,8 @@
 // Single-flight blob downloads: one upstream GET per digest, written to a temp file while any number of
 // clients read it as it grows (each at its own pace), detached from any one client's connection.
 import fs from 'node:fs';
-import { Readable } from 'node:stream';
-import { READ_CHUNK, type BlobWriter } from '../../storage/blobs.js';
+import type { BlobWriter } from '../../storage/blobs.js';
+import type { BlobBody } from '../../storage/chunks.js';
 import { RegistryError } from '../errors.js';
 
 // Download is one upstream blob transfer in progress.
@@ -46,94 +46,91 @@ export class Inflight {
   }
 }
 
-// followWriter streams bytes [start, end] of a blob that is still being written, waiting for the writer as needed.
-// It fails when the writer aborts (a cut upstream or a digest mismatch), so the client's connection is aborted too.
-export function followWriter(writer: BlobWriter, start: number, end: number | null): Readable {
+// followWriter reads bytes [start, end] of a blob that is still being written, waiting for the writer as needed.
+// A read rejects when the writer aborts (a cut upstream or a digest mismatch), so the client's response fails too.
+export function followWriter(writer: BlobWriter, start: number, end: number | null): BlobBody {
   let fd: number | null = null;
   let position = start;
-  let waiting = false;
+  let closed = false;
   let reading = false;
-  const stream = new Readable({
-    highWaterMark: READ_CHUNK,
-    read() {
-      pump();
-    },
-    destroy(err, cb) {
-      writer.progress.off('progress', wake);
-      writer.progress.off('committed', wake);
-      writer.progress.off('aborted', wake);
-      if (fd !== null) fs.close(fd, () => cb(err));
-      else cb(err);
-    },
-  });
+  let waiter: (() => void) | null = null;
 
-  function wake(): void {
-    if (!waiting) return;
-    waiting = false;
+  const wake = (): void => {
+    const w = waiter;
+    waiter = null;
     writer.progress.off('progress', wake);
     writer.progress.off('committed', wake);
     writer.progress.off('aborted', wake);
-    pump();
-  }
-
-  function pump(): void {
-    if (stream.destroyed || waiting || reading) return;
-    if (writer.state === 'aborted') {
-      // Before the first byte this becomes a 503 for the client; after it, the connection is aborted.
-      const why = writer.failure?.message ?? 'the download failed';
-      stream.destroy(new RegistryError('UNAVAILABLE', `blob ${writer.digest} could not be fetched from the upstream (${why}); nothing was cached`));
-      return;
+    w?.();
+  };
+  const closeFile = (): void => {
+    if (fd !== null && !reading) {
+      fs.close(fd, () => {});
+      fd = null;
     }
-    // Until the whole blob is verified, the last byte asked for is held back: with a Content-Length sent, a client that
-    // received every byte would take the response as complete, so a digest mismatch must leave it one byte short.
-    const verified = writer.state === 'committed';
-    const last = end !== null ? end : writer.expectedSize !== null ? writer.expectedSize - 1 : null;
-    const available = verified || last === null ? writer.written : Math.min(writer.written, last);
-    const finished = last !== null ? position > last : false;
-    // Reads wait for a whole chunk while the download runs: chasing the writer 64 KiB at a time costs a read, a push
-    // and a TLS write per sliver, several times the cost of the bytes themselves.
-    const wanted = last === null ? READ_CHUNK : Math.min(READ_CHUNK, last + 1 - position);
-    const short = !verified && available - position < wanted;
-    if (finished || position >= available || short) {
-      if (writer.state === 'committed') {
-        stream.push(null);
-        return;
-      }
-      waiting = true;
+  };
+  const waitForWriter = (): Promise<void> =>
+    new Promise((resolve) => {
+      waiter = resolve;
       writer.progress.on('progress', wake);
       writer.progress.on('committed', wake);
       writer.progress.on('aborted', wake);
-      return;
-    }
+    });
+
+  const readAt = (buf: Buffer, length: number): Promise<number> => {
     if (fd === null) {
       try {
         fd = fs.openSync(writer.tmpPath, 'r');
       } catch (err) {
-        if (writer.state === 'committed') {
-          try {
-            fd = fs.openSync(writer.finalPath(), 'r');
-          } catch (e) {
-            stream.destroy(e as Error);
-            return;
-          }
-        } else {
-          stream.destroy(err as Error);
-          return;
-        }
+        // Committed meanwhile: the temp file was renamed into place.
+        if (writer.state !== 'committed') throw err;
+        fd = fs.openSync(writer.finalPath(), 'r');
       }
     }
-    const limit = end === null ? available : Math.min(available, end + 1);
-    const length = Math.min(READ_CHUNK, limit - position);
-    const buf = Buffer.allocUnsafe(length);
+    const file = fd;
     reading = true;
-    fs.read(fd, buf, 0, length, position, (err, n) => {
-      reading = false;
-      if (err) return stream.destroy(err);
-      if (n === 0) return stream.destroy(new Error('blob file ended early'));
-      position += n;
-      if (stream.push(n === length ? buf : buf.subarray(0, n))) pump();
+    return new Promise((resolve, reject) => {
+      fs.read(file, buf, 0, length, position, (err, n) => {
+        reading = false;
+        if (closed) closeFile();
+        if (err) return reject(err);
+        if (n === 0) return reject(new Error('blob file ended early'));
+        position += n;
+        resolve(n);
+      });
     });
-  }
+  };
 
-  return stream;
+  return {
+    async read(buf) {
+      for (;;) {
+        if (closed) throw new Error('blob body is closed');
+        if (writer.state === 'aborted') {
+          // Before the first byte this becomes a 503 for the client; after it, the connection is aborted.
+          const why = writer.failure?.message ?? 'the download failed';
+          throw new RegistryError('UNAVAILABLE', `blob ${writer.digest} could not be fetched from the upstream (${why}); nothing was cached`);
+        }
+        // Until the whole blob is verified, the last byte asked for is held back: with a Content-Length sent, a client
+        // that received every byte would take the response as complete, so a digest mismatch must leave it one byte short.
+        const verified = writer.state === 'committed';
+        const last = end ?? (writer.expectedSize !== null ? writer.expectedSize - 1 : null);
+        if (last !== null && position > last) return 0;
+        const available = verified || last === null ? writer.written : Math.min(writer.written, last);
+        if (verified && position >= available) return 0;
+        // Reads wait for a whole chunk while the download runs: chasing the writer 64 KiB at a time costs a read and a
+        // TLS write per sliver, several times the cost of the bytes themselves.
+        const wanted = last === null ? buf.length : Math.min(buf.length, last + 1 - position);
+        if (available - position >= wanted) return readAt(buf, wanted);
+        if (verified) return readAt(buf, available - position);
+        await waitForWriter();
+      }
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      // A read waiting for the writer holds no I/O, so it may end now; one reading the file ends when the read does.
+      wake();
+      closeFile();
+    },
+  };
 }

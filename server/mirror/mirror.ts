@@ -1,10 +1,10 @@
 // Mirror is the content source behind the registry routes: the local store first, else the upstream, whose
 // bytes are verified against their digest before anything is stored or served (distribution's proxy stores, as one).
 import crypto from 'node:crypto';
-import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { BlobStore } from '../../storage/blobs.js';
 import { DigestMismatchError } from '../../storage/blobs.js';
+import { type BlobBody, bufferBody } from '../../storage/chunks.js';
 import type { ContentStore, StoredManifest } from '../../storage/content.js';
 import { RegistryError } from '../errors.js';
 import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, parseManifest } from '../registry/manifest.js';
@@ -24,9 +24,9 @@ export interface MirrorEvents {
   cached(e: { upstream: string; repository: string; digest: string; bytes: number }): void;
 }
 
-// BlobAnswer is an opened blob: a stream of [start, end] (end null while the size is unknown) and the total size.
+// BlobAnswer is an opened blob: a body of [start, end] (end null while the size is unknown) and the total size.
 export interface BlobAnswer {
-  stream: Readable;
+  body: BlobBody;
   size: number | null;
   source: Source;
 }
@@ -194,13 +194,13 @@ export class Mirror {
   async openBlob(route: Route, digest: string, range: { start: number; end: number } | null, sizeHint: () => number | null): Promise<BlobAnswer> {
     const cached = this.blobs.size(digest);
     if (cached !== null) {
-      const stream = this.blobs.open(digest, range?.start ?? 0, range?.end);
-      if (stream) return { stream, size: cached, source: 'cache' };
+      const body = this.blobs.open(digest, range?.start ?? 0, range?.end);
+      if (body) return { body, size: cached, source: 'cache' };
     }
     const local = this.content.localBlob(digest);
     if (local) {
       const bytes = range ? local.bytes.subarray(range.start, range.end + 1) : local.bytes;
-      return { stream: Readable.from([bytes]), size: local.bytes.length, source: 'local' };
+      return { body: bufferBody(bytes), size: local.bytes.length, source: 'local' };
     }
     const { download } = this.inflight.join(digest, () => this.startDownload(route, digest, sizeHint()));
     const d = await download;
@@ -208,7 +208,7 @@ export class Mirror {
       await d.done;
       return this.openBlob(route, digest, range, sizeHint);
     }
-    return { stream: followWriter(d.writer, range?.start ?? 0, range ? range.end : d.size === null ? null : d.size - 1), size: d.size, source: 'upstream' };
+    return { body: followWriter(d.writer, range?.start ?? 0, range ? range.end : d.size === null ? null : d.size - 1), size: d.size, source: 'upstream' };
   }
 
   // startDownload GETs a blob from the upstream and writes it to the cache, detached from the client that asked.

@@ -5,6 +5,7 @@ import type { Services } from '../services.js';
 import { MEDIA } from './manifest.js';
 import { isDigestLike, isTag, parseDigest, type Route, routeName, truncate } from './names.js';
 import { parseRange } from './range.js';
+import { sendBody } from './send.js';
 
 const SIG_TAG_RE = /^sha256-([a-f0-9]{64})\.sig$/;
 const TAGS_PAGE_MAX = 10000;
@@ -209,7 +210,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
       if (size === null) {
         // Unknown size and not cached: open it to learn the size, then let the download finish in the background.
         const a = await s.mirror.openBlob(r, digest, null, sizeHint);
-        a.stream.destroy();
+        a.body.close();
         if (a.size !== null) reply.header('content-length', a.size);
       } else {
         reply.header('content-length', size);
@@ -228,7 +229,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
       reply.header('content-length', answer.size);
       req.airlock.bytes = answer.size;
     }
-    reply.send(answer.stream);
+    await sendBody(reply, answer.body);
   };
 
   const tags = async (req: FastifyRequest, reply: FastifyReply, name: string): Promise<void> => {

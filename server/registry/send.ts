@@ -1,0 +1,79 @@
+// Sending a blob body to the client in whole pooled chunks, reading the next chunk while the socket sends this one.
+import type { ServerResponse } from 'node:http';
+import type { FastifyReply } from 'fastify';
+import { type BlobBody, chunkPool } from '../../storage/chunks.js';
+
+type ReadResult = { n: number; err?: undefined } | { n: 0; err: unknown };
+
+// readInto starts a read whose promise never rejects, so it can be awaited after waiting for something else.
+function readInto(body: BlobBody, buf: Buffer): Promise<ReadResult> {
+  return body.read(buf).then(
+    (n) => ({ n }),
+    (err: unknown) => ({ n: 0, err }),
+  );
+}
+
+// drained resolves when the response can take more bytes, or has closed.
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+// sendBody answers with the reply's status and headers and the body's bytes. The first chunk is read before anything
+// is sent, so a body that fails at once (an upstream that is down) still becomes an error response through the
+// normal error handler; a failure after that aborts the connection, leaving the client short of the Content-Length.
+export async function sendBody(reply: FastifyReply, body: BlobBody): Promise<void> {
+  const first = chunkPool.take();
+  const r = await readInto(body, first);
+  if (r.err !== undefined) {
+    chunkPool.give(first);
+    body.close();
+    throw r.err;
+  }
+  // From here on the bytes go straight to the socket: Fastify's stream path would take each chunk as a fresh buffer.
+  reply.hijack();
+  const res = reply.raw;
+  for (const [name, value] of Object.entries(reply.getHeaders())) if (value !== undefined) res.setHeader(name, value);
+  res.writeHead(reply.statusCode);
+  // A client that goes away also ends a read waiting for an upstream download.
+  res.once('close', () => body.close());
+  pump(res, body, first, r.n).catch((err: Error) => res.destroy(err));
+}
+
+async function pump(res: ServerResponse, body: BlobBody, first: Buffer, firstLength: number): Promise<void> {
+  let buf = first;
+  let n = firstLength;
+  try {
+    while (n > 0) {
+      const sent = buf;
+      // The write callback runs once the socket has taken the bytes (or failed): only then is the buffer free again.
+      const more = res.write(n === sent.length ? sent : sent.subarray(0, n), () => chunkPool.give(sent));
+      const next = chunkPool.take();
+      const reading = readInto(body, next);
+      if (!more && !res.destroyed) await drained(res);
+      const r = await reading;
+      if (res.destroyed) {
+        chunkPool.give(next);
+        return;
+      }
+      if (r.err !== undefined) {
+        chunkPool.give(next);
+        res.destroy(r.err instanceof Error ? r.err : new Error(String(r.err)));
+        return;
+      }
+      buf = next;
+      n = r.n;
+    }
+    chunkPool.give(buf);
+    res.end();
+  } finally {
+    body.close();
+  }
+}
