@@ -43,25 +43,37 @@ function routeLabel(url: string): string {
 export async function buildApp(app: FastifyInstance, s: Services, extra: (app: FastifyInstance) => Promise<void> = async () => {}): Promise<void> {
   app.decorateRequest('airlock', null as unknown as RequestContext);
 
-  app.addHook('onRequest', async (req, reply) => {
+  // The hooks take callbacks rather than returning promises: they run on every request, and a promise per hook and
+  // request is measurable at the request rates a mirror sees.
+  app.addHook('onRequest', (req, reply, done) => {
     const identity = identityOf(req.raw.socket as TLSSocket);
     req.airlock = freshContext(identity, routeLabel(req.url));
     if (identity && s.revoked.has(identity.serial)) {
       s.audit.append({ action: 'tls.refused', actor: identity.cn, actorSerial: identity.serial, role: identity.role, ip: req.ip, decision: 'deny', reason: 'certificate revoked' });
       s.metrics.tlsRefused.inc({ reason: 'revoked' });
       req.raw.socket.destroy();
-      return reply;
+      return;
     }
-    if (req.url.startsWith('/v2')) reply.header('docker-distribution-api-version', 'registry/2.0');
+    const registry = req.url.startsWith('/v2');
+    if (registry) reply.header('docker-distribution-api-version', 'registry/2.0');
     if (!identity || identity.role === null) {
       const err = 'the client certificate names no airlock role (pull, audit or admin)';
-      if (req.url.startsWith('/v2')) throw new RegistryError('DENIED', err);
-      if (!req.url.startsWith('/healthz')) throw new ApiError('FORBIDDEN', err);
+      if (registry) return done(new RegistryError('DENIED', err));
+      if (!req.url.startsWith('/healthz')) return done(new ApiError('FORBIDDEN', err));
     }
-    return undefined;
+    done();
   });
 
-  app.addHook('onResponse', async (req, reply) => {
+  app.addHook('onResponse', (req, reply, done) => {
+    try {
+      recordResponse(req, reply);
+    } finally {
+      done();
+    }
+  });
+
+  // recordResponse counts, audits and logs a finished (or aborted) request.
+  const recordResponse = (req: FastifyRequest, reply: FastifyReply): void => {
     const c = req.airlock;
     if (!c) return;
     const ms = reply.elapsedTime;
@@ -104,7 +116,7 @@ export async function buildApp(app: FastifyInstance, s: Services, extra: (app: F
     };
     if (status >= 500 || aborted) s.logger.warn(line, 'request');
     else s.logger.info(line, 'request');
-  });
+  };
 
   app.setErrorHandler((err: FastifyError | RegistryError | ApiError, req: FastifyRequest, reply: FastifyReply) => {
     const isRegistry = req.url.startsWith('/v2');

@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { createAuditStore } from '../storage/audit.js';
 import { BlobStore } from '../storage/blobs.js';
 import { createCertStore } from '../storage/certs.js';
@@ -21,16 +21,13 @@ import { Mirror } from './mirror/mirror.js';
 import { Upstream } from './mirror/upstream.js';
 import { CertAuthority } from './pki/authority.js';
 import { identityFromPeer } from './pki/identity.js';
+import { createLogger } from './logging.js';
 import { Policy } from './policy/policy.js';
 import { UpstreamSignatureVerifier } from './policy/publishers.js';
 import { seedPolicy } from './policy/seed.js';
 import type { RevokedSerials, Services } from './services.js';
 import { loadSigningKey } from './signing/key.js';
 import { Signer } from './signing/signer.js';
-
-// REDACT lists log paths that may carry secrets; they never reach the log.
-// Explicit paths only: wildcard paths make pino walk every logged object, which costs more than the request itself.
-export const REDACT = ['req.headers.authorization', 'headers.authorization', 'password', 'token', 'key', 'privateKey', 'err.password', 'err.token'];
 
 const REVOCATION_POLL_MS = 250;
 
@@ -48,13 +45,6 @@ export interface StartOptions {
   logger?: Logger;
   extraRoutes?: (app: FastifyInstance, s: Services) => Promise<void>;
   driftCheckMs?: number;
-}
-
-// createLogger makes the pino logger with secrets redacted at creation.
-// Lines go out through an asynchronous destination, which coalesces the lines written while a write is in flight: a
-// synchronous write per request would cost more than serving a cached manifest. startAirlock's close() flushes it.
-export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
-  return pino({ level, redact: { paths: REDACT, censor: '[redacted]' }, base: { service: 'airlock' } }, destination ?? pino.destination({ sync: false }));
 }
 
 // startAirlock opens everything and listens; close() stops cleanly.
@@ -153,6 +143,9 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
+    // Requests log through the one logger (their lines carry the identity and route): a child logger per request
+    // would be built and thrown away thousands of times a second.
+    childLoggerFactory: (logger) => logger,
     https: {
       key: fs.readFileSync(config.tls.key),
       cert: fs.readFileSync(config.tls.cert),

@@ -56,22 +56,25 @@ export class AuditLog {
   // append chains an event now and queues it for the next batch; after close() events have nowhere to go and are dropped.
   append(fields: AuditFields): AuditEvent | null {
     if (this.closed) return null;
-    const input: AuditEventInput = {
-      time: new Date().toISOString(),
-      actor: fields.actor ?? null,
-      actorSerial: fields.actorSerial ?? null,
-      role: fields.role ?? null,
-      ip: fields.ip ?? null,
-      action: fields.action,
-      repository: fields.repository ?? null,
-      reference: fields.reference ?? null,
-      digest: fields.digest ?? null,
-      decision: fields.decision ?? null,
-      reason: fields.reason ?? null,
-      status: fields.status ?? null,
-      bytes: fields.bytes ?? null,
-    };
-    const e = chainEvent(input, this.seq + 1, this.prev);
+    const e = chainEvent(
+      {
+        time: new Date().toISOString(),
+        actor: fields.actor ?? null,
+        actorSerial: fields.actorSerial ?? null,
+        role: fields.role ?? null,
+        ip: fields.ip ?? null,
+        action: fields.action,
+        repository: fields.repository ?? null,
+        reference: fields.reference ?? null,
+        digest: fields.digest ?? null,
+        decision: fields.decision ?? null,
+        reason: fields.reason ?? null,
+        status: fields.status ?? null,
+        bytes: fields.bytes ?? null,
+      },
+      this.seq + 1,
+      this.prev,
+    );
     this.seq = e.seq;
     this.prev = e.hash;
     this.pending.push(e);

@@ -7,7 +7,8 @@ import YAML from 'yaml';
 import { type Config, loadConfigFile } from '../../server/config.js';
 import { initDataDir } from '../../server/init.js';
 import { type Role, writeClientBundle } from '../../server/pki/ca.js';
-import { type Airlock, REDACT, startAirlock } from '../../server/runtime.js';
+import { REDACT } from '../../server/logging.js';
+import { type Airlock, startAirlock } from '../../server/runtime.js';
 import { type HttpResult, type RegistryEndpoint, registryRequest, type RequestOptions } from './registry.js';
 
 // TEST_KEY_PASSWORD encrypts the test mirror key, so the password path is exercised.

@@ -1,0 +1,128 @@
+// The pino logger and the destination its lines go to.
+import fs from 'node:fs';
+import pino, { type Logger } from 'pino';
+
+// REDACT lists log paths that may carry secrets; they never reach the log.
+// Explicit paths only: wildcard paths make pino walk every logged object, which costs more than the request itself.
+export const REDACT = ['req.headers.authorization', 'headers.authorization', 'password', 'token', 'key', 'privateKey', 'err.password', 'err.token'];
+
+// MAX_PENDING bounds the log bytes waiting for a slow destination (a stalled pipe); beyond it lines are dropped and
+// counted, so logging never holds up serving nor grows without limit.
+const MAX_PENDING = 16 << 20;
+
+// LineWriter is the destination of the request log: the lines written during one turn of the event loop leave in one
+// write, off the main thread. pino's own asynchronous destination measures the UTF-8 length of its whole pending
+// buffer on every line, which at a few thousand requests a second cost more than building the line.
+export class LineWriter {
+  private readonly fd: number;
+  private parts: string[] = [];
+  private pending = 0;
+  private writing = false;
+  private scheduled = false;
+  private waiters: (() => void)[] = [];
+  dropped = 0;
+
+  constructor(fd: number) {
+    this.fd = fd;
+  }
+
+  // write queues one line (pino's destination interface).
+  write(line: string): boolean {
+    if (this.pending + line.length > MAX_PENDING) {
+      this.dropped++;
+      return false;
+    }
+    this.parts.push(line);
+    this.pending += line.length;
+    if (!this.writing && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => {
+        this.scheduled = false;
+        this.drain();
+      });
+    }
+    return true;
+  }
+
+  // flush calls back once every line queued so far has been written (pino's logger.flush).
+  flush(cb?: (err?: Error) => void): void {
+    if (!this.writing && this.parts.length === 0) {
+      cb?.();
+      return;
+    }
+    if (cb) this.waiters.push(() => cb());
+    if (!this.writing) this.drain();
+  }
+
+  // flushSync writes what is queued before the process exits.
+  flushSync(): void {
+    if (this.writing) return;
+    const data = this.take();
+    if (data) writeAllSync(this.fd, data);
+  }
+
+  private take(): Buffer | null {
+    if (this.dropped > 0) {
+      this.parts.push(`${JSON.stringify({ level: 40, time: Date.now(), service: 'airlock', dropped: this.dropped, msg: 'log lines dropped: the log destination is too slow' })}\n`);
+      this.dropped = 0;
+    }
+    if (this.parts.length === 0) return null;
+    const data = Buffer.from(this.parts.join(''), 'utf8');
+    this.parts = [];
+    this.pending = 0;
+    return data;
+  }
+
+  private drain(): void {
+    const data = this.take();
+    if (data === null) {
+      const waiters = this.waiters;
+      this.waiters = [];
+      for (const w of waiters) w();
+      return;
+    }
+    this.writing = true;
+    writeAll(this.fd, data, () => {
+      this.writing = false;
+      this.drain();
+    });
+  }
+}
+
+// writeAll writes every byte, retrying short writes and a non-blocking destination that is momentarily full; a
+// destination that fails otherwise (closed stdout) loses the lines rather than the server.
+function writeAll(fd: number, data: Buffer, done: () => void, offset = 0): void {
+  fs.write(fd, data, offset, data.length - offset, null, (err, n) => {
+    if (err) {
+      if (err.code === 'EAGAIN') setTimeout(() => writeAll(fd, data, done, offset), 10);
+      else done();
+      return;
+    }
+    if (offset + n < data.length) writeAll(fd, data, done, offset + n);
+    else done();
+  });
+}
+
+function writeAllSync(fd: number, data: Buffer): void {
+  let offset = 0;
+  for (let attempts = 0; offset < data.length && attempts < 1000; attempts++) {
+    try {
+      offset += fs.writeSync(fd, data, offset, data.length - offset);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') return;
+    }
+  }
+}
+
+// createLogger makes the pino logger with secrets redacted at creation, writing to stdout through a LineWriter unless
+// given another destination. startAirlock's close() flushes it.
+export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
+  let out = destination;
+  if (!out) {
+    const stdout = new LineWriter(1);
+    // Lines of the last turn before an exit that skipped close() (a crash) still reach the log.
+    process.once('exit', () => stdout.flushSync());
+    out = stdout;
+  }
+  return pino({ level, redact: { paths: REDACT, censor: '[redacted]' }, base: { service: 'airlock' } }, out);
+}
