@@ -27,7 +27,8 @@ function freshContext(identity: Identity | null, routeLabel: string): RequestCon
 
 function routeLabel(url: string): string {
   if (url.startsWith('/v2')) {
-    const path = url.split('?')[0];
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
     if (path === '/v2' || path === '/v2/') return 'v2';
     const m = /\/(manifests|blobs|tags|referrers)\//.exec(path);
     return m ? `v2_${m[1]}` : 'v2_other';

@@ -15,6 +15,7 @@ const MAX_PENDING = 16 << 20;
 // buffer on every line, which at a few thousand requests a second cost more than building the line.
 export class LineWriter {
   private readonly fd: number;
+  private readonly maxPending: number;
   private parts: string[] = [];
   private pending = 0;
   private writing = false;
@@ -22,13 +23,14 @@ export class LineWriter {
   private waiters: (() => void)[] = [];
   dropped = 0;
 
-  constructor(fd: number) {
+  constructor(fd: number, maxPending = MAX_PENDING) {
     this.fd = fd;
+    this.maxPending = maxPending;
   }
 
   // write queues one line (pino's destination interface).
   write(line: string): boolean {
-    if (this.pending + line.length > MAX_PENDING) {
+    if (this.pending + line.length > this.maxPending) {
       this.dropped++;
       return false;
     }
@@ -74,6 +76,8 @@ export class LineWriter {
   }
 
   private drain(): void {
+    // One write at a time, in order; the one under way drains again when it completes.
+    if (this.writing) return;
     const data = this.take();
     if (data === null) {
       const waiters = this.waiters;

@@ -6,11 +6,11 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import type { Logger } from 'pino';
-import { createAuditStore } from '../storage/audit.js';
+import { createAuditStore, startAuditWriter } from '../storage/audit.js';
 import { BlobStore } from '../storage/blobs.js';
 import { createCertStore } from '../storage/certs.js';
 import { createContentStore } from '../storage/content.js';
-import { dataVersion, openDatabase } from '../storage/db.js';
+import { DB_FILE, dataVersion, openDatabase } from '../storage/db.js';
 import { createPolicyStore } from '../storage/policy.js';
 import { buildApp, identityOf } from './app.js';
 import { AuditLog } from './audit/log.js';
@@ -73,7 +73,10 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
   const authority = new CertAuthority(ca, certs);
 
   const signer = new Signer(content, policyStore, signingKey);
-  const audit = new AuditLog(auditStore, signingKey, signer.keyId);
+  // Audit rows are written by a thread of their own; the request thread leaves WAL checkpoints (an fsync each) to it.
+  const auditWriter = startAuditWriter(path.join(config.dataDir, DB_FILE));
+  db.pragma('wal_autocheckpoint = 0');
+  const audit = new AuditLog(auditStore, signingKey, signer.keyId, (events) => auditWriter.write(events));
   const integrity = audit.open();
   if (integrity.problem) {
     logger.error({ problem: integrity.problem }, 'audit log integrity check failed');
@@ -192,7 +195,8 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
       revoked.stop();
       await app.close();
       await withDeadline(mirror.inflight.settle(), 30000);
-      audit.close();
+      await audit.close();
+      await auditWriter.close();
       for (const u of upstreams.values()) await u.close();
       db.close();
       await new Promise<void>((resolve) => logger.flush(() => resolve()));

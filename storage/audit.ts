@@ -1,7 +1,21 @@
 // The audit chain's rows: appended in batches, never updated or deleted, read back in order for exports.
+import { Worker } from 'node:worker_threads';
 import type { AuditEvent, Checkpoint } from '../server/audit/chain.js';
 import type { Db } from './db.js';
 import { now } from './db.js';
+
+// INSERT_AUDIT appends one row; parameters are positional (binding by name costs a property lookup per column, a fifth
+// of the insert), in the order of auditRow.
+export const INSERT_AUDIT = `INSERT INTO audit (seq, time, actor, actor_serial, role, ip, action, repository, reference, digest, decision, reason, status, bytes, prev, hash)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
+
+// AuditRowValues are an event's column values in the order of INSERT_AUDIT.
+export type AuditRowValues = (string | number | null)[];
+
+// auditRow lists an event's values for INSERT_AUDIT.
+export function auditRow(e: AuditEvent): AuditRowValues {
+  return [e.seq, e.time, e.actor, e.actorSerial, e.role, e.ip, e.action, e.repository, e.reference, e.digest, e.decision, e.reason, e.status, e.bytes, e.prev, e.hash];
+}
 
 interface AuditRow {
   seq: number; time: string; actor: string | null; actor_serial: string | null; role: string | null; ip: string | null; action: string;
@@ -16,10 +30,7 @@ const event = (r: AuditRow): AuditEvent => ({
 
 // createAuditStore prepares the audit statements once.
 export function createAuditStore(db: Db) {
-  const insert = db.prepare(
-    `INSERT INTO audit (seq, time, actor, actor_serial, role, ip, action, repository, reference, digest, decision, reason, status, bytes, prev, hash)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-  );
+  const insert = db.prepare(INSERT_AUDIT);
   const last = db.prepare<[], AuditRow>('SELECT * FROM audit ORDER BY seq DESC LIMIT 1');
   const bySeq = db.prepare<[number], AuditRow>('SELECT * FROM audit WHERE seq = ?');
   const page = db.prepare<[string, string, number, number, number], AuditRow>(
@@ -28,11 +39,8 @@ export function createAuditStore(db: Db) {
   const count = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM audit');
   const cpLast = db.prepare<[], { seq: number; hash: string; key_id: string; signature: string }>('SELECT * FROM checkpoints ORDER BY seq DESC LIMIT 1');
   const cpInsert = db.prepare<[number, string, string, string, string]>('INSERT OR REPLACE INTO checkpoints (seq, hash, key_id, signature, created_at) VALUES (?, ?, ?, ?, ?)');
-  // Positional parameters: binding by name costs a property lookup per column, a fifth of the insert.
   const appendMany = db.transaction((events: AuditEvent[]) => {
-    for (const e of events) {
-      insert.run(e.seq, e.time, e.actor, e.actorSerial, e.role, e.ip, e.action, e.repository, e.reference, e.digest, e.decision, e.reason, e.status, e.bytes, e.prev, e.hash);
-    }
+    for (const e of events) insert.run(auditRow(e));
   });
 
   return {
@@ -73,3 +81,61 @@ export function createAuditStore(db: Db) {
 
 // AuditStore is the audit rows' operations.
 export type AuditStore = ReturnType<typeof createAuditStore>;
+
+// AuditWriter appends batches of audit events on a thread of its own (storage/audit-writer.mjs), with its own connection
+// to the database: the request thread neither binds the rows nor waits for a commit or a WAL checkpoint's fsync.
+export interface AuditWriter {
+  // write resolves once the batch is committed, and rejects (the batch not stored) when it cannot be.
+  write(events: AuditEvent[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+// WRITER_MODULE is the writer thread's module, next to this file (build copies it into dist/storage).
+const WRITER_MODULE = new URL('./audit-writer.mjs', import.meta.url);
+
+// startAuditWriter starts the writer thread for the database file; a thread that dies fails its batches and is started
+// again by the next write.
+export function startAuditWriter(file: string): AuditWriter {
+  let worker: Worker | null = null;
+  let nextId = 1;
+  const waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+  const failAll = (err: Error): void => {
+    for (const w of waiting.values()) w.reject(err);
+    waiting.clear();
+  };
+  const spawn = (): Worker => {
+    const w = new Worker(WRITER_MODULE, { workerData: { file, insertSql: INSERT_AUDIT } });
+    w.on('message', (m: { id: number; error: string | null }) => {
+      const p = waiting.get(m.id);
+      waiting.delete(m.id);
+      if (waiting.size === 0) w.unref();
+      if (m.error === null) p?.resolve();
+      else p?.reject(new Error(m.error));
+    });
+    w.on('error', (err) => failAll(err));
+    w.on('exit', (code) => {
+      if (worker === w) worker = null;
+      failAll(new Error(`the audit writer thread stopped (exit code ${code})`));
+    });
+    return w;
+  };
+  return {
+    write(events) {
+      worker ??= spawn();
+      const id = nextId++;
+      const rows = events.map(auditRow);
+      const w = worker;
+      return new Promise((resolve, reject) => {
+        waiting.set(id, { resolve, reject });
+        // Only a write under way keeps the process alive.
+        w.ref();
+        w.postMessage({ id, rows });
+      });
+    },
+    async close() {
+      const w = worker;
+      worker = null;
+      if (w) await w.terminate();
+    },
+  };
+}

@@ -7,10 +7,13 @@ import { MIGRATIONS } from './migrations.js';
 // Db is the handle every storage module receives.
 export type Db = Database.Database;
 
+// DB_FILE is the database's file name in the data directory.
+export const DB_FILE = 'airlock.db';
+
 // openDatabase opens (creating if needed) DATADIR/airlock.db and runs the migrations it has not run yet.
 export function openDatabase(dataDir: string): Db {
   fs.mkdirSync(dataDir, { recursive: true });
-  const db = new Database(path.join(dataDir, 'airlock.db'));
+  const db = new Database(path.join(dataDir, DB_FILE));
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
   db.pragma('foreign_keys = ON');

@@ -274,7 +274,7 @@ describe('audit log', () => {
 
   test('an export of 1,000,000 events streams with the server memory staying flat', async () => {
     const s = t.airlock.services;
-    s.audit.flush();
+    await s.audit.stored();
     const head = s.audit.head();
     let prev = head.hash;
     let seq = head.seq;

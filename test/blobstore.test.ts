@@ -12,7 +12,7 @@ import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { BlobStore, type BlobWriter, DigestMismatchError } from '../storage/blobs.js';
-import { readBody } from '../storage/chunks.js';
+import { ChunkPool, readBody } from '../storage/chunks.js';
 import { startProcess, stopAll, waitFor } from './harness/proc.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -240,5 +240,21 @@ describe('the size limit', () => {
     await store.remove(sha(x));
     assert.equal(fs.existsSync(store.pathOf(sha(x))), false);
     assert.equal(store.open(sha(x)), null);
+  });
+});
+
+describe('the read buffer pool', () => {
+  test('the chunk pool reuses buffers and refuses one given back twice or from elsewhere', () => {
+    const pool = new ChunkPool(1024, 2);
+    const a = pool.take();
+    const b = pool.take();
+    pool.give(a);
+    assert.throws(() => pool.give(a), /given back twice/);
+    assert.throws(() => pool.give(Buffer.alloc(10)), /not a buffer of this pool/);
+    assert.equal(pool.take(), a, 'a buffer given back is handed out again');
+    pool.give(a);
+    pool.give(b);
+    pool.give(Buffer.alloc(1024));
+    assert.equal(pool.idle, 2, 'at most maxFree idle buffers are kept');
   });
 });

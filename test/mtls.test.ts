@@ -88,13 +88,13 @@ function bundleOf(role: 'pull' | 'audit' | 'admin', name?: string, on: TestAirlo
   return { cert: fs.readFileSync(b.endpoint.clientCertPath ?? ''), key: fs.readFileSync(b.endpoint.clientKeyPath ?? ''), serial: b.serial };
 }
 
+// lastSeq is the audit chain's head, stored or still queued.
 function lastSeq(): number {
-  t.airlock.services.audit.flush();
-  return t.airlock.services.auditStore.last()?.seq ?? 0;
+  return t.airlock.services.audit.head().seq;
 }
 
-function eventsAfter(seq: number): AuditEvent[] {
-  t.airlock.services.audit.flush();
+async function eventsAfter(seq: number): Promise<AuditEvent[]> {
+  await t.airlock.services.audit.stored();
   return [...t.airlock.services.auditStore.range('', '9999', Number.MAX_SAFE_INTEGER)].filter((e) => e.seq > seq);
 }
 
@@ -102,8 +102,8 @@ function eventsAfter(seq: number): AuditEvent[] {
 async function refusalAfter(seq: number, reason: RegExp): Promise<AuditEvent> {
   let found: AuditEvent | undefined;
   await waitFor(
-    () => {
-      found = eventsAfter(seq).find((e) => e.action === 'tls.refused');
+    async () => {
+      found = (await eventsAfter(seq)).find((e) => e.action === 'tls.refused');
       return found !== undefined;
     },
     { timeoutMs: 3000, what: 'a tls.refused audit event' },
@@ -299,7 +299,7 @@ describe('revocation by the CLI while the server runs', () => {
       refused(open);
       assert.equal(status(await get(bystander, '/v2/')), 200, 'other certificates are unaffected');
 
-      const events = eventsAfter(seq).filter((e) => e.action === 'tls.refused' && e.actorSerial === victim.serial);
+      const events = (await eventsAfter(seq)).filter((e) => e.action === 'tls.refused' && e.actorSerial === victim.serial);
       assert.ok(events.length >= 2, `each refused connection is audited, got ${events.length}`);
       for (const e of events) {
         assert.equal(e.actor, 'revoke-me');

@@ -159,9 +159,9 @@ async function assertNothingCached(digest: string): Promise<void> {
   assert.equal(fs.existsSync(t.airlock.services.blobs.pathOf(digest)), false);
 }
 
-function auditEvents(action: string): { digest: string | null; reason: string | null }[] {
+async function auditEvents(action: string): Promise<{ digest: string | null; reason: string | null }[]> {
   const s = t.airlock.services;
-  s.audit.flush();
+  await s.audit.stored();
   return [...s.auditStore.range('0', '9', Number.MAX_SAFE_INTEGER)].filter((e) => e.action === action);
 }
 
@@ -276,7 +276,7 @@ describe('pull-through', () => {
     const r = await blobGet('poison', d);
     assert.ok(r.status === -1 || r.status === 503, `the client gets no complete response (aborted, or 503 before the first byte): ${r.status}`);
     await assertNothingCached(d);
-    await waitFor(() => auditEvents('upstream.fault').some((e) => e.digest === d && e.reason === 'digest_mismatch'), { timeoutMs: 3000, what: 'fault audited' });
+    await waitFor(async () => (await auditEvents('upstream.fault')).some((e) => e.digest === d && e.reason === 'digest_mismatch'), { timeoutMs: 3000, what: 'fault audited' });
     const log = fs.readFileSync(t.logPath, 'utf8');
     assert.match(log, new RegExp(`"digest":"${d}"[^\\n]*"fault":"digest_mismatch"`));
     fake.modes.delete(d);

@@ -25,6 +25,10 @@ let manifest: Buffer;
 let index: Buffer;
 let artifact: Buffer;
 let unpinned: Buffer;
+// Two blobs of several read chunks each, for concurrent downloads through the recycled read buffers.
+const bigA = crypto.randomBytes(5 * 1024 * 1024 + 123);
+const bigB = crypto.randomBytes(4 * 1024 * 1024 + 77);
+let bigManifest: Buffer;
 
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-read-'));
@@ -55,16 +59,24 @@ before(async () => {
       annotations: { 'org.example': 'sbom' },
     }),
   );
+  bigManifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
+      layers: [bigA, bigB].map((b) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha(b), size: b.length })),
+    }),
+  );
   unpinned = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(blob2k), size: 2048 }, layers: [] }));
   t = await startTestAirlock({
     dir: path.join(tmp, 'airlock'),
     upstreams: [{ name: 'docker.io', url: upstream.url, ca: upstream.caPath }],
-    pins: [`${repo}:1.0@${sha(manifest)}`, `${repo}@${sha(index)}`, `${repo}:art@${sha(artifact)}`],
+    pins: [`${repo}:1.0@${sha(manifest)}`, `${repo}@${sha(index)}`, `${repo}:art@${sha(artifact)}`, `${repo}@${sha(bigManifest)}`],
   });
   const s = t.airlock.services;
-  for (const b of [blob2k, empty, emptyJson, config]) await s.blobs.put(sha(b), b);
+  for (const b of [blob2k, empty, emptyJson, config, bigA, bigB]) await s.blobs.put(sha(b), b);
   const { parseManifest } = await import('../server/registry/manifest.js');
-  for (const m of [manifest, index, artifact, unpinned]) {
+  for (const m of [manifest, index, artifact, unpinned, bigManifest]) {
     const p = parseManifest(m, null);
     s.content.saveManifest(repo, { digest: sha(m), mediaType: p.mediaType, size: m.length, bytes: m }, p.refs, p.subject, p.artifactType);
   }
@@ -141,6 +153,33 @@ describe('registry read API', () => {
       }
     });
   }
+
+  test('concurrent downloads of different blobs, whole and by range, each get exactly their own bytes', async () => {
+    // Blob reads recycle 1 MiB buffers between downloads: a buffer handed out while still in use would mix blobs.
+    const ranges: [Buffer, string | null][] = [
+      [bigA, null],
+      [bigB, null],
+      [bigA, 'bytes=1048000-3146000'],
+      [bigB, 'bytes=1048576-'],
+      [bigA, null],
+      [bigB, 'bytes=-2097153'],
+    ];
+    const rs = await Promise.all(
+      ranges.map(([b, range]) => t.request('pull', `/v2/library/seeded/blobs/${sha(b)}`, range === null ? {} : { headers: { range } })),
+    );
+    for (const [i, r] of rs.entries()) {
+      const [b, range] = ranges[i];
+      if (range === null) {
+        assert.equal(r.status, 200);
+        assert.equal(sha(r.body), sha(b), `download ${i} is the whole blob`);
+        continue;
+      }
+      assert.equal(r.status, 206);
+      const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(String(r.headers['content-range']));
+      assert.ok(m, `download ${i} has a Content-Range`);
+      assert.deepEqual(r.body, b.subarray(Number(m[1]), Number(m[2]) + 1), `download ${i} is exactly its range`);
+    }
+  });
 
   test('a Range that is not in bytes is ignored and the whole blob is sent', async () => {
     const r = await t.request('pull', `/v2/library/seeded/blobs/${sha(blob2k)}`, { headers: { range: 'items=1-2' } });

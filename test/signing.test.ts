@@ -205,7 +205,7 @@ describe('re-signing with the mirror key', () => {
     s.policy.changed();
     const rs = await Promise.all(Array.from({ length: 6 }, () => t.request('pull', `/v2/${UPSTREAM}/library/once/manifests/${d}`)));
     for (const r of rs) assert.equal(r.status, 200);
-    s.audit.flush();
+    await s.audit.stored();
     const admitted = [...s.auditStore.range('0', '9', Number.MAX_SAFE_INTEGER)].filter((e) => e.action === 'image.admitted' && e.digest === d);
     assert.equal(admitted.length, 1);
     const own = s.content.referrers(`${UPSTREAM}/library/once`, d);

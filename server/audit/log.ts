@@ -1,5 +1,6 @@
-// AuditLog chains events as they happen and appends them in batches (one transaction per tick), so the request
-// path never waits on SQLite; a signed checkpoint is stored periodically so truncating the table's tail shows.
+// AuditLog chains events as they happen and appends them in batches (one transaction per tick, written by the sink it
+// is given: in the server, a thread of its own), so the request path never waits on SQLite; a signed checkpoint is
+// stored periodically so truncating the table's tail shows.
 import type { KeyObject } from 'node:crypto';
 import type { AuditStore } from '../../storage/audit.js';
 import { type AuditEvent, type AuditEventInput, chainEvent, type Checkpoint, hashEvent, signCheckpoint, ZERO_HASH } from './chain.js';
@@ -8,10 +9,17 @@ import { CSV_HEADER, toCsvRow, toJsonLine } from './format.js';
 // AuditFields are what a caller says about an event; time, seq and the chain are added here.
 export type AuditFields = Partial<Omit<AuditEventInput, 'time' | 'action'>> & { action: string };
 
+// AuditSink stores a batch of chained events, in order; it rejects when the batch was not stored.
+export type AuditSink = (events: AuditEvent[]) => Promise<void>;
+
 const FLUSH_MS = 20;
 const CHECKPOINT_MS = 60000;
 const RETRY_MS = 1000;
 const EXPORT_BATCH = 512;
+// EXPORT_WAIT_MS bounds how long an export waits for queued events to be stored; it exports what is stored.
+const EXPORT_WAIT_MS = 2000;
+// CLOSE_WAIT_MS bounds how long close() waits for the last events (a full disk would hold them forever).
+const CLOSE_WAIT_MS = 5000;
 
 // AuditLog is the one writer of the audit chain.
 export class AuditLog {
@@ -21,18 +29,23 @@ export class AuditLog {
   private seq = 0;
   private prev = ZERO_HASH;
   private pending: AuditEvent[] = [];
+  private writing: AuditEvent[] | null = null;
+  private drained: (() => void)[] = [];
+  private readonly sink: AuditSink;
   private timer: NodeJS.Timeout | null = null;
   private checkpointTimer: NodeJS.Timeout | null = null;
   private lastCheckpointSeq = 0;
   private closed = false;
+  private finished = false;
   onAppend: (e: AuditEvent) => void = () => {};
   onFlush: (count: number, ms: number) => void = () => {};
   onError: (err: Error, queued: number) => void = () => {};
 
-  constructor(store: AuditStore, key: KeyObject, keyId: string) {
+  constructor(store: AuditStore, key: KeyObject, keyId: string, sink?: AuditSink) {
     this.store = store;
     this.key = key;
     this.keyId = keyId;
+    this.sink = sink ?? (async (events) => store.append(events));
   }
 
   // open continues the chain from the last stored event and checks the stored tail against the last checkpoint.
@@ -44,7 +57,7 @@ export class AuditLog {
     }
     const cp = this.store.lastCheckpoint();
     this.lastCheckpointSeq = cp?.seq ?? 0;
-    this.checkpointTimer = setInterval(() => this.checkpoint(), CHECKPOINT_MS);
+    this.checkpointTimer = setInterval(() => void this.checkpoint(), CHECKPOINT_MS);
     this.checkpointTimer.unref();
     if (!cp) return { problem: null };
     const at = this.store.get(cp.seq);
@@ -86,36 +99,68 @@ export class AuditLog {
     return e;
   }
 
-  // flush writes the queued events in one transaction.
+  // flush hands the queued events to the sink as one batch, unless a batch is being written (the next one follows it).
   flush(): void {
-    if (this.closed) return;
     if (this.timer) {
       clearTimeout(this.timer);
       this.timer = null;
     }
-    if (this.pending.length === 0) return;
-    const batch = this.pending;
-    const started = performance.now();
-    try {
-      this.store.append(batch);
-    } catch (err) {
-      // The events stay queued, in order, and are written by a later tick once the database accepts them again
-      // (a full disk): dropping them would leave a gap in the chain.
-      this.onError(err as Error, batch.length);
-      if (!this.timer) {
-        this.timer = setTimeout(() => this.flush(), RETRY_MS);
-        this.timer.unref();
-      }
+    if (this.writing || this.finished) return;
+    if (this.pending.length === 0) {
+      this.wakeDrained();
       return;
     }
+    const batch = this.pending;
     this.pending = [];
-    this.onFlush(batch.length, performance.now() - started);
+    this.writing = batch;
+    const started = performance.now();
+    this.sink(batch).then(
+      () => {
+        this.writing = null;
+        this.onFlush(batch.length, performance.now() - started);
+        this.flush();
+      },
+      (err: Error) => {
+        // The events stay queued, in order, and are written by a later attempt once the database accepts them again
+        // (a full disk): dropping them would leave a gap in the chain.
+        this.writing = null;
+        this.pending = batch.concat(this.pending);
+        this.onError(err, this.pending.length);
+        if (!this.timer) {
+          this.timer = setTimeout(() => this.flush(), RETRY_MS);
+          this.timer.unref();
+        }
+      },
+    );
   }
 
-  // checkpoint signs and stores the chain's head when it moved since the last checkpoint.
-  checkpoint(): Checkpoint | null {
-    this.flush();
-    if (this.pending.length > 0 || this.seq === 0 || this.seq === this.lastCheckpointSeq) return null;
+  // stored resolves once every event appended so far is stored, or after waitMs with some still queued (false).
+  stored(waitMs = EXPORT_WAIT_MS): Promise<boolean> {
+    if (!this.writing && this.pending.length === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.drained = this.drained.filter((f) => f !== done);
+        resolve(false);
+      }, waitMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      this.drained.push(done);
+      if (!this.writing) this.flush();
+    });
+  }
+
+  private wakeDrained(): void {
+    const waiters = this.drained;
+    this.drained = [];
+    for (const w of waiters) w();
+  }
+
+  // checkpoint signs and stores the chain's head when it moved since the last checkpoint and everything is stored.
+  async checkpoint(waitMs = EXPORT_WAIT_MS): Promise<Checkpoint | null> {
+    if (!(await this.stored(waitMs))) return null;
+    if (this.seq === 0 || this.seq === this.lastCheckpointSeq) return null;
     const cp = signCheckpoint(this.key, this.keyId, this.seq, this.prev);
     this.store.saveCheckpoint(cp);
     this.lastCheckpointSeq = cp.seq;
@@ -127,9 +172,10 @@ export class AuditLog {
     return { seq: this.seq, hash: this.prev };
   }
 
-  // export yields the lines of an export of [since, until): JSONL ends with a checkpoint signed over its last event.
-  *export(since: string, until: string, format: 'jsonl' | 'csv'): Generator<string> {
-    this.flush();
+  // export yields the lines of an export of [since, until) of the stored events: JSONL ends with a checkpoint signed
+  // over its last event. It first lets the events queued so far be stored (for a moment, not forever).
+  async *export(since: string, until: string, format: 'jsonl' | 'csv'): AsyncGenerator<string> {
+    await this.stored();
     const maxSeq = this.seq;
     let last: AuditEvent | null = null;
     let buf: string[] = [];
@@ -146,10 +192,12 @@ export class AuditLog {
     if (buf.length > 0) yield buf.join('');
   }
 
-  // close writes what is queued and a final checkpoint.
-  close(): void {
+  // close writes what is queued and a final checkpoint; later events are dropped.
+  async close(): Promise<void> {
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
-    this.checkpoint();
     this.closed = true;
+    await this.checkpoint(CLOSE_WAIT_MS);
+    this.finished = true;
+    if (this.timer) clearTimeout(this.timer);
   }
 }

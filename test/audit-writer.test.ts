@@ -1,0 +1,135 @@
+// Writing the audit chain off the request thread: the writer thread commits batches in order on its own connection,
+// a batch it cannot store is refused whole, and the audit log keeps refused events queued, in order, until they are
+// stored, so the chain never has a gap.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { AuditLog } from '../server/audit/log.js';
+import { type AuditEvent, chainEvent, hashEvent, ZERO_HASH } from '../server/audit/chain.js';
+import { createAuditStore, startAuditWriter } from '../storage/audit.js';
+import { DB_FILE, openDatabase } from '../storage/db.js';
+
+let tmp: string;
+let n = 0;
+
+function freshDir(): string {
+  n += 1;
+  return path.join(tmp, `audit-${n}`);
+}
+
+function events(count: number, first = 1, prev = ZERO_HASH): AuditEvent[] {
+  const out: AuditEvent[] = [];
+  for (let seq = first; seq < first + count; seq++) {
+    const e = chainEvent(
+      { time: new Date().toISOString(), actor: 'tester', actorSerial: 'ab', role: 'pull', ip: '127.0.0.1', action: 'pull.manifest', repository: 'docker.io/library/a', reference: 'v1', digest: null, decision: 'allow', reason: 'pin', status: 200, bytes: seq },
+      seq,
+      prev,
+    );
+    prev = e.hash;
+    out.push(e);
+  }
+  return out;
+}
+
+const key = crypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
+
+before(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-audit-writer-'));
+});
+
+after(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('the audit writer thread', () => {
+  test('committed batches are read back in order from the main connection, and a batch that breaks a constraint is refused whole', async () => {
+    const dir = freshDir();
+    const db = openDatabase(dir);
+    const store = createAuditStore(db);
+    const writer = startAuditWriter(path.join(dir, DB_FILE));
+    try {
+      const all = events(1000);
+      await Promise.all([writer.write(all.slice(0, 400)), writer.write(all.slice(400))]);
+      const back = [...store.range('', '9999', Number.MAX_SAFE_INTEGER)];
+      assert.equal(back.length, 1000);
+      assert.deepEqual(back.map((e) => e.seq), all.map((e) => e.seq));
+      for (const e of back) assert.equal(hashEvent(e), e.hash);
+
+      // seq 1000 is stored already: the batch 1001..1005 plus a second 1000 fails as one.
+      const again = [...events(5, 1001, all[999].hash), all[999]];
+      await assert.rejects(writer.write(again), /UNIQUE constraint failed: audit\.seq/);
+      assert.equal(store.count(), 1000, 'nothing of the refused batch was stored');
+    } finally {
+      await writer.close();
+      db.close();
+    }
+  });
+});
+
+describe('the audit log with a sink that fails', () => {
+  test('refused events stay queued in order and are stored once the sink accepts them; stored() says whether all are', async () => {
+    const dir = freshDir();
+    const db = openDatabase(dir);
+    const store = createAuditStore(db);
+    let broken = true;
+    const attempts: number[] = [];
+    const log = new AuditLog(store, key, 'test-key', async (batch) => {
+      attempts.push(batch.length);
+      if (broken) throw new Error('database or disk is full');
+      store.append(batch);
+    });
+    const errors: number[] = [];
+    log.onError = (_err, queued) => errors.push(queued);
+    try {
+      assert.equal(log.open().problem, null);
+      for (let i = 0; i < 5; i++) log.append({ action: 'pull.blob', status: 200, bytes: i });
+      assert.equal(await log.stored(300), false, 'nothing is stored while the sink fails');
+      for (let i = 5; i < 8; i++) log.append({ action: 'pull.blob', status: 200, bytes: i });
+      assert.equal(store.count(), 0);
+      assert.ok(errors.length >= 1 && errors[0] === 5, `the first failure keeps all five queued: ${JSON.stringify(errors)}`);
+
+      broken = false;
+      assert.equal(await log.stored(3000), true, 'the retry stores everything');
+      const stored = [...store.range('', '9999', Number.MAX_SAFE_INTEGER)];
+      assert.deepEqual(stored.map((e) => e.bytes), [0, 1, 2, 3, 4, 5, 6, 7], 'in the order appended, without a gap');
+      let prev = ZERO_HASH;
+      for (const e of stored) {
+        assert.equal(e.prev, prev);
+        assert.equal(hashEvent(e), e.hash);
+        prev = e.hash;
+      }
+      assert.deepEqual(log.head(), { seq: 8, hash: prev });
+
+      const cp = await log.checkpoint();
+      assert.equal(cp?.seq, 8, 'a checkpoint covers the stored head');
+    } finally {
+      await log.close();
+      db.close();
+    }
+  });
+
+  test('an export waits for queued events to be stored and then includes them', async () => {
+    const dir = freshDir();
+    const db = openDatabase(dir);
+    const store = createAuditStore(db);
+    const writer = startAuditWriter(path.join(dir, DB_FILE));
+    const log = new AuditLog(store, key, 'test-key', (batch) => writer.write(batch));
+    try {
+      log.open();
+      for (let i = 0; i < 50; i++) log.append({ action: 'pull.manifest', status: 200, bytes: i });
+      let text = '';
+      for await (const chunk of log.export('', '9999', 'jsonl')) text += chunk;
+      const lines = text.trimEnd().split('\n').map((l) => JSON.parse(l) as { seq: number; type?: string });
+      assert.equal(lines.length, 51, 'fifty events and the checkpoint');
+      assert.equal(lines[49].seq, 50);
+      assert.equal(lines[50].type, 'checkpoint');
+    } finally {
+      await log.close();
+      await writer.close();
+      db.close();
+    }
+  });
+});

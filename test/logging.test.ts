@@ -1,0 +1,80 @@
+// The request log's destination: lines leave in order, one write per turn of the event loop, flush() waits for them,
+// a destination that falls behind costs dropped lines (counted in the log) rather than memory, and secrets stay out.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { createLogger, LineWriter } from '../server/logging.js';
+
+let tmp: string;
+
+before(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-logging-'));
+});
+
+after(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+function lines(file: string): Record<string, unknown>[] {
+  return fs
+    .readFileSync(file, 'utf8')
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+test('lines written in one turn reach the file in order, and flush() calls back once they are written', async () => {
+  const file = path.join(tmp, 'order.log');
+  const fd = fs.openSync(file, 'a');
+  const w = new LineWriter(fd);
+  for (let i = 0; i < 1000; i++) w.write(`${JSON.stringify({ i })}\n`);
+  assert.equal(fs.statSync(file).size, 0, 'nothing is written synchronously');
+  await new Promise<void>((resolve) => w.flush(() => resolve()));
+  assert.deepEqual(
+    lines(file).map((l) => l.i),
+    Array.from({ length: 1000 }, (_, i) => i),
+  );
+  fs.closeSync(fd);
+});
+
+test('a destination that cannot keep up drops lines beyond the limit and says how many', async () => {
+  const file = path.join(tmp, 'drops.log');
+  const fd = fs.openSync(file, 'a');
+  const w = new LineWriter(fd, 1000);
+  const line = `${JSON.stringify({ pad: 'x'.repeat(90) })}\n`;
+  for (let i = 0; i < 30; i++) w.write(line);
+  assert.equal(w.dropped, 21, 'ten lines of 101 bytes fit in 1000 bytes');
+  await new Promise<void>((resolve) => w.flush(() => resolve()));
+  const out = lines(file);
+  assert.equal(out.length, 10);
+  assert.equal(out[9]?.dropped, 21);
+  assert.match(String(out[9]?.msg), /dropped/);
+  assert.equal(w.dropped, 0);
+  fs.closeSync(fd);
+});
+
+test('flushSync writes what is queued at once, for the exit path', () => {
+  const file = path.join(tmp, 'sync.log');
+  const fd = fs.openSync(file, 'a');
+  const w = new LineWriter(fd);
+  w.write('{"a":1}\n');
+  w.write('{"a":2}\n');
+  w.flushSync();
+  assert.deepEqual(lines(file), [{ a: 1 }, { a: 2 }]);
+  fs.closeSync(fd);
+});
+
+test('the logger redacts secrets on the way to its destination', async () => {
+  const file = path.join(tmp, 'redact.log');
+  const fd = fs.openSync(file, 'a');
+  const w = new LineWriter(fd);
+  const logger = createLogger('info', w);
+  logger.info({ password: 'hunter2', token: 'abc', req: { headers: { authorization: 'Bearer xyz' } }, repo: 'docker.io/library/a' }, 'request');
+  await new Promise<void>((resolve) => logger.flush(() => resolve()));
+  const text = fs.readFileSync(file, 'utf8');
+  for (const secret of ['hunter2', 'abc', 'Bearer xyz']) assert.ok(!text.includes(secret), `${secret} is not logged`);
+  assert.equal(lines(file)[0]?.repo, 'docker.io/library/a');
+  fs.closeSync(fd);
+});
