@@ -33,7 +33,7 @@ import {
   type TlsFiles,
   tlsGet,
 } from './bench/servers.js';
-import { CpuWatch, LoadWorker, stopEverything } from './bench/procs.js';
+import { CpuWatch, cpuSince, LoadWorker, stopEverything, threadCpu } from './bench/procs.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const RESULTS = path.join(ROOT, 'bench-results');
@@ -415,6 +415,7 @@ async function main(): Promise<void> {
       warm: { airlock: { c1: [], c8: [] }, nginx: { c1: [], c8: [] }, registry: { c1: [], c8: [] } },
       manifests: { airlockDigest: [], airlockTag: [], registryDigest: [], registryTag: [], bare: [] },
       cold: { airlock: [], direct: [], registryProxy: [] },
+      coldCpu: { airlock: [], registryProxy: [] },
       fanIn: { airlock: { seconds: [], upstreamGets: [] }, registryProxy: { seconds: [], upstreamGets: [] } },
       memory: { peakBytes: [], method: '', processPeakBytes: 0 },
       profiles: [],
@@ -517,9 +518,13 @@ async function main(): Promise<void> {
       const p = `/v2/${img.repo}/blobs/${d}`;
       const direct = await measure<BlobResult>(`cold direct, run ${i + 1}`, blobJob(upstream, p, upTls, 1, blobBytes), true);
       if (fs.existsSync(cachePath(dataDir, d))) throw new Error(`cold blob ${d} was already cached`);
+      const airlockCpu = threadCpu(airlock.pid);
       const viaAirlock = await measure<BlobResult>(`cold airlock, run ${i + 1}`, blobJob(airlock, p, client, 1, blobBytes), false);
+      results.coldCpu.airlock.push(cpuSince(airlock.pid, airlockCpu));
       await run('sync', []);
+      const proxyCpu = threadCpu(proxy.pid);
       const viaProxy = await measure<BlobResult>(`cold registry proxy, run ${i + 1}`, blobJob(proxy, p, client, 1, blobBytes), false);
+      results.coldCpu.registryProxy.push(cpuSince(proxy.pid, proxyCpu));
       results.cold.direct.push(direct.seconds);
       results.cold.airlock.push(viaAirlock.seconds);
       results.cold.registryProxy.push(viaProxy.seconds);

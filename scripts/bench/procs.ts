@@ -221,3 +221,48 @@ export class CpuWatch {
     return Math.max(0, other / 100 / seconds);
   }
 }
+
+/** ThreadCpu is a process's CPU time in ms, its main thread apart from its other threads, user and system apart. */
+export interface ThreadCpu {
+  mainUser: number;
+  mainSys: number;
+  otherUser: number;
+  otherSys: number;
+}
+
+/** threadCpu reads /proc/<pid>/task/<tid>/stat for every thread of a process; zeros when it is gone. */
+export function threadCpu(pid: number): ThreadCpu {
+  const out: ThreadCpu = { mainUser: 0, mainSys: 0, otherUser: 0, otherSys: 0 };
+  let tasks: string[] = [];
+  try {
+    tasks = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  const msPerTick = 1000 / 100;
+  for (const tid of tasks) {
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+    const user = (f[11] ?? 0) * msPerTick;
+    const sys = (f[12] ?? 0) * msPerTick;
+    if (Number(tid) === pid) {
+      out.mainUser += user;
+      out.mainSys += sys;
+    } else {
+      out.otherUser += user;
+      out.otherSys += sys;
+    }
+  }
+  return out;
+}
+
+/** cpuSince is the CPU a process used since an earlier threadCpu reading. */
+export function cpuSince(pid: number, before: ThreadCpu): ThreadCpu {
+  const now = threadCpu(pid);
+  return { mainUser: now.mainUser - before.mainUser, mainSys: now.mainSys - before.mainSys, otherUser: now.otherUser - before.otherUser, otherSys: now.otherSys - before.otherSys };
+}

@@ -1,5 +1,6 @@
 // The benchmark's raw results, the targets airlock is held to, and the Markdown table that puts each airlock figure
 // next to its references.
+import type { ThreadCpu } from './procs.js';
 import type { RequestsResult } from './load.js';
 import { type ProfileSummary, profileMarkdown } from './profile.js';
 
@@ -42,6 +43,9 @@ export interface Results {
   manifests: Record<'airlockDigest' | 'airlockTag' | 'registryDigest' | 'registryTag' | 'bare', RequestsResult[]>;
   /** cold is seconds for one client to fetch an uncached blob. */
   cold: Record<'airlock' | 'direct' | 'registryProxy', number[]>;
+  /** coldCpu is the CPU time (ms) the server process used during each cold run: airlock's main thread and its other
+   * threads, and the registry in proxy mode (all of its threads, counted as "other"). */
+  coldCpu: Record<'airlock' | 'registryProxy', ThreadCpu[]>;
   /** fanIn is 8 concurrent cold pulls of one blob: total seconds and GETs of that blob that reached the upstream
    * (through the registry in proxy mode only in the first runs). */
   fanIn: Record<'airlock' | 'registryProxy', { seconds: number[]; upstreamGets: number[] }>;
@@ -51,6 +55,19 @@ export interface Results {
   /** interference records, per measurement, the CPUs other processes used and how many attempts it took. */
   interference: { what: string; otherCpus: number; attempts: number }[];
   notes: string[];
+}
+
+// coldCpuNote says where the CPU of the cold runs went (medians), for airlock by thread and for the registry proxy.
+function coldCpuNote(c: Results['coldCpu']): string {
+  const ms = (xs: number[]): string => median(xs).toFixed(0);
+  const a = c.airlock;
+  const p = c.registryProxy;
+  const total = (x: ThreadCpu): number => x.mainUser + x.mainSys + x.otherUser + x.otherSys;
+  return (
+    `CPU used during the cold runs (medians): airlock ${ms(a.map(total))} ms, of it ${ms(a.map((x) => x.mainUser))} ms user and ${ms(a.map((x) => x.mainSys))} ms system on its ` +
+    `main thread and ${ms(a.map((x) => x.otherUser))} ms user and ${ms(a.map((x) => x.otherSys))} ms system on its other threads (libuv's pool writing and reading the cache file, V8's ` +
+    `garbage-collection helpers, the audit writer); the registry in proxy mode ${ms(p.map(total))} ms over all its threads.`
+  );
 }
 
 /** Verdict is whether a target was met. */
@@ -249,7 +266,9 @@ export function evaluate(r: Results): Evaluated {
     '',
     `${passed} of ${checks.length} targets met.`,
   ];
-  if (r.notes.length > 0) parts.push('', ...r.notes.map((n) => `- ${n}`));
+  const notes = [...r.notes];
+  if (r.coldCpu.airlock.length > 0) notes.push(coldCpuNote(r.coldCpu));
+  if (notes.length > 0) parts.push('', ...notes.map((n) => `- ${n}`));
   for (const p of r.profiles) parts.push('', profileMarkdown(p));
   return { checks, markdown: parts.join('\n') };
 }
