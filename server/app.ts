@@ -22,7 +22,7 @@ export function identityOf(socket: TLSSocket): Identity | null {
 }
 
 function freshContext(identity: Identity | null, routeLabel: string): RequestContext {
-  return { identity, action: null, repository: null, reference: null, digest: null, decision: null, reason: null, source: null, bytes: null, routeLabel };
+  return { identity, action: null, repository: null, reference: null, digest: null, decision: null, reason: null, source: null, bytes: null, routeLabel, recorded: false };
 }
 
 function routeLabel(url: string): string {
@@ -55,6 +55,11 @@ export async function buildApp(app: FastifyInstance, s: Services, extra: (app: F
       req.raw.socket.destroy();
       return;
     }
+    // Fastify runs onResponse when a response finishes; one the client cut off (a download stopped half way) only
+    // closes, and is recorded here, as aborted.
+    reply.raw.once('close', () => {
+      if (!req.airlock.recorded) recordResponse(req, reply);
+    });
     const registry = req.url.startsWith('/v2');
     if (registry) reply.header('docker-distribution-api-version', 'registry/2.0');
     if (!identity || identity.role === null) {
@@ -76,7 +81,8 @@ export async function buildApp(app: FastifyInstance, s: Services, extra: (app: F
   // recordResponse counts, audits and logs a finished (or aborted) request.
   const recordResponse = (req: FastifyRequest, reply: FastifyReply): void => {
     const c = req.airlock;
-    if (!c) return;
+    if (!c || c.recorded) return;
+    c.recorded = true;
     const ms = reply.elapsedTime;
     const aborted = !reply.raw.writableFinished;
     const status = reply.statusCode;

@@ -58,6 +58,8 @@ export interface RequestContext {
   source: string | null;
   bytes: number | null;
   routeLabel: string;
+  // recorded is set once the request has been counted, audited and logged.
+  recorded: boolean;
 }
 
 declare module 'fastify' {

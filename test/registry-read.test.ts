@@ -2,11 +2,13 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
-import { stopAll, track } from './harness/proc.js';
+import { stopAll, track, waitFor } from './harness/proc.js';
+import type { AuditEvent } from '../server/audit/chain.js';
 import { type Registry, startRegistry } from './harness/registry.js';
 
 const sha = (b: Buffer): string => `sha256:${crypto.createHash('sha256').update(b).digest('hex')}`;
@@ -28,6 +30,8 @@ let unpinned: Buffer;
 // Two blobs of several read chunks each, for concurrent downloads through the recycled read buffers.
 const bigA = crypto.randomBytes(5 * 1024 * 1024 + 123);
 const bigB = crypto.randomBytes(4 * 1024 * 1024 + 77);
+// A blob too big to sit in socket buffers, so a client that stops reading leaves the response unfinished.
+const huge = crypto.randomBytes(48 * 1024 * 1024);
 let bigManifest: Buffer;
 
 before(async () => {
@@ -64,7 +68,7 @@ before(async () => {
       schemaVersion: 2,
       mediaType: OCI_MANIFEST,
       config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
-      layers: [bigA, bigB].map((b) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha(b), size: b.length })),
+      layers: [bigA, bigB, huge].map((b) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha(b), size: b.length })),
     }),
   );
   unpinned = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(blob2k), size: 2048 }, layers: [] }));
@@ -74,7 +78,7 @@ before(async () => {
     pins: [`${repo}:1.0@${sha(manifest)}`, `${repo}@${sha(index)}`, `${repo}:art@${sha(artifact)}`, `${repo}@${sha(bigManifest)}`],
   });
   const s = t.airlock.services;
-  for (const b of [blob2k, empty, emptyJson, config, bigA, bigB]) await s.blobs.put(sha(b), b);
+  for (const b of [blob2k, empty, emptyJson, config, bigA, bigB, huge]) await s.blobs.put(sha(b), b);
   const { parseManifest } = await import('../server/registry/manifest.js');
   for (const m of [manifest, index, artifact, unpinned, bigManifest]) {
     const p = parseManifest(m, null);
@@ -179,6 +183,41 @@ describe('registry read API', () => {
       assert.ok(m, `download ${i} has a Content-Range`);
       assert.deepEqual(r.body, b.subarray(Number(m[1]), Number(m[2]) + 1), `download ${i} is exactly its range`);
     }
+  });
+
+  test('a download the client stops half way is audited and logged as aborted', async () => {
+    const b = t.bundle('pull');
+    const before = t.airlock.services.audit.head().seq;
+    const u = new URL(`${t.url}/v2/library/seeded/blobs/${sha(huge)}`);
+    const received = await new Promise<number>((resolve, reject) => {
+      const req = https.get(
+        { host: u.hostname, port: u.port, path: u.pathname, ca: fs.readFileSync(b.endpoint.caPath ?? ''), cert: fs.readFileSync(b.endpoint.clientCertPath ?? ''), key: fs.readFileSync(b.endpoint.clientKeyPath ?? '') },
+        (res) => {
+          res.once('data', (chunk: Buffer) => {
+            res.pause();
+            setTimeout(() => {
+              req.destroy();
+              resolve(chunk.length);
+            }, 200);
+          });
+        },
+      );
+      req.on('error', (err) => (err.message.includes('socket hang up') ? undefined : reject(err)));
+    });
+    assert.ok(received < huge.length);
+    let event: AuditEvent | undefined;
+    await waitFor(
+      async () => {
+        await t.airlock.services.audit.stored();
+        event = [...t.airlock.services.auditStore.range('', '9999', Number.MAX_SAFE_INTEGER)].find((e) => e.seq > before && e.action === 'pull.blob' && e.digest === sha(huge));
+        return event !== undefined;
+      },
+      { timeoutMs: 5000, what: 'the aborted download in the audit log' },
+    );
+    assert.equal(event?.reason, 'aborted');
+    assert.equal(event?.status, null);
+    assert.equal(event?.bytes, null);
+    assert.equal(event?.actor, 'test-pull');
   });
 
   test('a Range that is not in bytes is ignored and the whole blob is sent', async () => {
