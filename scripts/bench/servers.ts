@@ -61,8 +61,7 @@ export function tlsGet(url: string, tlsFiles: TlsFiles, headers: Record<string, 
 
 function tail(file: string, bytes = 3000): string {
   try {
-    const text = fs.readFileSync(file, 'utf8');
-    return text.slice(-bytes);
+    return readFrom(file, Math.max(0, fs.statSync(file).size - bytes));
   } catch {
     return '';
   }
@@ -202,6 +201,19 @@ http {
   return asServer('nginx', child, port, logPath, Date.now() - t0);
 }
 
+// readFrom reads a file from a byte offset to its end.
+function readFrom(file: string, offset: number): string {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const size = fs.fstatSync(fd).size;
+    const buf = Buffer.alloc(Math.max(0, size - offset));
+    fs.readSync(fd, buf, 0, buf.length, offset);
+    return buf.toString('utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** AirlockProcessOptions configures startAirlockProcess. */
 export interface AirlockProcessOptions {
   name: string;
@@ -222,7 +234,8 @@ export async function startAirlockProcess(o: AirlockProcessOptions): Promise<Ser
   let port = 0;
   await waitReady(o.name, child, o.logPath, async () => {
     if (port === 0) {
-      const text = fs.readFileSync(o.logPath, 'utf8').slice(start);
+      // Only what this process wrote: after manifest runs the log holds a line per request, gigabytes of them.
+      const text = readFrom(o.logPath, start);
       const m = /airlock listening on https:\/\/127\.0\.0\.1:([0-9]+)/.exec(text);
       if (!m) return false;
       port = Number(m[1]);

@@ -98,11 +98,13 @@ export function hashEvent(e: Omit<AuditEvent, 'hash'>): string {
   return createHash('sha256').update(e.prev, 'utf8').update(canonical, 'utf8').digest('hex');
 }
 
-/** chainEvent turns an input into the event numbered `seq` that follows the event whose hash is `prev`. */
-export function chainEvent(input: AuditEventInput, seq: number, prev: string): AuditEvent {
+/** chainEvent turns an input into the event numbered `seq` that follows the event whose hash is `prev`; fields it does
+ * not name are null, and `time` defaults to the input's. */
+export function chainEvent(input: Partial<AuditEventInput> & { action: string }, seq: number, prev: string, time = input.time): AuditEvent {
+  if (time === undefined) throw new Error('an audit event needs a time');
   const e: AuditEvent = {
     seq,
-    time: input.time,
+    time,
     actor: input.actor ?? null,
     actorSerial: input.actorSerial ?? null,
     role: input.role ?? null,

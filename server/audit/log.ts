@@ -69,25 +69,7 @@ export class AuditLog {
   // append chains an event now and queues it for the next batch; after close() events have nowhere to go and are dropped.
   append(fields: AuditFields): AuditEvent | null {
     if (this.closed) return null;
-    const e = chainEvent(
-      {
-        time: new Date().toISOString(),
-        actor: fields.actor ?? null,
-        actorSerial: fields.actorSerial ?? null,
-        role: fields.role ?? null,
-        ip: fields.ip ?? null,
-        action: fields.action,
-        repository: fields.repository ?? null,
-        reference: fields.reference ?? null,
-        digest: fields.digest ?? null,
-        decision: fields.decision ?? null,
-        reason: fields.reason ?? null,
-        status: fields.status ?? null,
-        bytes: fields.bytes ?? null,
-      },
-      this.seq + 1,
-      this.prev,
-    );
+    const e = chainEvent(fields, this.seq + 1, this.prev, new Date().toISOString());
     this.seq = e.seq;
     this.prev = e.hash;
     this.pending.push(e);
