@@ -182,6 +182,7 @@ export class BlobWriter extends Writable {
   private readonly store: BlobStore;
   private readonly hash = crypto.createHash('sha256');
   private fd: number | null = null;
+  private writing = false;
 
   constructor(store: BlobStore, digest: string, expectedSize: number | null, tmpPath: string) {
     super({ highWaterMark: WRITE_BUFFER, autoDestroy: false });
@@ -212,7 +213,13 @@ export class BlobWriter extends Writable {
       return done(new Error(`blob ${this.digest} is larger than the ${this.expectedSize} bytes announced`));
     }
     for (const c of chunks) this.hash.update(c);
+    this.writing = true;
     fs.writev(this.fd, chunks, this.written, (err, n) => {
+      this.writing = false;
+      if (this.state === 'aborted') {
+        this.closeFd();
+        return done(err ?? this.failure);
+      }
       if (err) return done(err);
       // A regular file is written short only when space runs out (a full disk, a quota); the missing bytes must not be counted as written.
       if (n !== len) return done(new Error(`writing blob ${this.digest}: ${n} of ${len} bytes written (no space left on the device?)`));
@@ -266,8 +273,10 @@ export class BlobWriter extends Writable {
     return err;
   }
 
+  // closeFd closes the temp file, unless a write to it is under way: that write closes it when it completes. A
+  // descriptor closed under a queued write could be reused by the next file opened, which the write would then corrupt.
   private closeFd(): void {
-    if (this.fd !== null) {
+    if (this.fd !== null && !this.writing) {
       fs.closeSync(this.fd);
       this.fd = null;
     }

@@ -105,6 +105,25 @@ describe('writing blobs', () => {
     assert.equal(new BlobStore(dir, BIG).init(), 0, 'the cancelled write already cleaned up after itself');
   });
 
+  test('a writer destroyed while a write is under way does not close its file under that write', async () => {
+    // A descriptor closed while a write to it waits in libuv's pool is the next file's descriptor by the time the write
+    // runs: the next blob's file would get the first one's bytes while its digest, taken from the stream, still matches.
+    const dir = freshDir();
+    const store = new BlobStore(dir, BIG);
+    store.init();
+    const junk = crypto.randomBytes(8 << 20);
+    for (let i = 0; i < 20; i++) {
+      const first = store.createWriter(sha(junk), junk.length);
+      first.on('error', () => {});
+      first.write(junk);
+      first.destroy(new Error('upstream cut'));
+      const bytes = crypto.randomBytes(1000 + i);
+      await store.put(sha(bytes), bytes);
+      assert.deepEqual(fs.readFileSync(store.pathOf(sha(bytes))), bytes, `round ${i}: the next blob's file holds exactly its bytes`);
+    }
+    await waitFor(() => tmpFiles(dir).length === 0, { timeoutMs: 5000, what: 'the destroyed writers to clean up' });
+  });
+
   test('a process killed with SIGKILL mid-write leaves only a temp file, which the next start removes and counts', async () => {
     const dir = freshDir();
     const size = 512 * 1024;
