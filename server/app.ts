@@ -22,7 +22,7 @@ export function identityOf(socket: TLSSocket): Identity | null {
 }
 
 function freshContext(identity: Identity | null, routeLabel: string): RequestContext {
-  return { identity, action: null, repository: null, reference: null, digest: null, decision: null, reason: null, source: null, bytes: null, routeLabel, recorded: false };
+  return { identity, action: null, repository: null, reference: null, digest: null, decision: null, reason: null, source: null, bytes: null, routeLabel };
 }
 
 function routeLabel(url: string): string {
@@ -44,8 +44,8 @@ function routeLabel(url: string): string {
 export async function buildApp(app: FastifyInstance, s: Services, extra: (app: FastifyInstance) => Promise<void> = async () => {}): Promise<void> {
   app.decorateRequest('airlock', null as unknown as RequestContext);
 
-  // The hooks take callbacks rather than returning promises: they run on every request, and a promise per hook and
-  // request is measurable at the request rates a mirror sees.
+  // The hook takes a callback rather than returning a promise: it runs on every request, and a promise per request is
+  // measurable at the request rates a mirror sees.
   app.addHook('onRequest', (req, reply, done) => {
     const identity = identityOf(req.raw.socket as TLSSocket);
     req.airlock = freshContext(identity, routeLabel(req.url));
@@ -55,11 +55,9 @@ export async function buildApp(app: FastifyInstance, s: Services, extra: (app: F
       req.raw.socket.destroy();
       return;
     }
-    // Fastify runs onResponse when a response finishes; one the client cut off (a download stopped half way) only
-    // closes, and is recorded here, as aborted.
-    reply.raw.once('close', () => {
-      if (!req.airlock.recorded) recordResponse(req, reply);
-    });
+    // Every response closes, finished or cut off by the client (a download stopped half way, which never reaches
+    // Fastify's onResponse), so this is where each request is counted, audited and logged.
+    reply.raw.once('close', () => recordResponse(req, reply));
     const registry = req.url.startsWith('/v2');
     if (registry) reply.header('docker-distribution-api-version', 'registry/2.0');
     if (!identity || identity.role === null) {
@@ -70,19 +68,10 @@ export async function buildApp(app: FastifyInstance, s: Services, extra: (app: F
     done();
   });
 
-  app.addHook('onResponse', (req, reply, done) => {
-    try {
-      recordResponse(req, reply);
-    } finally {
-      done();
-    }
-  });
-
   // recordResponse counts, audits and logs a finished (or aborted) request.
   const recordResponse = (req: FastifyRequest, reply: FastifyReply): void => {
     const c = req.airlock;
-    if (!c || c.recorded) return;
-    c.recorded = true;
+    if (!c) return;
     const ms = reply.elapsedTime;
     const aborted = !reply.raw.writableFinished;
     const status = reply.statusCode;

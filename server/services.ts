@@ -58,8 +58,6 @@ export interface RequestContext {
   source: string | null;
   bytes: number | null;
   routeLabel: string;
-  // recorded is set once the request has been counted, audited and logged.
-  recorded: boolean;
 }
 
 declare module 'fastify' {

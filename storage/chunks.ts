@@ -99,16 +99,3 @@ export function bufferBody(bytes: Buffer): BlobBody {
     close() {},
   };
 }
-
-// readBody reads a whole body into one buffer (for small blobs and tests) and closes it.
-export async function readBody(body: BlobBody, pool: ChunkPool = chunkPool): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  const buf = pool.take();
-  try {
-    for (let n = await body.read(buf); n > 0; n = await body.read(buf)) parts.push(Buffer.from(buf.subarray(0, n)));
-  } finally {
-    body.close();
-    pool.give(buf);
-  }
-  return Buffer.concat(parts);
-}

@@ -12,7 +12,7 @@ import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { BlobStore, type BlobWriter, DigestMismatchError } from '../storage/blobs.js';
-import { ChunkPool, readBody } from '../storage/chunks.js';
+import { type BlobBody, ChunkPool } from '../storage/chunks.js';
 import { startProcess, stopAll, waitFor } from './harness/proc.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -37,6 +37,18 @@ function tmpFiles(dir: string): string[] {
 
 function writeChunk(w: BlobWriter, chunk: Buffer): Promise<void> {
   return new Promise((resolve, reject) => w.write(chunk, (err) => (err ? reject(err) : resolve())));
+}
+
+// readBody reads a whole body, a chunk at a time, and closes it.
+async function readBody(body: BlobBody): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  const buf = Buffer.alloc(1 << 20);
+  try {
+    for (let n = await body.read(buf); n > 0; n = await body.read(buf)) parts.push(Buffer.from(buf.subarray(0, n)));
+  } finally {
+    body.close();
+  }
+  return Buffer.concat(parts);
 }
 
 async function readOut(store: BlobStore, digest: string, start?: number, end?: number): Promise<Buffer | null> {

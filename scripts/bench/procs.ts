@@ -173,6 +173,26 @@ export function systemBusyTicks(): number {
   return (f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) + (f[5] ?? 0) + (f[6] ?? 0) + (f[7] ?? 0);
 }
 
+// statFields reads a /proc stat file's fields after the command name (so field 14 of proc(5), utime, is [11]), or
+// null when the process or thread is gone.
+function statFields(file: string): number[] | null {
+  try {
+    const stat = fs.readFileSync(file, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+  } catch {
+    return null;
+  }
+}
+
+// tasksOf lists a process's thread ids, none when it is gone.
+function tasksOf(pid: number): string[] {
+  try {
+    return fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+}
+
 // treeTicks is the CPU time (clock ticks) of a process and all its descendants, including descendants already
 // reaped (their time is in their parent's cutime and cstime).
 function treeTicks(root: number): number {
@@ -180,21 +200,10 @@ function treeTicks(root: number): number {
   const stack = [root];
   while (stack.length > 0) {
     const pid = stack.pop() ?? 0;
-    let stat: string;
-    try {
-      stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+    const f = statFields(`/proc/${pid}/stat`);
+    if (f === null) continue;
     total += (f[11] ?? 0) + (f[12] ?? 0) + (f[13] ?? 0) + (f[14] ?? 0);
-    let tasks: string[] = [];
-    try {
-      tasks = fs.readdirSync(`/proc/${pid}/task`);
-    } catch {
-      continue;
-    }
-    for (const tid of tasks) {
+    for (const tid of tasksOf(pid)) {
       try {
         for (const c of fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/)) {
           if (c !== '') stack.push(Number(c));
@@ -233,21 +242,10 @@ export interface ThreadCpu {
 /** threadCpu reads /proc/<pid>/task/<tid>/stat for every thread of a process; zeros when it is gone. */
 export function threadCpu(pid: number): ThreadCpu {
   const out: ThreadCpu = { mainUser: 0, mainSys: 0, otherUser: 0, otherSys: 0 };
-  let tasks: string[] = [];
-  try {
-    tasks = fs.readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return out;
-  }
   const msPerTick = 1000 / 100;
-  for (const tid of tasks) {
-    let stat: string;
-    try {
-      stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+  for (const tid of tasksOf(pid)) {
+    const f = statFields(`/proc/${pid}/task/${tid}/stat`);
+    if (f === null) continue;
     const user = (f[11] ?? 0) * msPerTick;
     const sys = (f[12] ?? 0) * msPerTick;
     if (Number(tid) === pid) {

@@ -29,7 +29,7 @@ export class AuditLog {
   private seq = 0;
   private prev = ZERO_HASH;
   private pending: AuditEvent[] = [];
-  private writing: AuditEvent[] | null = null;
+  private writing = false;
   private drained: (() => void)[] = [];
   private readonly sink: AuditSink;
   private timer: NodeJS.Timeout | null = null;
@@ -94,18 +94,18 @@ export class AuditLog {
     }
     const batch = this.pending;
     this.pending = [];
-    this.writing = batch;
+    this.writing = true;
     const started = performance.now();
     this.sink(batch).then(
       () => {
-        this.writing = null;
+        this.writing = false;
         this.onFlush(batch.length, performance.now() - started);
         this.flush();
       },
       (err: Error) => {
         // The events stay queued, in order, and are written by a later attempt once the database accepts them again
         // (a full disk): dropping them would leave a gap in the chain.
-        this.writing = null;
+        this.writing = false;
         this.pending = batch.concat(this.pending);
         this.onError(err, this.pending.length);
         if (!this.timer) {
