@@ -15,13 +15,15 @@ export interface LoadTls {
   key?: string;
 }
 
-/** BlobJob downloads one URL with `clients` connections at once, after a warm-up request on each connection. */
+/** BlobJob downloads one URL with `clients` connections at once, after a warm-up request on each connection; each
+ * connection downloads it `rounds` times, one after another. */
 export interface BlobJob {
   mode: 'blob';
   origin: string;
   path: string;
   tls: LoadTls;
   clients: number;
+  rounds: number;
   /** expectBytes is the body size every download must have. */
   expectBytes: number;
   /** warmPath is requested once per connection before the clock starts (any status), so handshakes are not timed. */
@@ -50,6 +52,7 @@ export type LoadJob = BlobJob | RequestsJob;
 export interface BlobResult {
   mode: 'blob';
   clients: number;
+  rounds: number;
   bytes: number;
   seconds: number;
   /** mbPerSec is the aggregate throughput in 10^6 bytes per second. */
@@ -127,15 +130,17 @@ async function runBlob(job: BlobJob): Promise<BlobResult> {
     const start = performance.now();
     const seconds = await Promise.all(
       clients.map(async (c) => {
-        const r = await fetchOnce(c, job.path);
-        if (r.status !== 200) throw new Error(`GET ${job.path}: status ${r.status}`);
-        if (r.bytes !== job.expectBytes) throw new Error(`GET ${job.path}: ${r.bytes} bytes, expected ${job.expectBytes}`);
+        for (let i = 0; i < job.rounds; i++) {
+          const r = await fetchOnce(c, job.path);
+          if (r.status !== 200) throw new Error(`GET ${job.path}: status ${r.status}`);
+          if (r.bytes !== job.expectBytes) throw new Error(`GET ${job.path}: ${r.bytes} bytes, expected ${job.expectBytes}`);
+        }
         return (performance.now() - start) / 1000;
       }),
     );
     const total = Math.max(...seconds);
-    const bytes = job.expectBytes * job.clients;
-    return { mode: 'blob', clients: job.clients, bytes, seconds: total, mbPerSec: bytes / 1e6 / total, clientSeconds: seconds };
+    const bytes = job.expectBytes * job.clients * job.rounds;
+    return { mode: 'blob', clients: job.clients, rounds: job.rounds, bytes, seconds: total, mbPerSec: bytes / 1e6 / total, clientSeconds: seconds };
   } finally {
     await Promise.all(clients.map((c) => c.close()));
   }
