@@ -27,5 +27,6 @@ EXPOSE 5443
 # /healthz needs a client certificate like every route; the check presents the admin bundle written by init.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD node -e "const fs=require('fs'),https=require('https');const d='/data/pki/clients/admin/';https.get({host:'127.0.0.1',port:5443,path:'/healthz',ca:fs.readFileSync(d+'ca.crt'),cert:fs.readFileSync(d+'client.cert'),key:fs.readFileSync(d+'client.key'),servername:'localhost'},r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))"
-ENTRYPOINT ["node", "/app/dist/server/main.js"]
+# A 64 MiB initial old generation: see "Node's heap" in docs/operator-guide.md.
+ENTRYPOINT ["node", "--initial-old-space-size=64", "/app/dist/server/main.js"]
 CMD ["serve"]

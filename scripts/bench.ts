@@ -33,7 +33,7 @@ import {
   type TlsFiles,
   tlsGet,
 } from './bench/servers.js';
-import { CpuWatch, cpuSince, LoadWorker, stopEverything, threadCpu } from './bench/procs.js';
+import { CpuWatch, cpuSince, LoadWorker, NODE_FLAGS, stopEverything, threadCpu } from './bench/procs.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const RESULTS = path.join(ROOT, 'bench-results');
@@ -117,7 +117,7 @@ function newestMtime(dir: string): number {
 // airlockCommand returns the node arguments that run airlock's CLI: the compiled dist/ (built when the sources are
 // newer, as `npm run build` does) or the TypeScript sources through tsx.
 async function airlockCommand(o: Options): Promise<string[]> {
-  if (o.source) return ['--import', 'tsx', path.join(ROOT, 'server', 'main.ts')];
+  if (o.source) return [...NODE_FLAGS, '--import', 'tsx', path.join(ROOT, 'server', 'main.ts')];
   const main = path.join(ROOT, 'dist', 'server', 'main.js');
   const built = fs.existsSync(main) ? fs.statSync(main).mtimeMs : 0;
   const sources = Math.max(newestMtime(path.join(ROOT, 'server')), newestMtime(path.join(ROOT, 'storage')), fs.statSync(path.join(ROOT, 'tsconfig.json')).mtimeMs);
@@ -134,7 +134,7 @@ async function airlockCommand(o: Options): Promise<string[]> {
     if (assets.code !== 0) throw new Error(`copy-assets failed: ${assets.stderr}`);
   }
   if (!fs.existsSync(main)) throw new Error(`${main} does not exist; run npm run build or pass --source`);
-  return [main];
+  return [...NODE_FLAGS, main];
 }
 
 let worker: LoadWorker | null = null;

@@ -7,6 +7,11 @@ import readline from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { LoadFailure, LoadJob, LoadResult } from './load.js';
 
+/** NODE_FLAGS are the node options airlock's documented command lines pass (docs/operator-guide.md, "Node's heap"):
+ * a 64 MiB initial old generation, without which V8 ran a full mark-compact every 20-40 MB a TLS socket received. The
+ * benchmark runs every Node process with them (airlock, the bare server, the load generator), so all run alike. */
+export const NODE_FLAGS = ['--initial-old-space-size=64'];
+
 /** SpawnOptions configures spawnLogged. */
 export interface SpawnOptions {
   logPath: string;
@@ -118,7 +123,7 @@ export class LoadWorker {
     }
     fs.mkdirSync(path.dirname(this.logPath), { recursive: true });
     const fd = fs.openSync(this.logPath, 'a');
-    const child = spawn(process.execPath, ['--import', 'tsx', this.script, '--stdin'], { cwd: this.cwd, stdio: ['pipe', 'pipe', fd] });
+    const child = spawn(process.execPath, [...NODE_FLAGS, '--import', 'tsx', this.script, '--stdin'], { cwd: this.cwd, stdio: ['pipe', 'pipe', fd] });
     fs.closeSync(fd);
     const pid = child.pid ?? -1;
     if (pid > 0) live.set(pid, child);

@@ -6,7 +6,7 @@ import https from 'node:https';
 import path from 'node:path';
 import YAML from 'yaml';
 import { freePort, StopWaiting, waitFor } from '../../test/harness/proc.js';
-import { type Child, spawnLogged } from './procs.js';
+import { type Child, NODE_FLAGS, spawnLogged } from './procs.js';
 
 const REGISTRY_BIN = '/usr/bin/docker-registry';
 const NGINX_BIN = '/usr/sbin/nginx';
@@ -267,7 +267,7 @@ export async function startBare(o: BareOptions): Promise<Server> {
   const logPath = path.join(o.dir, 'bare.log');
   const script = path.join(import.meta.dirname, 'bare.ts');
   const t0 = Date.now();
-  const child = spawnLogged(process.execPath, ['--import', 'tsx', script, spec], { logPath, cwd: o.root });
+  const child = spawnLogged(process.execPath, [...NODE_FLAGS, '--import', 'tsx', script, spec], { logPath, cwd: o.root });
   await waitReady('bare', child, logPath, async () => (await tlsGet(`https://127.0.0.1:${port}/`, o.probe, {}, 1000)).status === 200);
   return asServer('bare', child, port, logPath, Date.now() - t0);
 }
