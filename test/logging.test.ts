@@ -1,4 +1,4 @@
-// The request log's destination: lines leave in order, one write per turn of the event loop, flush() waits for them,
+// The request log's destination: lines leave in order, gathered for a few milliseconds into one write, flush() waits for them,
 // a destination that falls behind costs dropped lines (counted in the log) rather than memory, and secrets stay out.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -35,6 +35,26 @@ test('lines written in one turn reach the file in order, and flush() calls back 
   assert.deepEqual(
     lines(file).map((l) => l.i),
     Array.from({ length: 1000 }, (_, i) => i),
+  );
+  fs.closeSync(fd);
+});
+
+test('lines written over several turns reach the file on their own, in order, without a flush', async () => {
+  const file = path.join(tmp, 'turns.log');
+  const fd = fs.openSync(file, 'a');
+  const w = new LineWriter(fd);
+  for (let i = 0; i < 50; i++) {
+    w.write(`${JSON.stringify({ i })}\n`);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  const deadline = Date.now() + 5000;
+  while (fs.readFileSync(file, 'utf8').split('\n').length <= 50) {
+    assert.ok(Date.now() < deadline, 'the lines were written within 5 s');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  assert.deepEqual(
+    lines(file).map((l) => l.i),
+    Array.from({ length: 50 }, (_, i) => i),
   );
   fs.closeSync(fd);
 });
