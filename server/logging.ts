@@ -96,7 +96,7 @@ export class LineWriter {
     this.writing = true;
     writeAll(this.fd, data, () => {
       this.writing = false;
-      // Someone waiting in flush() gets the rest now; otherwise the lines queued meanwhile wait for the next turn.
+      // Someone waiting in flush() gets the rest now; otherwise the lines queued meanwhile wait COALESCE_MS.
       if (this.waiters.length > 0 || this.parts.length === 0) this.drain();
       else this.schedule();
     });

@@ -1,5 +1,6 @@
-// The request log's destination: lines leave in order, gathered for a few milliseconds into one write, flush() waits for them,
-// a destination that falls behind costs dropped lines (counted in the log) rather than memory, and secrets stay out.
+// The request log's destination: lines leave in order, gathered for a few milliseconds into one write, flush() waits
+// for them, a destination that falls behind costs dropped lines (counted in the log) rather than memory, and secrets
+// stay out.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
