@@ -12,7 +12,7 @@ const MAX_PENDING = 16 << 20;
 
 // COALESCE_MS is how long lines gather before they leave in one write. Writing again as soon as the last write
 // completed meant 150-190 writes a second at 9,000 requests a second, and the calls took 2-3 % of the request thread's
-// time; gathered for 10 ms, 30-50 writes and under 1 %, and a line reaches the log at most 10 ms later.
+// time; gathered for 10 ms, 30-50 writes and under 1 %, and a line normally reaches the log within 10 ms.
 const COALESCE_MS = 10;
 
 // LineWriter is the destination of the request log: the lines of the last few milliseconds leave in one write, off the
