@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { createLogger, LineWriter } from '../server/logging.js';
+import { waitFor } from './harness/proc.js';
 
 let tmp: string;
 
@@ -48,11 +49,10 @@ test('lines written over several turns reach the file on their own, in order, wi
     w.write(`${JSON.stringify({ i })}\n`);
     await new Promise((resolve) => setImmediate(resolve));
   }
-  const deadline = Date.now() + 5000;
-  while (fs.readFileSync(file, 'utf8').split('\n').length <= 50) {
-    assert.ok(Date.now() < deadline, 'the lines were written within 5 s');
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
+  await waitFor(() => fs.readFileSync(file, 'utf8').split('\n').length > 50, {
+    timeoutMs: 5000,
+    what: 'the 50 lines in the file',
+  });
   assert.deepEqual(
     lines(file).map((l) => l.i),
     Array.from({ length: 50 }, (_, i) => i),
