@@ -33,7 +33,7 @@ import {
   type TlsFiles,
   tlsGet,
 } from './bench/servers.js';
-import { CpuWatch, cpuSince, LoadWorker, NODE_FLAGS, stopEverything, threadCpu } from './bench/procs.js';
+import { CpuWatch, cpuSince, LoadWorker, NODE_FLAGS, stopEverything, threadCpu, waitQuiet } from './bench/procs.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const RESULTS = path.join(ROOT, 'bench-results');
@@ -419,6 +419,7 @@ async function main(): Promise<void> {
       manifests: { airlockDigest: [], airlockTag: [], registryDigest: [], registryTag: [], bare: [] },
       cold: { airlock: [], direct: [], registryProxy: [] },
       coldCpu: { airlock: [], registryProxy: [] },
+      coldMachineCpu: { airlock: [], direct: [], registryProxy: [] },
       fanIn: { airlock: { seconds: [], upstreamGets: [] }, registryProxy: { seconds: [], upstreamGets: [] } },
       memory: { peakBytes: [], method: '', processPeakBytes: 0 },
       profiles: [],
@@ -427,9 +428,11 @@ async function main(): Promise<void> {
     };
     // measure runs a load job while watching other processes' CPU use; a repeatable job disturbed by them runs again
     // (while the time budget allows) and the least disturbed attempt counts.
+    // lastMachineCpuMs is the CPU the whole machine used during the attempt of the last measurement that counted.
     let retryLeftMs = o.quick ? RETRY_BUDGET_MS.quick : RETRY_BUDGET_MS.full;
+    let lastMachineCpuMs = 0;
     const measure = async <T extends LoadResult>(what: string, job: LoadJob, repeatable: boolean): Promise<T> => {
-      let best: { result: T; otherCpus: number } | null = null;
+      let best: { result: T; otherCpus: number; machineCpuMs: number } | null = null;
       let attempts = 0;
       let lastMs = 0;
       while (attempts < MAX_ATTEMPTS) {
@@ -439,12 +442,14 @@ async function main(): Promise<void> {
         const watch = new CpuWatch();
         const result = await load<T>(job);
         const otherCpus = watch.otherCpus();
+        const machineCpuMs = watch.machineCpuMs();
         lastMs = Date.now() - t0;
-        if (best === null || otherCpus < best.otherCpus) best = { result, otherCpus };
+        if (best === null || otherCpus < best.otherCpus) best = { result, otherCpus, machineCpuMs };
         if (!repeatable || otherCpus <= MAX_OTHER_CPUS || retryLeftMs < lastMs || Date.now() - started > softBudgetMs) break;
       }
       if (best === null) throw new Error(`no result for ${what}`);
       results.interference.push({ what, otherCpus: best.otherCpus, attempts });
+      lastMachineCpuMs = best.machineCpuMs;
       return best.result;
     };
     let hwmWorks = true;
@@ -513,22 +518,37 @@ async function main(): Promise<void> {
       log(`manifest run ${i + 1}/${o.runs}: ${series.map(([n]) => `${n} ${results.manifests[n][i]?.rps.toFixed(0)}/s p99 ${results.manifests[n][i]?.p99Ms.toFixed(1)}ms`).join(', ')}`);
     }
 
-    // 3. Cold pull-through: a fresh blob per run, fetched directly, through airlock, and through the registry proxy.
-    // Each run starts with the previous run's cache writes flushed, so their write-back does not land in the next.
-    for (let i = 0; i < o.runs; i++) {
+    // settle waits until the servers are idle and then flushes the cache writes, so neither the registry proxy's own
+    // cache fill (it goes on after its client has every byte) nor write-back lands in the next measurement.
+    const settle = async (before: string): Promise<void> => {
+      const q = await waitQuiet([upstream.pid, airlock.pid, proxy.pid]);
+      if (!q.quiet) notes.push(`before ${before}: the servers were still busy after ${(q.ms / 1000).toFixed(0)} s of waiting`);
+      else if (q.ms > 1000) log(`waited ${(q.ms / 1000).toFixed(1)} s for the servers to go idle before ${before}`);
       await run('sync', []);
+    };
+
+    // 3. Cold pull-through: a fresh blob per run, fetched directly, through airlock, and through the registry proxy.
+    // Each measurement starts with the servers idle and the previous one's cache writes flushed.
+    for (let i = 0; i < o.runs; i++) {
+      await settle(`cold run ${i + 1}`);
       const img = cold[i];
       const d = img?.layers[0]?.digest;
       if (img === undefined || d === undefined) throw new Error('missing cold image');
       const p = `/v2/${img.repo}/blobs/${d}`;
       const direct = await measure<BlobResult>(`cold direct, run ${i + 1}`, blobJob(upstream, p, upTls, 1, blobBytes), true);
+      results.coldMachineCpu.direct.push(lastMachineCpuMs);
       if (fs.existsSync(cachePath(dataDir, d))) throw new Error(`cold blob ${d} was already cached`);
+      await settle(`cold airlock, run ${i + 1}`);
       const airlockCpu = threadCpu(airlock.pid);
       const viaAirlock = await measure<BlobResult>(`cold airlock, run ${i + 1}`, blobJob(airlock, p, client, 1, blobBytes), false);
       results.coldCpu.airlock.push(cpuSince(airlock.pid, airlockCpu));
-      await run('sync', []);
+      results.coldMachineCpu.airlock.push(lastMachineCpuMs);
+      await settle(`cold registry proxy, run ${i + 1}`);
       const proxyCpu = threadCpu(proxy.pid);
       const viaProxy = await measure<BlobResult>(`cold registry proxy, run ${i + 1}`, blobJob(proxy, p, client, 1, blobBytes), false);
+      results.coldMachineCpu.registryProxy.push(lastMachineCpuMs);
+      // The proxy's CPU includes the cache fill it goes on with after its client has the blob.
+      await waitQuiet([proxy.pid]);
       results.coldCpu.registryProxy.push(cpuSince(proxy.pid, proxyCpu));
       results.cold.direct.push(direct.seconds);
       results.cold.airlock.push(viaAirlock.seconds);
@@ -538,7 +558,7 @@ async function main(): Promise<void> {
 
     // 4. Fan-in: eight concurrent cold pulls of one fresh blob; count the GETs of it that reach the upstream.
     for (let i = 0; i < o.runs; i++) {
-      await run('sync', []);
+      await settle(`fan-in run ${i + 1}`);
       const img = fan[i];
       const d = img?.layers[0]?.digest;
       if (img === undefined || d === undefined) throw new Error('missing fan-in image');
@@ -551,7 +571,7 @@ async function main(): Promise<void> {
       let proxyNote = '';
       if (i < PROXY_FAN_IN_RUNS) {
         const mid = countUpstreamGets(upstream.logPath, p);
-        await run('sync', []);
+        await settle(`fan-in registry proxy, run ${i + 1}`);
         const viaProxy = await measure<BlobResult>(`fan-in registry proxy, run ${i + 1}`, blobJob(proxy, p, client, FAN_IN, blobBytes), false);
         const proxyGets = await settledGets(upstream.logPath, p, mid);
         results.fanIn.registryProxy.seconds.push(viaProxy.seconds);

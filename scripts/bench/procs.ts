@@ -221,11 +221,34 @@ function treeTicks(root: number): number {
   return total;
 }
 
+/** waitQuiet waits until the processes together use at most maxBusyMs of CPU over a windowMs window, or timeoutMs
+ * passes; it returns how long it waited and whether they went quiet. A server may go on working after its client has
+ * every byte (the CNCF registry in proxy mode fills its cache from a second upstream GET of its own), and that work
+ * must not land in the next measurement. */
+export async function waitQuiet(pids: number[], o: { windowMs?: number; maxBusyMs?: number; timeoutMs?: number } = {}): Promise<{ ms: number; quiet: boolean }> {
+  const windowMs = o.windowMs ?? 300;
+  const maxBusyMs = o.maxBusyMs ?? 20;
+  const timeoutMs = o.timeoutMs ?? 30_000;
+  const t0 = Date.now();
+  const busy = (): number => pids.reduce((sum, pid) => sum + treeTicks(pid) * 10, 0);
+  for (;;) {
+    const before = busy();
+    await delay(windowMs);
+    if (busy() - before <= maxBusyMs) return { ms: Date.now() - t0, quiet: true };
+    if (Date.now() - t0 >= timeoutMs) return { ms: Date.now() - t0, quiet: false };
+  }
+}
+
 /** CpuWatch measures how many CPUs processes outside the benchmark's own process tree kept busy since it was made. */
 export class CpuWatch {
   private readonly t0 = Date.now();
   private readonly busy0 = systemBusyTicks();
   private readonly own0 = treeTicks(process.pid);
+
+  /** machineCpuMs is the CPU time (ms) the whole machine was busy since the watch was made, every process included. */
+  machineCpuMs(): number {
+    return (systemBusyTicks() - this.busy0) * 10;
+  }
 
   /** otherCpus is the average number of CPUs other processes used since the watch was made. */
   otherCpus(): number {

@@ -46,6 +46,9 @@ export interface Results {
   /** coldCpu is the CPU time (ms) the server process used during each cold run: airlock's main thread and its other
    * threads, and the registry in proxy mode (all of its threads, counted as "other"). */
   coldCpu: Record<'airlock' | 'registryProxy', ThreadCpu[]>;
+  /** coldMachineCpu is the CPU time (ms) the whole machine (upstream, server, client and the rest) was busy during
+   * each cold run, until the client had the last byte. */
+  coldMachineCpu: Record<'airlock' | 'direct' | 'registryProxy', number[]>;
   /** fanIn is 8 concurrent cold pulls of one blob: total seconds and GETs of that blob that reached the upstream
    * (through the registry in proxy mode only in the first runs). */
   fanIn: Record<'airlock' | 'registryProxy', { seconds: number[]; upstreamGets: number[] }>;
@@ -66,7 +69,19 @@ function coldCpuNote(c: Results['coldCpu']): string {
   return (
     `CPU used during the cold runs (medians): airlock ${ms(a.map(total))} ms, of it ${ms(a.map((x) => x.mainUser))} ms user and ${ms(a.map((x) => x.mainSys))} ms system on its ` +
     `main thread and ${ms(a.map((x) => x.otherUser))} ms user and ${ms(a.map((x) => x.otherSys))} ms system on its other threads (libuv's pool writing and reading the cache file, V8's ` +
-    `garbage-collection helpers, the audit writer); the registry in proxy mode ${ms(p.map(total))} ms over all its threads.`
+    `garbage-collection helpers, the audit writer); the registry in proxy mode ${ms(p.map(total))} ms over all its threads, its cache fill after the client had the blob included.`
+  );
+}
+
+// coldFloorNote says how much CPU the whole machine spent on a cold pull each way (medians), and the shortest time
+// that CPU allows on the machine's cores.
+function coldFloorNote(c: Results['coldMachineCpu'], cores: number, directSeconds: number): string {
+  const a = median(c.airlock);
+  const floor = a / cores / 1000;
+  return (
+    `CPU the whole machine used during the cold runs (medians; upstream, server and client together): ${median(c.direct).toFixed(0)} ms for a direct GET, ` +
+    `${a.toFixed(0)} ms through airlock, ${median(c.registryProxy).toFixed(0)} ms through the registry proxy until its client had the blob. ` +
+    `On ${cores} cores, ${a.toFixed(0)} ms of CPU takes at least ${floor.toFixed(2)} s, ${(floor / directSeconds).toFixed(2)}× the direct GET's median time.`
   );
 }
 
@@ -268,6 +283,7 @@ export function evaluate(r: Results): Evaluated {
   ];
   const notes = [...r.notes];
   if (r.coldCpu.airlock.length > 0) notes.push(coldCpuNote(r.coldCpu));
+  if (r.coldMachineCpu.airlock.length > 0) notes.push(coldFloorNote(r.coldMachineCpu, r.machine.nproc, median(r.cold.direct)));
   if (notes.length > 0) parts.push('', ...notes.map((n) => `- ${n}`));
   for (const p of r.profiles) parts.push('', profileMarkdown(p));
   return { checks, markdown: parts.join('\n') };
