@@ -11,6 +11,10 @@ import type { TLSSocket } from 'node:tls';
 
 const identities = new WeakMap<object, Identity | null>();
 
+// CONTENT_HEADERS describe the content a route was about to send; an error answer drops them (a 503 must not go out
+// cacheable for a year under the blob's ETag).
+const CONTENT_HEADERS = ['etag', 'docker-content-digest', 'cache-control', 'accept-ranges', 'content-range'];
+
 // identityOf reads (once per connection) the verified client certificate's identity.
 export function identityOf(socket: TLSSocket): Identity | null {
   let id = identities.get(socket);
@@ -116,6 +120,7 @@ export async function buildApp(app: FastifyInstance, s: Services, extra: (app: F
 
   app.setErrorHandler((err: FastifyError | RegistryError | ApiError, req: FastifyRequest, reply: FastifyReply) => {
     const isRegistry = req.url.startsWith('/v2');
+    if (isRegistry) for (const name of CONTENT_HEADERS) reply.removeHeader(name);
     if (err instanceof RegistryError) {
       if (req.airlock && !req.airlock.reason) req.airlock.reason = err.code.toLowerCase();
       if (req.airlock && err.code === 'DENIED' && !req.airlock.decision) req.airlock.decision = 'deny';

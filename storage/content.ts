@@ -42,9 +42,9 @@ export function createContentStore(db: Db) {
   const refsOf = db.prepare<[string], { child: string; kind: 'blob' | 'manifest'; media_type: string | null; size: number | null }>(
     'SELECT child, kind, media_type, size FROM manifest_refs WHERE digest = ?',
   );
-  const parentsIn = db.prepare<[string, string], { digest: string; own: number }>(
+  const parentsIn = db.prepare<[string, string, string], { digest: string; own: number }>(
     `SELECT r.digest, m.own FROM manifest_refs r JOIN repo_manifests m ON m.digest = r.digest AND m.repository = ?
-     WHERE r.child = ?`,
+     WHERE r.child = ? AND r.kind = ?`,
   );
   const referrers = db.prepare<[string, string], { digest: string; media_type: string; size: number; artifact_type: string | null; bytes: Buffer }>(
     `SELECT m.digest, m.media_type, m.size, r.artifact_type, m.bytes FROM repo_manifests r JOIN manifests m ON m.digest = r.digest
@@ -57,10 +57,7 @@ export function createContentStore(db: Db) {
   const getTag = db.prepare<[string, string], { digest: string }>('SELECT digest FROM tags WHERE repository = ? AND tag = ?');
   const tagsOf = db.prepare<[string], { tag: string; digest: string }>('SELECT tag, digest FROM tags WHERE repository = ? ORDER BY tag');
   const tagsFor = db.prepare<[string, string], { tag: string }>('SELECT tag FROM tags WHERE repository = ? AND digest = ? ORDER BY tag');
-  const refSize = db.prepare<[string, string], { size: number }>(
-    `SELECT r.size FROM manifest_refs r JOIN repo_manifests m ON m.digest = r.digest AND m.repository = ?
-     WHERE r.child = ? AND r.size IS NOT NULL LIMIT 1`,
-  );
+  const refOf = db.prepare<[string, string], { media_type: string | null; size: number | null }>('SELECT media_type, size FROM manifest_refs WHERE digest = ? AND child = ?');
   const getLocalBlob = db.prepare<[string], { media_type: string; bytes: Buffer }>('SELECT media_type, bytes FROM local_blobs WHERE digest = ?');
   const putLocalBlob = db.prepare('INSERT OR IGNORE INTO local_blobs (digest, media_type, bytes) VALUES (?, ?, ?)');
   const blobSizes = db.prepare<[string], { total: number | null }>(
@@ -93,9 +90,10 @@ export function createContentStore(db: Db) {
     refs(digest: string): ManifestRef[] {
       return refsOf.all(digest).map((r) => ({ child: r.child, kind: r.kind, mediaType: r.media_type, size: r.size }));
     },
-    // parents lists the manifests of repository that reference child (a blob or a child manifest).
-    parents(repository: string, child: string): { digest: string; own: boolean }[] {
-      return parentsIn.all(repository, child).map((r) => ({ digest: r.digest, own: r.own === 1 }));
+    // parents lists the manifests of repository that reference child as kind: a blob (config, layer) of an image
+    // manifest, or a child manifest of an index.
+    parents(repository: string, child: string, kind: 'blob' | 'manifest'): { digest: string; own: boolean }[] {
+      return parentsIn.all(repository, child, kind).map((r) => ({ digest: r.digest, own: r.own === 1 }));
     },
     // referrers lists the manifests of repository whose subject is digest.
     referrers(repository: string, digest: string): ReferrerRow[] {
@@ -117,9 +115,10 @@ export function createContentStore(db: Db) {
     tagsFor(repository: string, digest: string): string[] {
       return tagsFor.all(repository, digest).map((r) => r.tag);
     },
-    // refSize is a blob's size as an admitted-or-not manifest of repository declares it, or null.
-    refSize(repository: string, digest: string): number | null {
-      return refSize.get(repository, digest)?.size ?? null;
+    // ref is the descriptor manifest parent holds for child: the media type and size it declares.
+    ref(parent: string, child: string): { mediaType: string | null; size: number | null } | null {
+      const row = refOf.get(parent, child);
+      return row ? { mediaType: row.media_type, size: row.size } : null;
     },
     // localBlob returns a blob airlock made itself (signature payloads and configs), which no upstream has.
     localBlob(digest: string): { mediaType: string; bytes: Buffer } | null {

@@ -108,7 +108,10 @@ export function createPolicyStore(db: Db) {
     reqInsert: db.prepare<[string, string, string | null, string | null, string, string]>(
       `INSERT INTO requests (repository, digest, tag, requested_by, first_seen, last_seen, count, status) VALUES (?, ?, ?, ?, ?, ?, 1, 'pending')
        ON CONFLICT (repository, digest) DO UPDATE SET count = count + 1, last_seen = excluded.last_seen,
-         tag = coalesce(excluded.tag, tag), requested_by = coalesce(excluded.requested_by, requested_by)`,
+         tag = coalesce(excluded.tag, tag), requested_by = coalesce(excluded.requested_by, requested_by),
+         status = CASE status WHEN 'approved' THEN 'pending' ELSE status END,
+         decided_by = CASE status WHEN 'approved' THEN NULL ELSE decided_by END,
+         decided_at = CASE status WHEN 'approved' THEN NULL ELSE decided_at END`,
     ),
     reqList: db.prepare<[{ status: string | null }], RequestRow>('SELECT * FROM requests WHERE @status IS NULL OR status = @status ORDER BY last_seen DESC, id DESC'),
     reqDecide: db.prepare<[string, string | null, string, string | null, number]>('UPDATE requests SET status = ?, decided_by = ?, decided_at = ?, note = ? WHERE id = ?'),
@@ -129,6 +132,9 @@ export function createPolicyStore(db: Db) {
     admAll: db.prepare<[], AdmissionRow>('SELECT * FROM admissions ORDER BY admitted_at DESC'),
     admInsert: db.prepare<[string, string, string, string | null, string | null, string]>(
       'INSERT OR IGNORE INTO admissions (repository, digest, how, approved_by, publisher_key, admitted_at) VALUES (?, ?, ?, ?, ?, ?)',
+    ),
+    admUpdate: db.prepare<[string, string | null, string | null, string, string]>(
+      'UPDATE admissions SET how = ?, approved_by = ?, publisher_key = ? WHERE repository = ? AND digest = ?',
     ),
     admSigned: db.prepare<[string, string, string, string, string]>('UPDATE admissions SET signature = ?, signed_at = ?, signing_key = ? WHERE repository = ? AND digest = ?'),
     admDelete: db.prepare<[string, string]>('DELETE FROM admissions WHERE repository = ? AND digest = ?'),
@@ -226,9 +232,15 @@ export function createPolicyStore(db: Db) {
       return r ? admission(r) : null;
     },
     admissions: (): Admission[] => s.admAll.all().map(admission),
-    // recordAdmission notes the first admission of (repository, digest); returns true when it is new.
-    recordAdmission: (a: { repository: string; digest: string; how: string; approvedBy: string | null; publisherKey: string | null }): boolean =>
-      s.admInsert.run(a.repository, a.digest, a.how, a.approvedBy, a.publisherKey, now()).changes > 0,
+    // recordAdmission notes how (repository, digest) is admitted: new, the same as recorded, or changed (a pin
+    // removed and the request then approved, say), in which case the record now says the new way.
+    recordAdmission: (a: { repository: string; digest: string; how: string; approvedBy: string | null; publisherKey: string | null }): 'new' | 'same' | 'changed' => {
+      if (s.admInsert.run(a.repository, a.digest, a.how, a.approvedBy, a.publisherKey, now()).changes > 0) return 'new';
+      const row = s.admGet.get(a.repository, a.digest);
+      if (row && row.how === a.how && row.approved_by === a.approvedBy && row.publisher_key === a.publisherKey) return 'same';
+      s.admUpdate.run(a.how, a.approvedBy, a.publisherKey, a.repository, a.digest);
+      return 'changed';
+    },
     recordSignature: (repository: string, digest: string, signatureDigest: string, keyId: string): void => {
       s.admSigned.run(signatureDigest, now(), keyId, repository, digest);
     },

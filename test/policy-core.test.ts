@@ -1,6 +1,12 @@
-// The admission rule and repository globs as pure functions.
+// The admission rule and repository globs as pure functions, and the configuration's policy seeds over a real SQLite file.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, test } from 'node:test';
+import { createPolicyStore } from '../storage/policy.js';
+import { openDatabase } from '../storage/db.js';
+import { seedPolicy } from '../server/policy/seed.js';
 import { decide, type Facts } from '../server/policy/decide.js';
 import { bestMatch, matchGlob, specificity } from '../server/policy/glob.js';
 
@@ -91,6 +97,27 @@ describe('publisher candidates', () => {
       assert.deepEqual(policy.candidates('ghcr.io/acme/team/app').map((p) => p.name).sort(), ['team', 'team-mirror']);
       assert.deepEqual(policy.candidates('ghcr.io/acme/tools/app').map((p) => p.name), ['org']);
       assert.deepEqual(policy.candidates('docker.io/library/alpine'), []);
+    } finally {
+      db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('seedPolicy', () => {
+  test('a tag pin removed from the configuration takes its drift with it', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-seed-'));
+    const db = openDatabase(dir);
+    try {
+      const store = createPolicyStore(db);
+      const pinned = `sha256:${'a'.repeat(64)}`;
+      const seeds = (pins: { repository: string; tag: string | null; digest: string }[]) => ({ policy: { pins, publishers: [] } }) as unknown as Parameters<typeof seedPolicy>[0];
+      seedPolicy(seeds([{ repository: 'docker.io/library/alpine', tag: '3.20', digest: pinned }]), store);
+      store.recordDrift('docker.io/library/alpine', '3.20', pinned, `sha256:${'b'.repeat(64)}`);
+      assert.equal(store.drift().length, 1);
+      assert.equal(seedPolicy(seeds([]), store).changes, 1);
+      assert.deepEqual(store.pins(), []);
+      assert.deepEqual(store.drift(), []);
     } finally {
       db.close();
       fs.rmSync(dir, { recursive: true, force: true });

@@ -77,6 +77,44 @@ describe('admission policy', () => {
     assert.equal(ok.code, 0, ok.stderr);
   });
 
+  test('an approved image whose pin is deleted is refused on its request again, which can be approved again; a new way of admission is signed anew', async () => {
+    const manifest = `/v2/library/app/manifests/${d.app}`;
+    const sigOf = async (): Promise<{ digest: string; admission: string }> => {
+      const sig = await t.request('pull', `/v2/library/app/manifests/sha256-${d.app.slice(7)}.sig`);
+      assert.equal(sig.status, 200);
+      const layer = (json(sig.body).layers as { digest: string }[])[0].digest;
+      const payload = json((await t.request('pull', `/v2/library/app/blobs/${layer}`)).body) as { optional: Record<string, string> };
+      return { digest: String(sig.headers['docker-content-digest']), admission: payload.optional['airlock.admission'] };
+    };
+    const first = await sigOf();
+    assert.equal(first.admission, 'approval');
+    const approvalPin = async (): Promise<number> => {
+      const pins = json((await t.request('audit', '/api/v1/pins')).body).pins as { id: number; digest: string; source: string }[];
+      const p = pins.find((x) => x.digest === d.app && x.source === 'approval');
+      assert.ok(p, 'the approval made a pin');
+      return p.id;
+    };
+    const del = async (id: number): Promise<void> => assert.equal((await t.request('admin', `/api/v1/pins/${id}`, { method: 'DELETE' })).status, 204);
+
+    await del(await approvalPin());
+    const refused = await t.request('pull', manifest);
+    assert.equal(refused.status, 403);
+    const id = (json(refused.body).errors as { detail: { request: number } }[])[0].detail.request;
+    const pending = json((await t.request('audit', '/api/v1/requests?status=pending')).body).requests as { id: number }[];
+    assert.ok(pending.some((r) => r.id === id), 'the request is pending again');
+    assert.equal((await post(`/api/v1/requests/${id}/approve`, { note: 'again' })).status, 200);
+    assert.equal((await t.request('pull', manifest)).status, 200);
+    assert.equal((await sigOf()).digest, first.digest, 'admitted the same way: the signature stands');
+
+    await del(await approvalPin());
+    assert.equal((await t.request('pull', manifest)).status, 403);
+    assert.equal((await post('/api/v1/pins', { repository: 'docker.io/library/app', digest: d.app })).status, 201);
+    assert.equal((await t.request('pull', manifest)).status, 200);
+    const resigned = await sigOf();
+    assert.notEqual(resigned.digest, first.digest, 'admitted another way: signed anew');
+    assert.equal(resigned.admission, 'pin');
+  });
+
   test('a tag pin keeps serving its digest after the upstream tag moves, and the drift is reported', async () => {
     const before = await t.request('pull', '/v2/library/frozen/manifests/stable');
     assert.equal(before.headers['docker-content-digest'], d.frozen);
@@ -121,6 +159,7 @@ describe('admission policy', () => {
     console.log(`refused ${Date.now() - started} ms after the revocation`);
     const m = await t.request('pull', `/v2/library/revokable/manifests/${d.revokable}`);
     assert.match((json(m.body).errors as { message: string }[])[0].message, /revoked: CVE-2026-0001/);
+    assert.deepEqual((json(m.body).errors as { detail: unknown }[])[0].detail, { request: null, repository: 'docker.io/library/revokable', digest: d.revokable });
   });
 });
 

@@ -8,6 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { Breaker } from '../server/mirror/breaker.js';
+import { Upstream } from '../server/mirror/upstream.js';
+import { RegistryError } from '../server/errors.js';
 import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
 import { buildImage, inspectDigest, pushImage } from './harness/images.js';
 import { stopAll, track, waitFor } from './harness/proc.js';
@@ -342,6 +345,8 @@ describe('pull-through', () => {
     console.log(`answer with the breaker open: ${ms.toFixed(1)} ms`);
     assert.equal(r.status, 503);
     assert.match(JSON.parse(r.body.toString()).errors[0].message, /circuit open/);
+    assert.equal(r.headers['cache-control'], undefined, 'an UNAVAILABLE answer must not be cacheable');
+    assert.equal(r.headers.etag, undefined);
     assert.equal(fake.hits.length, before);
     const m = await t.airlock.services.metrics.registry.getSingleMetricAsString('airlock_upstream_breaker_open');
     assert.match(m, /airlock_upstream_breaker_open\{upstream="docker.io"\} 1/);
@@ -356,6 +361,74 @@ describe('pull-through', () => {
         assert.equal(sha(bytes), `sha256:${hex}`, `cached blob ${hex} must hash to its name`);
       }
     }
+  });
+});
+
+describe('an upstream whose token service fails', () => {
+  // A registry that sends every request to its token service, which answers with tokenStatus.
+  let tokenStatus = 503;
+  let server: http.Server;
+  let upstream: Upstream;
+  const breaker = new Breaker(2, 100);
+  before(async () => {
+    server = http.createServer((req, res) => {
+      if (req.url?.startsWith('/token')) {
+        res.writeHead(tokenStatus, tokenStatus === 429 ? { 'retry-after': '7' } : {});
+        return void res.end(tokenStatus === 200 ? JSON.stringify({ token: 'fresh', expires_in: 300 }) : '');
+      }
+      if (req.headers.authorization !== 'Bearer fresh') {
+        res.writeHead(401, { 'www-authenticate': `Bearer realm="http://127.0.0.1:${(server.address() as AddressInfo).port}/token",service="fake"` });
+        return void res.end();
+      }
+      res.writeHead(200, { 'content-length': 2 });
+      res.end('{}');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    upstream = new Upstream({ name: 'fake', url, username: null, password: null, ca: null, insecure: true, connectTimeoutMs: 1000, readTimeoutMs: 1000 }, { exchange() {}, breaker() {} }, breaker);
+  });
+  after(async () => {
+    await upstream.close();
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+
+  const code = async (): Promise<string> => {
+    try {
+      const res = await upstream.fetch('GET', '/v2/acme/app/manifests/v1', 'acme/app');
+      res.body.resume();
+      return String(res.status);
+    } catch (err) {
+      assert.ok(err instanceof RegistryError, String(err));
+      return err.code;
+    }
+  };
+
+  test('a token service that is down counts against the breaker, and a refusal in the trial closes it again', async () => {
+    assert.deepEqual([await code(), await code()], ['UNAVAILABLE', 'UNAVAILABLE']);
+    assert.equal(breaker.state, 'open');
+    tokenStatus = 200;
+    assert.equal(await code(), 'UNAVAILABLE', 'while open, nothing is asked');
+    await new Promise((r) => setTimeout(r, 120));
+    tokenStatus = 403;
+    // The half-open trial ends in the token service's refusal: the upstream answered, so the breaker closes.
+    assert.equal(await code(), 'DENIED');
+    assert.equal(breaker.state, 'closed');
+    tokenStatus = 200;
+    assert.equal(await code(), '200');
+  });
+
+  test("a token service's 429 becomes TOOMANYREQUESTS with its Retry-After", async () => {
+    tokenStatus = 429;
+    try {
+      await upstream.fetch('GET', '/v2/acme/other/manifests/v1', 'acme/other');
+      assert.fail('expected a rate-limit error');
+    } catch (err) {
+      assert.ok(err instanceof RegistryError);
+      assert.equal(err.code, 'TOOMANYREQUESTS');
+      assert.equal(err.headers['retry-after'], '7');
+    }
+    assert.equal(breaker.state, 'closed');
   });
 });
 

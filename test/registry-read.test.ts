@@ -33,6 +33,10 @@ const bigB = crypto.randomBytes(4 * 1024 * 1024 + 77);
 // A blob too big to sit in socket buffers, so a client that stops reading leaves the response unfinished.
 const huge = crypto.randomBytes(48 * 1024 * 1024);
 let bigManifest: Buffer;
+// inner is a manifest whose digest an admitted image manifest (layered) lists as a layer: that admits it as a blob,
+// never as a manifest.
+let inner: Buffer;
+let layered: Buffer;
 
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-read-'));
@@ -72,15 +76,19 @@ before(async () => {
     }),
   );
   unpinned = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(blob2k), size: 2048 }, layers: [] }));
+  inner = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length }, layers: [], annotations: { inner: 'yes' } }));
+  layered = Buffer.from(
+    JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha(emptyJson), size: 2 }, layers: [{ mediaType: OCI_MANIFEST, digest: sha(inner), size: inner.length }] }),
+  );
   t = await startTestAirlock({
     dir: path.join(tmp, 'airlock'),
     upstreams: [{ name: 'docker.io', url: upstream.url, ca: upstream.caPath }],
-    pins: [`${repo}:1.0@${sha(manifest)}`, `${repo}@${sha(index)}`, `${repo}:art@${sha(artifact)}`, `${repo}@${sha(bigManifest)}`],
+    pins: [`${repo}:1.0@${sha(manifest)}`, `${repo}@${sha(index)}`, `${repo}:art@${sha(artifact)}`, `${repo}@${sha(bigManifest)}`, `${repo}@${sha(layered)}`],
   });
   const s = t.airlock.services;
   for (const b of [blob2k, empty, emptyJson, config, bigA, bigB, huge]) await s.blobs.put(sha(b), b);
   const { parseManifest } = await import('../server/registry/manifest.js');
-  for (const m of [manifest, index, artifact, unpinned, bigManifest]) {
+  for (const m of [manifest, index, artifact, unpinned, bigManifest, inner, layered]) {
     const p = parseManifest(m, null);
     s.content.saveManifest(repo, { digest: sha(m), mediaType: p.mediaType, size: m.length, bytes: m }, p.refs, p.subject, p.artifactType);
   }
@@ -120,13 +128,17 @@ describe('registry read API', () => {
     assert.equal(r.body.length, 0);
   });
 
-  test('GET of a blob returns the exact bytes with its digest and ETag', async () => {
+  test('GET of a blob returns the exact bytes with its digest, ETag and media type', async () => {
     const r = await t.request('pull', `/v2/library/seeded/blobs/${sha(blob2k)}`);
     assert.equal(r.status, 200);
     assert.deepEqual(r.body, blob2k);
     assert.equal(r.headers['content-length'], '2048');
     assert.equal(r.headers['docker-content-digest'], sha(blob2k));
     assert.equal(r.headers.etag, `"${sha(blob2k)}"`);
+    // The media type is the admitted manifest's descriptor's, not the unadmitted one that lists the bytes as a config.
+    assert.equal(r.headers['content-type'], 'application/vnd.oci.image.layer.v1.tar');
+    const c = await t.request('pull', `/v2/library/seeded/blobs/${sha(config)}`, { method: 'HEAD' });
+    assert.equal(c.headers['content-type'], 'application/vnd.oci.image.config.v1+json');
   });
 
   const ranges: [string, number, [number, number] | null][] = [
@@ -154,6 +166,7 @@ describe('registry read API', () => {
       } else {
         assert.equal(r.headers['content-range'], 'bytes */2048');
         assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'RANGE_INVALID');
+        for (const h of ['etag', 'docker-content-digest', 'cache-control']) assert.equal(r.headers[h], undefined, `an error carries no ${h}`);
       }
     });
   }
@@ -278,6 +291,15 @@ describe('registry read API', () => {
   test('If-None-Match with the digest ETag answers 304', async () => {
     const r = await t.request('pull', `/v2/library/seeded/manifests/${sha(manifest)}`, { headers: { 'if-none-match': `"${sha(manifest)}"` } });
     assert.equal(r.status, 304);
+  });
+
+  test('only an index admits the manifests it lists: a manifest listed as a layer is refused, an index child asked for as a blob is unknown', async () => {
+    const r = await t.request('pull', `/v2/library/seeded/manifests/${sha(inner)}`);
+    assert.equal(r.status, 403);
+    assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'DENIED');
+    const b = await t.request('pull', `/v2/library/seeded/blobs/${sha(manifest)}`);
+    assert.equal(b.status, 404);
+    assert.equal(JSON.parse(b.body.toString()).errors[0].code, 'BLOB_UNKNOWN');
   });
 
   test('an index is served with the index media type, and its child by digest', async () => {

@@ -24,6 +24,8 @@ export interface UpstreamHooks {
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+// DOWN are the answers that say an upstream (or its token service) itself is down; only they count against the breaker.
+const DOWN = new Set([502, 503, 504]);
 const MAX_REDIRECTS = 5;
 const USER_AGENT = 'airlock/0.1 (registry mirror)';
 
@@ -32,6 +34,9 @@ export function header(headers: IncomingHttpHeaders, name: string): string | und
   const v = headers[name];
   return Array.isArray(v) ? v[0] : v;
 }
+
+// UpstreamDown is a token service's answer that it is down: it counts against the breaker as a registry's own 502-504.
+class UpstreamDown extends RegistryError {}
 
 // Upstream talks to one registry.
 export class Upstream {
@@ -44,11 +49,11 @@ export class Upstream {
   private readonly basic: string | null;
   private readonly hooks: UpstreamHooks;
 
-  constructor(cfg: UpstreamConfig, hooks: UpstreamHooks) {
+  constructor(cfg: UpstreamConfig, hooks: UpstreamHooks, breaker = new Breaker()) {
     this.name = cfg.name;
     this.origin = new URL(cfg.url).origin;
     this.hooks = hooks;
-    this.breaker = new Breaker();
+    this.breaker = breaker;
     this.breaker.onChange = (state) => hooks.breaker(cfg.name, state);
     const ca = cfg.ca ? [...tls.rootCertificates, fs.readFileSync(cfg.ca, 'utf8')] : undefined;
     this.agent = new Agent({
@@ -77,13 +82,20 @@ export class Upstream {
       }
       // Only answers that say the upstream itself is down count against the breaker: a 500 for one odd request (a
       // layer digest asked for as a manifest) must not let any client cut everyone off from the upstream.
-      const failed = res.status === 502 || res.status === 503 || res.status === 504;
+      const failed = DOWN.has(res.status);
       if (failed) this.breaker.failure();
       else this.breaker.success();
       this.hooks.exchange(this.name, performance.now() - started, failed ? 'http_error' : 'ok');
       return res;
     } catch (err) {
-      if (err instanceof RegistryError) throw err;
+      if (err instanceof RegistryError) {
+        // The upstream answered, just not with content (a refused token, a redirect loop). The breaker hears of it
+        // either way: a half-open trial that ended here unheard would keep every later request out for good.
+        if (err instanceof UpstreamDown) this.breaker.failure();
+        else this.breaker.success();
+        this.hooks.exchange(this.name, performance.now() - started, 'http_error');
+        throw err;
+      }
       this.breaker.failure();
       this.hooks.exchange(this.name, performance.now() - started, 'network_error');
       const code = (err as { code?: string }).code ?? (err as Error).name;
@@ -138,7 +150,11 @@ export class Upstream {
     const t = await request(u, { method: 'GET', headers: h, dispatcher: this.agent });
     if (t.statusCode !== 200) {
       t.body.resume();
-      throw new RegistryError('DENIED', `upstream ${this.name} token service refused access (HTTP ${t.statusCode})`);
+      const what = `upstream ${this.name} token service`;
+      if (t.statusCode === 429) throw rateLimited(this.name, t.headers);
+      if (DOWN.has(t.statusCode)) throw new UpstreamDown('UNAVAILABLE', `${what} is unavailable (HTTP ${t.statusCode})`);
+      if (t.statusCode >= 500) throw new RegistryError('UNAVAILABLE', `${what} failed (HTTP ${t.statusCode})`);
+      throw new RegistryError('DENIED', `${what} refused access (HTTP ${t.statusCode})`);
     }
     let body: unknown;
     try {
@@ -165,11 +181,15 @@ export function upstreamFailure(upstream: string, res: UpstreamResponse, kind: '
     case 401:
     case 403:
       return new RegistryError('DENIED', `upstream ${upstream} refused access to ${what} (HTTP ${res.status})`);
-    case 429: {
-      const retry = header(res.headers, 'retry-after');
-      return new RegistryError('TOOMANYREQUESTS', `upstream ${upstream} is rate-limiting requests`, null, retry && /^[0-9]{1,6}$/.test(retry) ? { 'retry-after': retry } : { 'retry-after': '60' });
-    }
+    case 429:
+      return rateLimited(upstream, res.headers);
     default:
       return new RegistryError('UNAVAILABLE', `upstream ${upstream} answered HTTP ${res.status} for ${what}`);
   }
+}
+
+// rateLimited is the error for an upstream's 429, passing on its Retry-After in seconds (60 when it gave none usable).
+function rateLimited(upstream: string, headers: IncomingHttpHeaders): RegistryError {
+  const retry = header(headers, 'retry-after');
+  return new RegistryError('TOOMANYREQUESTS', `upstream ${upstream} is rate-limiting requests`, null, { 'retry-after': retry && /^[0-9]{1,6}$/.test(retry) ? retry : '60' });
 }

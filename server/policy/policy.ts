@@ -31,7 +31,7 @@ export class Policy {
   publisherVerifier: PublisherVerifier | null = null;
   private readonly decisions = new Map<string, Decision>();
   private readonly recorded = new Set<string>();
-  private readonly blobDecisions = new Map<string, boolean>();
+  private readonly blobDecisions = new Map<string, string>();
   private readonly tagPins = new Map<string, string | null>();
   generation = 0;
 
@@ -66,10 +66,10 @@ export class Policy {
     const key = `${route.repository}@${digest}`;
     if (decision.admitted) {
       if (!this.recorded.has(key)) {
-        const isNew = this.store.recordAdmission({ repository: route.repository, digest, how: decision.reason, approvedBy: decision.approvedBy, publisherKey: decision.publisherKey });
+        const how = this.store.recordAdmission({ repository: route.repository, digest, how: decision.reason, approvedBy: decision.approvedBy, publisherKey: decision.publisherKey });
         this.recorded.add(key);
-        const existing = isNew ? null : this.store.admission(route.repository, digest);
-        if (isNew || (existing && existing.signature === null)) this.hooks.admitted(route, digest, decision);
+        // A signature says how the image was admitted, so a changed way is signed anew; so is one never signed.
+        if (how !== 'same' || this.store.admission(route.repository, digest)?.signature === null) this.hooks.admitted(route, digest, decision);
       }
       return { ...decision, request: null };
     }
@@ -106,7 +106,7 @@ export class Policy {
 
   private async admittedByIndex(route: Route, digest: string, depth: number): Promise<boolean> {
     if (depth >= MAX_INDEX_DEPTH) return false;
-    for (const parent of this.content.parents(route.repository, digest)) {
+    for (const parent of this.content.parents(route.repository, digest, 'manifest')) {
       if (parent.own) continue;
       const d = await this.evaluate(route, parent.digest, depth + 1);
       if (d.admitted) return true;
@@ -132,20 +132,21 @@ export class Policy {
     return this.publisherVerifier.verify(route, digest, candidates);
   }
 
-  // blobAllowed tells whether an admitted manifest of the repository (or airlock's own signature) references the blob.
-  async blobAllowed(route: Route, digest: string): Promise<boolean> {
+  // blobParent names an admitted manifest of the repository (or airlock's own signature) that references the blob, or
+  // null: only such a manifest may vouch for the blob, and for the size it is expected to have.
+  async blobParent(route: Route, digest: string): Promise<string | null> {
     const key = `${route.repository}@${digest}`;
     const cached = this.blobDecisions.get(key);
     if (cached !== undefined) return cached;
     const generation = this.generation;
-    let allowed = false;
-    for (const parent of this.content.parents(route.repository, digest)) {
+    let found: string | null = null;
+    for (const parent of this.content.parents(route.repository, digest, 'blob')) {
       if (parent.own || (await this.evaluate(route, parent.digest)).admitted) {
-        allowed = true;
+        found = parent.digest;
         break;
       }
     }
-    if (allowed && generation === this.generation) this.blobDecisions.set(key, true);
-    return allowed;
+    if (found !== null && generation === this.generation) this.blobDecisions.set(key, found);
+    return found;
   }
 }

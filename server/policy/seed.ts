@@ -12,6 +12,8 @@ export function seedPolicy(config: Config, store: PolicyStore): { changes: numbe
   for (const p of store.pins()) {
     if (p.source === 'config' && !wanted.has(`${p.repository}@${p.digest}:${p.tag ?? ''}`)) {
       store.deletePin(p.id);
+      // Drift is news about a tag pin; with the pin gone there is nothing left for it to be about.
+      if (p.tag !== null) store.clearDrift(p.repository, p.tag);
       changes++;
     }
   }

@@ -22,6 +22,10 @@ export const MANIFEST_ACCEPT = MANIFEST_TYPES.join(', ');
 // MAX_MANIFEST_BYTES bounds a manifest, as containerd does (4 MiB and a little).
 export const MAX_MANIFEST_BYTES = 4 * 1048 * 1048;
 
+// MEDIA_TYPE_RE is RFC 6838's type/subtype grammar: a descriptor's media type is kept, and later sent as a blob's
+// Content-Type, only when it is one.
+const MEDIA_TYPE_RE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$/;
+
 // ParsedManifest is what airlock needs to know of a manifest.
 export interface ParsedManifest {
   mediaType: string;
@@ -69,7 +73,7 @@ export function parseManifest(bytes: Buffer, contentType: string | null): Parsed
     refs.push({
       child: desc.digest,
       kind,
-      mediaType: typeof desc.mediaType === 'string' ? desc.mediaType : null,
+      mediaType: typeof desc.mediaType === 'string' && MEDIA_TYPE_RE.test(desc.mediaType) ? desc.mediaType : null,
       size: typeof desc.size === 'number' && Number.isSafeInteger(desc.size) ? desc.size : null,
     });
   };

@@ -95,7 +95,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
     if (v.admitted) return;
     if (v.reason === 'revoked') {
       const rev = s.policyStore.revocation(r.repository, digest);
-      throw new RegistryError('DENIED', `${r.repository}@${digest} has been revoked${rev ? `: ${rev.reason}` : ''}`, { repository: r.repository, digest });
+      throw new RegistryError('DENIED', `${r.repository}@${digest} has been revoked${rev ? `: ${rev.reason}` : ''}`, { request: null, repository: r.repository, digest });
     }
     const id = v.request?.id ?? null;
     const why = v.reason === 'denied' ? 'an administrator denied it' : 'it is not pinned, signed by a trusted publisher or approved';
@@ -127,8 +127,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
   // isKnownBlob tells whether a digest the repository holds no manifest for is a layer or config of one of its manifests:
   // asked for one as a manifest, distribution answers 500, which would count against the upstream's breaker.
   const isKnownBlob = (r: Route, digest: string): boolean =>
-    !s.content.holds(r.repository, digest) &&
-    s.content.parents(r.repository, digest).some((p) => s.content.refs(p.digest).some((ref) => ref.child === digest && ref.kind === 'blob'));
+    !s.content.holds(r.repository, digest) && s.content.parents(r.repository, digest, 'blob').length > 0;
 
   const manifest = async (req: FastifyRequest, reply: FastifyReply, name: string, ref: string, head: boolean): Promise<void> => {
     req.airlock.action = 'pull.manifest';
@@ -219,13 +218,16 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
     const r = route(req, name);
     const digest = parseDigest(digestRef);
     req.airlock.digest = digest;
-    if (!(await s.policy.blobAllowed(r, digest))) {
+    const parent = await s.policy.blobParent(r, digest);
+    if (parent === null) {
       req.airlock.decision = 'deny';
       req.airlock.reason = 'unknown';
       throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not referenced by an admitted manifest of ${r.repository}`);
     }
     req.airlock.decision = 'allow';
-    const sizeHint = (): number | null => s.content.refSize(r.repository, digest);
+    // The admitting manifest's descriptor says what the blob is and how big it must be.
+    const declared = s.content.ref(parent, digest);
+    const sizeHint = (): number | null => declared?.size ?? null;
     const size = s.mirror.blobSize(digest) ?? sizeHint();
     const etag = `"${digest}"`;
     reply
@@ -233,7 +235,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
       .header('etag', etag)
       .header('accept-ranges', 'bytes')
       .header('cache-control', 'max-age=31536000')
-      .header('content-type', 'application/octet-stream');
+      .header('content-type', declared?.mediaType ?? 'application/octet-stream');
     if (req.headers['if-none-match'] === etag) {
       reply.code(304).send();
       return;
