@@ -1,8 +1,10 @@
 // The configuration: one YAML schema, validated completely at start-up, every bad field reported by path, then frozen.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { UserError } from './errors.js';
+import { publisherFingerprints } from './policy/publishers.js';
 import { canonicalRepository, parseCanonicalReference } from './registry/names.js';
 
 // UpstreamConfig is one registry airlock pulls from.
@@ -122,6 +124,18 @@ class Validator {
     if (mustExist && !fs.existsSync(abs)) this.add(where, `file ${abs} does not exist`);
     return abs;
   }
+
+  // pem parses a file that exists with read, noting a problem when it cannot be read or parsed.
+  pem<T>(where: string, file: string | null, what: string, read: (text: string) => T): T | null {
+    if (!file || !fs.existsSync(file)) return null;
+    try {
+      return read(fs.readFileSync(file, 'utf8'));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      this.add(where, code?.startsWith('E') && !code.startsWith('ERR_') ? `cannot read ${file} (${code})` : `${file} is not ${what}`);
+      return null;
+    }
+  }
 }
 
 // LoadOptions: commands that never use the secrets (cert issue/revoke, audit verify) need not have them set.
@@ -174,6 +188,8 @@ export function validateConfig(doc: unknown, base: string, env: Env, file: strin
     clientCa: parseClientCa(v, tlsObj.clientCa ?? 'pki/ca.crt', tlsObj.clientCa === undefined ? dataDir : base),
   };
 
+  checkTls(v, tls);
+
   const signingObj = v.object('signing', top.signing ?? {}, ['key', 'passwordEnv']) ?? {};
   const signing = {
     key: v.file('signing.key', signingObj.key ?? 'keys/mirror.key', signingObj.key === undefined ? dataDir : base, true, true) ?? '',
@@ -222,6 +238,15 @@ function parseListen(v: Validator, value: unknown): { host: string; port: number
   const port = Number(m[2]);
   if (port > 65535) v.add('listen', 'port must be 0..65535');
   return { host: m[1].replace(/^\[|\]$/g, ''), port };
+}
+
+// checkTls reads the TLS files that exist: a PEM private key and the PEM certificate it belongs to, and PEM CA
+// certificates. A bad one would otherwise stop the server with an OpenSSL message, or let it start refusing everyone.
+function checkTls(v: Validator, t: { cert: string; key: string; clientCa: string[] }): void {
+  const key = v.pem('tls.key', t.key, 'a PEM private key without a passphrase', (text) => crypto.createPrivateKey(text));
+  const cert = v.pem('tls.cert', t.cert, 'a PEM certificate', (text) => new crypto.X509Certificate(text));
+  if (key && cert && !cert.checkPrivateKey(key)) v.add('tls.key', `${t.key} is not the key of the certificate in ${t.cert}`);
+  t.clientCa.forEach((file, i) => v.pem(t.clientCa.length > 1 ? `tls.clientCa[${i}]` : 'tls.clientCa', file, 'a PEM CA certificate', (text) => new crypto.X509Certificate(text)));
 }
 
 function parseClientCa(v: Validator, value: unknown, base: string): string[] {
@@ -275,12 +300,14 @@ function parseUpstreams(v: Validator, value: unknown, base: string, env: Env): U
       }
       return t;
     };
+    const ca = v.file(`${where}.ca`, o.ca, base, false, true);
+    v.pem(`${where}.ca`, ca, 'a PEM CA certificate', (text) => new crypto.X509Certificate(text));
     out.push({
       name: name ?? '',
       url: (url ?? '').replace(/\/+$/, ''),
       username,
       password,
-      ca: v.file(`${where}.ca`, o.ca, base, false, true),
+      ca,
       insecure,
       connectTimeoutMs: timeout('connectTimeoutMs', 5000),
       readTimeoutMs: timeout('readTimeoutMs', 30000),
@@ -324,7 +351,14 @@ function parsePolicy(v: Validator, value: unknown, base: string, upstreams: stri
         if (name !== null && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) v.add(`${where}.name`, 'must be 1-64 letters, digits, dots, dashes or underscores');
         const keyFile = v.file(`${where}.key`, po.key, base, true, true);
         let publicKey = '';
-        if (keyFile !== null && fs.existsSync(keyFile)) publicKey = fs.readFileSync(keyFile, 'utf8');
+        if (keyFile !== null && fs.existsSync(keyFile)) {
+          publicKey = fs.readFileSync(keyFile, 'utf8');
+          try {
+            publisherFingerprints(publicKey);
+          } catch (err) {
+            v.add(`${where}.key`, `${keyFile}: ${(err as Error).message}`);
+          }
+        }
         const repositories: string[] = [];
         if (!Array.isArray(po.repositories) || po.repositories.length === 0) v.add(`${where}.repositories`, 'must be a non-empty list of repository globs');
         else

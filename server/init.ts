@@ -43,13 +43,18 @@ export function initDataDir(o: InitOptions): InitResult {
   const caCert = path.join(pki, 'ca.crt');
   if (fs.existsSync(caCert) && !o.force) throw new UserError(`${caCert} exists; refusing to overwrite the CA (use --force to replace everything)`);
   const hosts = o.hosts.length > 0 ? o.hosts : defaultHosts();
+  // Everything that can be refused is made before anything is written: a bad --host leaves no half-made directory.
+  const ca = createCa('airlock CA');
+  let server;
+  try {
+    server = issueServerCert(ca, hosts);
+  } catch (err) {
+    throw new UserError(`--host: ${(err as Error).message}`);
+  }
   fs.mkdirSync(pki, { recursive: true, mode: 0o700 });
   fs.mkdirSync(path.join(dir, 'keys'), { recursive: true, mode: 0o700 });
-
-  const ca = createCa('airlock CA');
   fs.writeFileSync(caCert, ca.certPem);
   fs.writeFileSync(path.join(pki, 'ca.key'), ca.keyPem, { mode: 0o600 });
-  const server = issueServerCert(ca, hosts);
   fs.writeFileSync(path.join(pki, 'server.crt'), server.certPem);
   fs.writeFileSync(path.join(pki, 'server.key'), server.keyPem, { mode: 0o600 });
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // main is the airlock command line: the only place that reads argv and the environment and exits the process.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { createAuditStore } from '../storage/audit.js';
 import { createCertStore } from '../storage/certs.js';
 import { openDatabase } from '../storage/db.js';
 import { formatVerifyResult, verifyAuditFile } from './audit/verify.js';
@@ -11,7 +13,7 @@ import { type Config, loadConfigFile } from './config.js';
 import { UserError } from './errors.js';
 import { defaultHosts, initDataDir } from './init.js';
 import { CertAuthority } from './pki/authority.js';
-import { isRole, writeClientBundle } from './pki/ca.js';
+import { isRole, normalizeSerial, writeClientBundle } from './pki/ca.js';
 import { startAirlock } from './runtime.js';
 import { parsePublicKey, writeSigningKey } from './signing/key.js';
 import { signCommand } from './signing/sign-command.js';
@@ -70,23 +72,6 @@ async function serve(argv: string[]): Promise<void> {
   }
   const config = loadConfig(file);
   const airlock = await startAirlock(config);
-  const address = mirrorAddress(config, { host: config.listen.host, port: airlock.port });
-  const admin = path.join(config.dataDir, 'pki', 'clients', 'admin');
-  const c = clientFiles('containerd', config, address)[0];
-  console.log(
-    [
-      `airlock listening on ${airlock.url} (mutual TLS; config ${path.resolve(file)})`,
-      `admin client bundle: ${admin}/{ca.crt,client.cert,client.key,client.p12}`,
-      `mirror public key:   ${config.signing.key.replace(/\.key$/, '.pub')} (also GET ${airlock.url}/api/v1/signing-key)`,
-      `console:             ${airlock.url}/ui/ (import client.p12 into the browser)`,
-      '',
-      `Docker: /etc/docker/daemon.json {"registry-mirrors": ["https://${address}"]}, and copy the bundle to /etc/docker/certs.d/${address}/{ca.crt,client.cert,client.key}`,
-      `containerd: ${c.path}:`,
-      ...c.content.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => `  ${l}`),
-      `podman/skopeo: registries.conf [[registry]] prefix="docker.io" location="${address}/docker.io", certs in /etc/containers/certs.d/${address}/`,
-      `quick check: curl --cacert ${admin}/ca.crt --cert ${admin}/client.cert --key ${admin}/client.key ${airlock.url}/v2/`,
-    ].join('\n'),
-  );
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -102,15 +87,45 @@ async function serve(argv: string[]): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  const address = mirrorAddress(config, { host: config.listen.host, port: airlock.port });
+  const admin = path.join(config.dataDir, 'pki', 'clients', 'admin');
+  // containerd's snippet is for the first upstream; a configuration may name none yet (only cached content is served).
+  const c = clientFiles('containerd', config, address)[0];
+  const containerd = c
+    ? [`containerd: ${c.path}:`, ...c.content.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => `  ${l}`)]
+    : [`containerd: no upstream is configured; add one under upstreams in ${path.resolve(file)}`];
+  console.log(
+    [
+      `airlock listening on ${airlock.url} (mutual TLS; config ${path.resolve(file)})`,
+      `admin client bundle: ${admin}/{ca.crt,client.cert,client.key,client.p12}`,
+      `mirror public key:   ${config.signing.key.replace(/\.key$/, '.pub')} (also GET ${airlock.url}/api/v1/signing-key)`,
+      `console:             ${airlock.url}/ui/ (import client.p12 into the browser)`,
+      '',
+      `Docker: /etc/docker/daemon.json {"registry-mirrors": ["https://${address}"]}, and copy the bundle to /etc/docker/certs.d/${address}/{ca.crt,client.cert,client.key}`,
+      ...containerd,
+      `podman/skopeo: registries.conf [[registry]] prefix="docker.io" location="${address}/docker.io", certs in /etc/containers/certs.d/${address}/`,
+      `quick check: curl --cacert ${admin}/ca.crt --cert ${admin}/client.cert --key ${admin}/client.key ${airlock.url}/v2/`,
+    ].join('\n'),
+  );
 }
 
 function init(argv: string[]): void {
   const { values } = args(argv, { dir: { type: 'string' }, host: { type: 'string', multiple: true }, force: { type: 'boolean' }, listen: { type: 'string' } });
   const hosts = (values.host as string[] | undefined) ?? [];
   const listen = str(values.listen);
-  if (listen !== undefined && !/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/.test(listen)) throw new UserError('--listen must be host:port, like 0.0.0.0:5443');
+  const port = listen === undefined ? null : /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/.exec(listen)?.[2];
+  if (listen !== undefined && (port === undefined || Number(port) > 65535)) throw new UserError('--listen must be host:port with a port of 0..65535, like 0.0.0.0:5443');
   const r = initDataDir({ dir: str(values.dir) ?? 'airlock-data', hosts, force: values.force === true, keyPassword: env.AIRLOCK_KEY_PASSWORD ?? '', p12Password: env.AIRLOCK_P12_PASSWORD ?? '', listen });
   console.log(`initialised ${r.dir}\n  config: ${r.config}\n  server certificate for: ${r.hosts.join(', ')}\n  admin bundle: ${r.adminBundle}\nrun: airlock serve --config ${r.config}`);
+}
+
+// localActor names who ran a command in audit events: there is no client certificate, so it is the local user.
+function localActor(): string {
+  try {
+    return `local:${os.userInfo().username}`;
+  } catch {
+    return `local:uid ${process.getuid?.() ?? 'unknown'}`;
+  }
 }
 
 function cert(argv: string[]): void {
@@ -134,8 +149,19 @@ function cert(argv: string[]): void {
       } catch (err) {
         throw new UserError((err as Error).message);
       }
+      // The server chains these events (SPEC §7: every admin action is one) within a second, or at its next start.
+      const audit = createAuditStore(db);
+      audit.queue({ action: 'admin.cert.issue', actor: localActor(), reference: issued.serial, decision: 'allow', reason: `${name} (${role}) for ${daysText} days, with airlock cert issue` });
       const out = str(values.out) ?? path.join(config.dataDir, 'pki', 'clients', name);
-      writeClientBundle(out, issued, issued.caPem, env.AIRLOCK_P12_PASSWORD ?? '');
+      try {
+        writeClientBundle(out, issued, issued.caPem, env.AIRLOCK_P12_PASSWORD ?? '');
+      } catch (err) {
+        // The certificate is on record but its key is lost: revoke it rather than leave a live certificate nobody holds.
+        const why = 'airlock cert issue could not write its bundle';
+        authority.revoke(issued.serial, why);
+        audit.queue({ action: 'admin.cert.revoke', actor: localActor(), reference: issued.serial, decision: 'allow', reason: why });
+        throw new UserError(`cannot write the bundle into ${path.resolve(out)} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); certificate ${issued.serial} was revoked`);
+      }
       console.log(issued.serial);
       console.error(`issued ${role} certificate for ${name} (expires ${issued.notAfter}) into ${path.resolve(out)}/{ca.crt,client.cert,client.key,client.p12}`);
     } finally {
@@ -150,12 +176,14 @@ function cert(argv: string[]): void {
     const db = openDatabase(config.dataDir);
     try {
       const authority = new CertAuthority({ certPem: '', keyPem: '' }, createCertStore(db));
+      const reason = str(values.reason) ?? 'revoked with airlock cert revoke';
       let r;
       try {
-        r = authority.revoke(serial, str(values.reason) ?? 'revoked with airlock cert revoke');
+        r = authority.revoke(serial, reason);
       } catch (err) {
         throw new UserError(`--serial: ${(err as Error).message}`);
       }
+      if (r === 'revoked') createAuditStore(db).queue({ action: 'admin.cert.revoke', actor: localActor(), reference: normalizeSerial(serial), decision: 'allow', reason });
       console.log(r === 'revoked' ? `revoked ${serial.toLowerCase()}; a running server refuses it within one second` : `${serial.toLowerCase()} was already revoked`);
     } finally {
       db.close();
@@ -261,7 +289,10 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exitCode = code;
   },
   (err: Error) => {
+    const sys = err as NodeJS.ErrnoException;
     if (err instanceof UserError) console.error(`airlock: ${err.message}`);
+    // A file or socket this machine refused (ENOTDIR, EACCES, ENOSPC, ...) is no bug of airlock's: no stack trace.
+    else if (typeof sys.code === 'string' && typeof sys.syscall === 'string') console.error(`airlock: ${err.message}`);
     else console.error(`airlock: unexpected error: ${err.stack ?? err.message}`);
     process.exitCode = err instanceof UserError ? 2 : 1;
   },

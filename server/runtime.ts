@@ -65,6 +65,10 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
   let signingKey;
   try {
     signingKey = loadSigningKey(fs.readFileSync(config.signing.key, 'utf8'), config.signing.password);
+    // Signatures and audit checkpoints are ECDSA P-256 (SPEC §5, §7): another key would fail at the first checkpoint.
+    if (signingKey.asymmetricKeyType !== 'ec' || signingKey.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+      throw new Error(`the mirror key must be ECDSA P-256, not ${signingKey.asymmetricKeyType}${signingKey.asymmetricKeyDetails?.namedCurve ? ` ${signingKey.asymmetricKeyDetails.namedCurve}` : ''}`);
+    }
   } catch (err) {
     db.close();
     throw new UserError(`signing key ${config.signing.key}: ${(err as Error).message}`);
@@ -85,6 +89,7 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
   audit.onAppend = (e) => metrics.auditEvents.inc({ action: e.action });
   audit.onFlush = (_n, ms) => metrics.auditAppendSeconds.observe(ms / 1000);
   audit.onError = (err, queued) => logger.error({ err: err.message, queued }, 'cannot write audit events; they stay queued and are retried');
+  audit.chainQueued();
 
   const upstreams = new Map<string, Upstream>();
   for (const u of config.upstreams) {
@@ -133,7 +138,7 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
   if (seeded.changes > 0) logger.info(seeded, 'applied policy seeds from the configuration');
   for (const p of seeded.problems) logger.warn({ problem: p }, 'policy seed not applied');
 
-  const revoked = watchRevocations(db, certs);
+  const revoked = watchRevocations(db, certs, () => audit.chainQueued());
   const u0 = blobs.usage();
   metrics.cacheBytes.set(u0.bytes);
   metrics.cacheBlobs.set(u0.blobs);
@@ -178,30 +183,31 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
   await buildApp(app, services, async (a) => {
     if (opts.extraRoutes) await opts.extraRoutes(a, services);
   });
-  await app.listen({ host: config.listen.host, port: config.listen.port });
+  let closed = false;
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    revoked.stop();
+    await app.close();
+    await withDeadline(mirror.inflight.settle(), 30000);
+    await audit.close();
+    await auditWriter.close();
+    for (const u of upstreams.values()) await u.close();
+    db.close();
+    await new Promise<void>((resolve) => logger.flush(() => resolve()));
+  };
+  try {
+    await app.listen({ host: config.listen.host, port: config.listen.port });
+  } catch (err) {
+    await close();
+    const e = err as NodeJS.ErrnoException;
+    throw new UserError(`listen ${config.listen.host}:${config.listen.port}: ${e.code === 'EADDRINUSE' ? 'the address is already in use' : e.code === 'EADDRNOTAVAIL' ? 'no interface of this machine has that address' : e.message}`);
+  }
   const address = app.server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   logger.info({ listen: `${host}:${address.port}` }, 'airlock is listening');
 
-  let closed = false;
-  return {
-    services,
-    app,
-    url: `https://${host}:${address.port}`,
-    port: address.port,
-    async close() {
-      if (closed) return;
-      closed = true;
-      revoked.stop();
-      await app.close();
-      await withDeadline(mirror.inflight.settle(), 30000);
-      await audit.close();
-      await auditWriter.close();
-      for (const u of upstreams.values()) await u.close();
-      db.close();
-      await new Promise<void>((resolve) => logger.flush(() => resolve()));
-    },
-  };
+  return { services, app, url: `https://${host}:${address.port}`, port: address.port, close };
 }
 
 function loadCa(config: Config): { certPem: string; keyPem: string } {
@@ -213,8 +219,8 @@ function loadCa(config: Config): { certPem: string; keyPem: string } {
 }
 
 // watchRevocations keeps the revoked serials in memory and reloads them within REVOCATION_POLL_MS of any commit,
-// including one made by `airlock cert revoke` in another process.
-function watchRevocations(db: Services['db'], certs: Services['certs']): RevokedSerials & { stop(): void } {
+// including one made by `airlock cert revoke` in another process; onCommit runs then too.
+function watchRevocations(db: Services['db'], certs: Services['certs'], onCommit: () => void): RevokedSerials & { stop(): void } {
   let serials = certs.revokedSerials();
   let version = dataVersion(db);
   const timer = setInterval(() => {
@@ -222,6 +228,7 @@ function watchRevocations(db: Services['db'], certs: Services['certs']): Revoked
     if (v !== version) {
       version = v;
       serials = certs.revokedSerials();
+      onCommit();
     }
   }, REVOCATION_POLL_MS);
   timer.unref();

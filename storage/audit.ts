@@ -1,6 +1,7 @@
 // The audit chain's rows: appended in batches, never updated or deleted, read back in order for exports.
 import { Worker } from 'node:worker_threads';
 import type { AuditEvent, Checkpoint } from '../server/audit/chain.js';
+import type { AuditFields } from '../server/audit/log.js';
 import type { Db } from './db.js';
 import { now } from './db.js';
 
@@ -28,6 +29,24 @@ const event = (r: AuditRow): AuditEvent => ({
   reference: r.reference, digest: r.digest, decision: r.decision, reason: r.reason, status: r.status, bytes: r.bytes, prev: r.prev, hash: r.hash,
 });
 
+// OUTBOX_KEYS are the fields a queued event may carry (the chain adds seq, time, prev and hash).
+const OUTBOX_KEYS = new Set(['action', 'actor', 'actorSerial', 'role', 'ip', 'repository', 'reference', 'digest', 'decision', 'reason', 'status', 'bytes']);
+
+// parseFields reads a queued event's fields, or null when the row holds anything else.
+function parseFields(text: string): AuditFields | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return null;
+  const o = v as Record<string, unknown>;
+  if (typeof o.action !== 'string') return null;
+  for (const [k, x] of Object.entries(o)) if (!OUTBOX_KEYS.has(k) || !(x === null || typeof x === 'string' || typeof x === 'number')) return null;
+  return o as AuditFields;
+}
+
 // createAuditStore prepares the audit statements once.
 export function createAuditStore(db: Db) {
   const insert = db.prepare(INSERT_AUDIT);
@@ -39,6 +58,9 @@ export function createAuditStore(db: Db) {
   const count = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM audit');
   const cpLast = db.prepare<[], { seq: number; hash: string; key_id: string; signature: string }>('SELECT * FROM checkpoints ORDER BY seq DESC LIMIT 1');
   const cpInsert = db.prepare<[number, string, string, string, string]>('INSERT OR REPLACE INTO checkpoints (seq, hash, key_id, signature, created_at) VALUES (?, ?, ?, ?, ?)');
+  const outboxPut = db.prepare<[string, string]>('INSERT INTO audit_outbox (fields, created_at) VALUES (?, ?)');
+  const outboxAfter = db.prepare<[number], { id: number; fields: string }>('SELECT id, fields FROM audit_outbox WHERE id > ? ORDER BY id');
+  const outboxDrop = db.prepare<[number]>('DELETE FROM audit_outbox WHERE id <= ?');
   const appendMany = db.transaction((events: AuditEvent[]) => {
     for (const e of events) insert.run(auditRow(e));
   });
@@ -75,6 +97,17 @@ export function createAuditStore(db: Db) {
     },
     saveCheckpoint: (cp: Checkpoint): void => {
       cpInsert.run(cp.seq, cp.hash, cp.keyId, cp.signature, now());
+    },
+    // queue leaves an event for the server to chain: the command line cannot append to a chain a server may be extending.
+    queue: (fields: AuditFields): void => {
+      outboxPut.run(JSON.stringify(fields), now());
+    },
+    // queued lists the waiting events after id, oldest first; a row that is not an event's fields is skipped.
+    queued: (afterId: number): { id: number; fields: AuditFields | null }[] =>
+      outboxAfter.all(afterId).map((r) => ({ id: r.id, fields: parseFields(r.fields) })),
+    // unqueue drops the waiting events up to id, once they are stored in the chain.
+    unqueue: (id: number): void => {
+      outboxDrop.run(id);
     },
   };
 }

@@ -164,4 +164,13 @@ export const MIGRATIONS: readonly string[] = [
     created_at  TEXT NOT NULL
   ) STRICT;
   `,
+  // 2: admin actions taken outside the server (airlock cert issue and revoke) wait here until the server, the one
+  // writer of the chain, appends them to it.
+  `
+  CREATE TABLE audit_outbox (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: the server drains past the last id it chained
+    fields      TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+  ) STRICT;
+  `,
 ];

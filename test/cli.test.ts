@@ -9,6 +9,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { loadConfigFile } from '../server/config.js';
+import { createAuditStore } from '../storage/audit.js';
+import { openDatabase } from '../storage/db.js';
 import { normalizeSerial } from '../server/pki/ca.js';
 import { loadSigningKey } from '../server/signing/key.js';
 import { type Proc, run, type RunResult, runOk, startProcess, stopAll, StopWaiting, waitFor } from './harness/proc.js';
@@ -142,6 +144,19 @@ describe('airlock init', () => {
     assert.deepEqual(config.listen, { host: '127.0.0.1', port: 5443 });
   });
 
+  test('a bad --host or --listen is one line and writes nothing', async () => {
+    for (const [extra, pattern] of [
+      [['--host', 'bad_host!'], /--host: host "bad_host!" is neither an IP address nor a DNS name/],
+      [['--host', ''], /--host: server certificate needs at least one non-empty host/],
+      [['--listen', '0.0.0.0:99999'], /--listen must be host:port with a port of 0\.\.65535/],
+    ] as [string[], RegExp][]) {
+      const dir = path.join(tmp, `refused-${crypto.randomUUID()}`);
+      assertUserError(await airlock(['init', '--dir', dir, ...extra]), pattern);
+      assert.ok(!fs.existsSync(dir), `nothing was written for ${extra.join(' ')}`);
+    }
+    assertUserError(await airlock(['init', '--dir', path.join(tmp, 'a-file-too', 'x')], { env: ENV, cwd: (fs.writeFileSync(path.join(tmp, 'a-file-too'), ''), REPO) }), /ENOTDIR: not a directory/);
+  });
+
   test('a second init refuses to overwrite the CA without --force and changes nothing', async () => {
     const before = fs.readFileSync(path.join(data, 'pki', 'ca.crt'));
     const r = await airlock(['init', '--dir', data]);
@@ -242,6 +257,16 @@ describe('airlock cert', () => {
     assert.ok(!fs.existsSync(path.join(data, 'pki', 'escape')));
   });
 
+  test('issue into a folder that cannot be made is one line, and revokes the certificate whose key it could not write', async () => {
+    const blocker = path.join(tmp, 'a-file');
+    fs.writeFileSync(blocker, 'not a folder');
+    const r = await airlock(['cert', 'issue', '--config', configPath, '--name', 'gina', '--role', 'pull', '--out', path.join(blocker, 'gina')]);
+    assertUserError(r, /cannot write the bundle into .*a-file\/gina \(ENOTDIR\); certificate ([0-9a-f]+) was revoked/);
+    const serial = /certificate ([0-9a-f]+) was revoked/.exec(r.stderr)?.[1] ?? '';
+    const again = await airlock(['cert', 'revoke', '--config', configPath, '--serial', serial]);
+    assert.match(again.stdout, /already revoked/);
+  });
+
   test('revoke accepts the printed serial once, reports a repeat, and refuses a malformed serial with one line', async () => {
     const issued = await airlock(['cert', 'issue', '--config', configPath, '--name', 'erin', '--role', 'pull', '--out', path.join(tmp, 'erin')]);
     const serial = issued.stdout.trim();
@@ -307,11 +332,122 @@ describe('airlock serve', () => {
     assert.equal(await exitWithin(proc, 15_000), 0, proc.output());
   });
 
+  test('certificates issued and revoked on the command line become audit events, chained by the server running then or started later', async () => {
+    const issue = async (name: string): Promise<string> => {
+      const r = await airlock(['cert', 'issue', '--config', configPath, '--name', name, '--role', 'pull', '--out', path.join(tmp, name)]);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout.trim();
+    };
+    const before = await issue('hank');
+    const file = path.join(data, 'serve-audit.yaml');
+    fs.writeFileSync(file, fs.readFileSync(configPath, 'utf8').replace('listen: 127.0.0.1:5443', 'listen: 127.0.0.1:0'));
+    const proc = startAirlockProcess('serve-audit', ['serve', '--config', file]);
+    let url = '';
+    await waitFor(
+      () => {
+        if (!proc.running()) throw new StopWaiting(`serve exited:\n${proc.output()}`);
+        url = /airlock listening on (https:\/\/127\.0\.0\.1:[0-9]+) /.exec(proc.output())?.[1] ?? '';
+        return url !== '';
+      },
+      { timeoutMs: 30_000, what: 'airlock serve to say where it listens' },
+    );
+    const during = await issue('ivy');
+    assert.equal((await airlock(['cert', 'revoke', '--config', configPath, '--serial', during, '--reason', 'test over'])).code, 0);
+    const admin = path.join(data, 'pki', 'clients', 'admin');
+    const bundle = { url, caPath: path.join(admin, 'ca.crt'), clientCertPath: path.join(admin, 'client.cert'), clientKeyPath: path.join(admin, 'client.key') };
+    const exported = path.join(tmp, 'cli-audit.jsonl');
+    type Line = { action?: string; reference?: string; actor?: string; reason?: string };
+    let events: Line[] = [];
+    const mine = (action: string, serial: string): Line[] => events.filter((e) => e.action === action && e.reference === serial);
+    await waitFor(
+      async () => {
+        const r = await registryRequest(bundle, '/api/v1/audit?format=jsonl');
+        fs.writeFileSync(exported, r.body);
+        events = r.body.toString().trim().split('\n').map((l) => JSON.parse(l) as Line);
+        return mine('admin.cert.revoke', during).length > 0;
+      },
+      { timeoutMs: 10_000, what: 'the revocation in the audit export' },
+    );
+    for (const [action, serial] of [['admin.cert.issue', before], ['admin.cert.issue', during], ['admin.cert.revoke', during]]) {
+      const found = mine(action, serial);
+      assert.equal(found.length, 1, `${action} ${serial} once`);
+      assert.match(found[0].actor ?? '', /^local:/);
+    }
+    assert.equal(mine('admin.cert.revoke', during)[0].reason, 'test over');
+    const verified = await airlock(['audit', 'verify', exported, '--key', path.join(data, 'keys', 'mirror.pub')]);
+    assert.equal(verified.code, 0, verified.stderr);
+    process.kill(proc.pid, 'SIGTERM');
+    assert.equal(await exitWithin(proc, 15_000), 0, proc.output());
+    const db = openDatabase(data);
+    try {
+      assert.deepEqual(createAuditStore(db).queued(0), [], 'the chained events left the outbox');
+    } finally {
+      db.close();
+    }
+  });
+
   test('serve with an invalid configuration lists the problem on one line and does not start', async () => {
     const file = path.join(data, 'bad.yaml');
     fs.writeFileSync(file, `${fs.readFileSync(configPath, 'utf8')}\nlistn: 127.0.0.1:0\n`);
     const r = await airlock(['serve', '--config', file]);
     assertUserError(r, /has 1 problem: listn: unknown key/);
+  });
+
+  test('serve refuses TLS files and publisher keys it cannot use, naming each field', async () => {
+    const junk = path.join(data, 'junk.pem');
+    fs.writeFileSync(junk, 'not a PEM file\n');
+    const file = path.join(data, 'bad-files.yaml');
+    fs.writeFileSync(
+      file,
+      fs
+        .readFileSync(configPath, 'utf8')
+        .replace('key: pki/server.key', 'key: pki/ca.key')
+        .replace('clientCa: pki/ca.crt', 'clientCa: junk.pem')
+        .replace('publishers: []', 'publishers: [{ name: acme, key: junk.pem, repositories: [docker.io/acme/*] }]'),
+    );
+    const r = await airlock(['serve', '--config', file]);
+    assertUserError(r, /has 3 problems: tls\.key: .*ca\.key is not the key of the certificate in .*server\.crt; tls\.clientCa: .*junk\.pem is not a PEM CA certificate; policy\.publishers\[0\]\.key: .*junk\.pem: /);
+  });
+
+  test('serve refuses a mirror key that is not ECDSA P-256 (an Ed25519 key imported with cosign)', async () => {
+    const dir = path.join(tmp, 'ed25519-key');
+    fs.mkdirSync(dir);
+    const ed = crypto.generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' });
+    fs.writeFileSync(path.join(dir, 'ed25519.pem'), ed);
+    await runOk(COSIGN, ['import-key-pair', '--key', 'ed25519.pem', '--output-key-prefix', 'imported'], { cwd: dir, env: { ...BASE_ENV, COSIGN_PASSWORD: KEY_PASSWORD }, timeoutMs: 60_000 });
+    const file = path.join(data, 'ed25519.yaml');
+    fs.writeFileSync(file, fs.readFileSync(configPath, 'utf8').replace('listen: 127.0.0.1:5443', 'listen: 127.0.0.1:0').replace('key: keys/mirror.key', `key: ${path.join(dir, 'imported.key')}`));
+    assertUserError(await airlock(['serve', '--config', file]), /signing key .*imported\.key: the mirror key must be ECDSA P-256, not ed25519/);
+  });
+
+  test('serve on an address already in use is one line, and exits', async () => {
+    const busy = net.createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const port = (busy.address() as net.AddressInfo).port;
+    try {
+      const file = path.join(data, 'busy.yaml');
+      fs.writeFileSync(file, fs.readFileSync(configPath, 'utf8').replace('listen: 127.0.0.1:5443', `listen: 127.0.0.1:${port}`));
+      assertUserError(await airlock(['serve', '--config', file]), new RegExp(`listen 127\\.0\\.0\\.1:${port}: the address is already in use`));
+    } finally {
+      await new Promise<void>((resolve) => busy.close(() => resolve()));
+    }
+  });
+
+  test('serve with no upstreams configured says so in its banner and stops with exit 0 on SIGTERM', async () => {
+    const file = path.join(data, 'no-upstreams.yaml');
+    const text = fs.readFileSync(configPath, 'utf8').replace('listen: 127.0.0.1:5443', 'listen: 127.0.0.1:0');
+    fs.writeFileSync(file, text.replace(/^upstreams:\n(?:  .*\n)+/m, '').replace(/^defaultUpstream: .*\n/m, ''));
+    const proc = startAirlockProcess('serve-no-upstreams', ['serve', '--config', file]);
+    await waitFor(
+      () => {
+        if (!proc.running()) throw new StopWaiting(`serve exited:\n${proc.output()}`);
+        return proc.output().includes('quick check:');
+      },
+      { timeoutMs: 30_000, what: 'the banner' },
+    );
+    assert.match(proc.output(), /containerd: no upstream is configured; add one under upstreams in /);
+    process.kill(proc.pid, 'SIGTERM');
+    assert.equal(await exitWithin(proc, 15_000), 0, proc.output());
   });
 
   test('serve uses $AIRLOCK_CONFIG when --config is absent', async () => {

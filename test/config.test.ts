@@ -1,23 +1,28 @@
 // The configuration contract (SPEC §2): complete validation with every bad field named by its path, secrets only
 // through *Env variables, relative paths against the file's folder, a frozen result, and one-line errors.
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { loadConfigFile, parseSize, validateConfig } from '../server/config.js';
 import { UserError } from '../server/errors.js';
+import { createCa, issueServerCert } from '../server/pki/ca.js';
 
 const DIGEST = `sha256:${'a'.repeat(64)}`;
 
 let tmp: string;
+// pems are real TLS files and a publisher key: validation reads them (the mirror key is read only at start).
+let pems: Record<string, string>;
+const ACME_PUB = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
 
-// dataDir makes a folder holding the files a configuration must name (their content is not read by validation).
+// dataDir makes a folder holding the files a configuration must name.
 function dataDir(name: string): string {
   const dir = path.join(tmp, name);
-  for (const f of ['pki/server.crt', 'pki/server.key', 'pki/ca.crt', 'keys/mirror.key', 'keys/acme.pub']) {
+  for (const [f, content] of Object.entries(pems)) {
     fs.mkdirSync(path.dirname(path.join(dir, f)), { recursive: true });
-    fs.writeFileSync(path.join(dir, f), 'placeholder\n');
+    fs.writeFileSync(path.join(dir, f), content);
   }
   return dir;
 }
@@ -36,6 +41,9 @@ function problemsOf(doc: unknown, base: string, env: Record<string, string | und
 
 before(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-config-'));
+  const ca = createCa('config test CA');
+  const server = issueServerCert(ca, ['localhost']);
+  pems = { 'pki/server.crt': server.certPem, 'pki/server.key': server.keyPem, 'pki/ca.crt': ca.certPem, 'keys/mirror.key': 'not read by validation\n', 'keys/acme.pub': ACME_PUB };
 });
 
 after(() => {
@@ -131,6 +139,26 @@ describe('configuration validation', () => {
     }
   });
 
+  test('TLS files, an upstream CA and a publisher key are read: junk, and a key of another certificate, are reported', () => {
+    const base = dataDir('junk-files');
+    fs.writeFileSync(path.join(base, 'junk.pem'), 'junk\n');
+    const other = createCa('another CA');
+    fs.writeFileSync(path.join(base, 'other.key'), other.keyPem);
+    const msg = problemsOf(
+      {
+        tls: { key: 'other.key', clientCa: ['pki/ca.crt', 'junk.pem'] },
+        upstreams: [{ name: 'docker.io', url: 'https://registry.example', ca: 'junk.pem' }],
+        policy: { publishers: [{ name: 'acme', key: 'junk.pem', repositories: ['docker.io/acme/*'] }] },
+      },
+      base,
+    );
+    assert.match(msg, /has 4 problems/);
+    assert.ok(msg.includes(`tls.key: ${path.join(base, 'other.key')} is not the key of the certificate in ${path.join(base, 'pki/server.crt')}`), msg);
+    assert.ok(msg.includes(`tls.clientCa[1]: ${path.join(base, 'junk.pem')} is not a PEM CA certificate`), msg);
+    assert.ok(msg.includes(`upstreams[0].ca: ${path.join(base, 'junk.pem')} is not a PEM CA certificate`), msg);
+    assert.match(msg, /policy\.publishers\[0\]\.key: .*junk\.pem: publisher key: /);
+  });
+
   test('a document that is not a mapping is reported as such, not with an empty path', () => {
     const msg = problemsOf(['listen', '127.0.0.1:5443'], dataDir('list'));
     assert.doesNotMatch(msg, /: : /);
@@ -197,8 +225,8 @@ describe('a valid configuration file', () => {
     const root = dataDir('resolve');
     const confDir = path.join(root, 'etc');
     fs.mkdirSync(confDir);
-    fs.writeFileSync(path.join(confDir, 'upstream-ca.crt'), 'placeholder\n');
-    fs.writeFileSync(path.join(confDir, 'acme.pub'), 'ACME KEY\n');
+    fs.writeFileSync(path.join(confDir, 'upstream-ca.crt'), pems['pki/ca.crt']);
+    fs.writeFileSync(path.join(confDir, 'acme.pub'), ACME_PUB);
     const file = path.join(confDir, 'airlock.yaml');
     fs.writeFileSync(
       file,
@@ -239,7 +267,7 @@ describe('a valid configuration file', () => {
     assert.equal(c.upstreams[0].url, 'https://ghcr.example');
     assert.equal(c.defaultUpstream, 'ghcr.io');
     assert.deepEqual(c.policy.pins, [{ repository: 'ghcr.io/acme/app', tag: '1.0', digest: DIGEST }]);
-    assert.deepEqual(c.policy.publishers, [{ name: 'acme', publicKey: 'ACME KEY\n', repositories: ['ghcr.io/acme/*'] }]);
+    assert.deepEqual(c.policy.publishers, [{ name: 'acme', publicKey: ACME_PUB, repositories: ['ghcr.io/acme/*'] }]);
     assert.equal(c.cache.maxBytes, 2 * 2 ** 30);
   });
 

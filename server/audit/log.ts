@@ -35,6 +35,7 @@ export class AuditLog {
   private timer: NodeJS.Timeout | null = null;
   private checkpointTimer: NodeJS.Timeout | null = null;
   private lastCheckpointSeq = 0;
+  private queuedSeen = 0;
   private closed = false;
   private finished = false;
   onAppend: (e: AuditEvent) => void = () => {};
@@ -79,6 +80,22 @@ export class AuditLog {
       this.timer.unref();
     }
     return e;
+  }
+
+  // chainQueued appends the events the command line left in the store's outbox (cert issue and revoke), each once. Their
+  // rows go once those events are stored: a stop before then chains them again at the next start rather than never.
+  chainQueued(): number {
+    const rows = this.store.queued(this.queuedSeen);
+    if (rows.length === 0) return 0;
+    for (const r of rows) {
+      this.append(r.fields ?? { action: 'audit.outbox', decision: 'deny', reason: `queued row ${r.id} is not an audit event; dropped` });
+    }
+    const upTo = rows[rows.length - 1].id;
+    this.queuedSeen = upTo;
+    void this.stored().then((ok) => {
+      if (ok) this.store.unqueue(upTo);
+    });
+    return rows.length;
   }
 
   // flush hands the queued events to the sink as one batch, unless a batch is being written (the next one follows it).
