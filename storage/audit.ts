@@ -52,9 +52,10 @@ export function createAuditStore(db: Db) {
   const insert = db.prepare(INSERT_AUDIT);
   const last = db.prepare<[], AuditRow>('SELECT * FROM audit ORDER BY seq DESC LIMIT 1');
   const bySeq = db.prepare<[number], AuditRow>('SELECT * FROM audit WHERE seq = ?');
-  const page = db.prepare<[string, string, number, number, number], AuditRow>(
-    'SELECT * FROM audit WHERE time >= ? AND time < ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?',
+  const bounds = db.prepare<[string, string, number], { first: number | null; last: number | null }>(
+    'SELECT min(seq) AS first, max(seq) AS last FROM audit WHERE time >= ? AND time < ? AND seq <= ?',
   );
+  const span = db.prepare<[number, number, number], AuditRow>('SELECT * FROM audit WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?');
   const count = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM audit');
   const cpLast = db.prepare<[], { seq: number; hash: string; key_id: string; signature: string }>('SELECT * FROM checkpoints ORDER BY seq DESC LIMIT 1');
   const cpInsert = db.prepare<[number, string, string, string, string]>('INSERT OR REPLACE INTO checkpoints (seq, hash, key_id, signature, created_at) VALUES (?, ?, ?, ?, ?)');
@@ -77,15 +78,15 @@ export function createAuditStore(db: Db) {
       return r ? event(r) : null;
     },
     count: (): number => count.get()?.n ?? 0,
-    // page returns up to limit events with since <= time < until and afterSeq < seq <= maxSeq, in order. Exports read
-    // page by page rather than through one open iterator, which would keep the connection busy for other statements.
-    page: (since: string, until: string, afterSeq: number, maxSeq: number, limit: number): AuditEvent[] =>
-      page.all(since, until, afterSeq, maxSeq, limit).map(event),
-    // range iterates the events with since <= time < until, up to maxSeq, a page at a time.
+    // range iterates, a page at a time, every event from the first to the last (up to maxSeq) stamped since <= time <
+    // until. The span follows seq, not time, so that a range stays one unbroken piece of the chain even when the clock
+    // stepped back inside it. Pages, rather than one open iterator, leave the connection free for other statements.
     *range(since: string, until: string, maxSeq: number, pageSize = 2000): Generator<AuditEvent> {
-      let after = 0;
+      const b = bounds.get(since, until, maxSeq);
+      if (!b || b.first === null || b.last === null) return;
+      let after = b.first - 1;
       for (;;) {
-        const rows = page.all(since, until, after, maxSeq, pageSize);
+        const rows = span.all(after, b.last, pageSize);
         for (const r of rows) yield event(r);
         if (rows.length < pageSize) return;
         after = rows[rows.length - 1].seq;

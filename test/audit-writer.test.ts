@@ -1,6 +1,6 @@
 // Writing the audit chain off the request thread: the writer thread commits batches in order on its own connection,
 // a batch it cannot store is refused whole, and the audit log keeps refused events queued, in order, until they are
-// stored, so the chain never has a gap.
+// stored, so the chain never has a gap; a time range exports an unbroken piece of it.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -8,7 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { AuditLog } from '../server/audit/log.js';
-import { type AuditEvent, chainEvent, hashEvent, ZERO_HASH } from '../server/audit/chain.js';
+import { type AuditEvent, chainEvent, hashEvent, keyIdOf, ZERO_HASH } from '../server/audit/chain.js';
+import { verifyAuditExport } from '../server/audit/verify.js';
 import { createAuditStore, startAuditWriter } from '../storage/audit.js';
 import { DB_FILE, openDatabase } from '../storage/db.js';
 
@@ -129,6 +130,41 @@ describe('the audit log with a sink that fails', () => {
     } finally {
       await log.close();
       await writer.close();
+      db.close();
+    }
+  });
+});
+
+describe('an export of a time range', () => {
+  test('holds every event from the first to the last one in the range, so a clock stepped back inside it leaves no gap', async () => {
+    const dir = freshDir();
+    const db = openDatabase(dir);
+    try {
+      const store = createAuditStore(db);
+      // seq 3 was stamped after the clock stepped back an hour: by time alone it falls outside the range.
+      const times = ['2026-12-02T10:00:01.000Z', '2026-12-02T10:00:03.000Z', '2026-12-02T09:00:03.500Z', '2026-12-02T10:00:03.700Z', '2026-12-02T10:00:09.000Z'];
+      let prev = ZERO_HASH;
+      const chain = times.map((time, i) => {
+        const e = chainEvent({ time, action: 'pull.manifest', decision: 'allow', status: 200 }, i + 1, prev);
+        prev = e.hash;
+        return e;
+      });
+      store.append(chain);
+      const log = new AuditLog(store, key, keyIdOf(key));
+      log.open();
+      let text = '';
+      for await (const part of log.export('2026-12-02T10:00:02.000Z', '2026-12-02T10:00:05.000Z', 'jsonl')) text += part;
+      await log.close();
+      const lines = text.trim().split('\n').map((l) => JSON.parse(l) as { seq: number; type?: string });
+      assert.deepEqual(lines.map((l) => l.type ?? l.seq), [2, 3, 4, 'checkpoint']);
+      const r = await verifyAuditExport(
+        (async function* () {
+          yield* text.trim().split('\n');
+        })(),
+        crypto.createPublicKey(key),
+      );
+      assert.ok(r.ok, JSON.stringify(r));
+    } finally {
       db.close();
     }
   });
