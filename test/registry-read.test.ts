@@ -288,9 +288,16 @@ describe('registry read API', () => {
     });
   }
 
-  test('If-None-Match with the digest ETag answers 304', async () => {
-    const r = await t.request('pull', `/v2/library/seeded/manifests/${sha(manifest)}`, { headers: { 'if-none-match': `"${sha(manifest)}"` } });
-    assert.equal(r.status, 304);
+  test('If-None-Match with the digest ETag answers 304: alone, in a list, weak, bare, or *', async () => {
+    const d = sha(manifest);
+    for (const inm of [`"${d}"`, `"sha256:${'0'.repeat(64)}", W/"${d}"`, d, '*']) {
+      const r = await t.request('pull', `/v2/library/seeded/manifests/${d}`, { headers: { 'if-none-match': inm } });
+      assert.equal(r.status, 304, inm);
+    }
+    const other = await t.request('pull', `/v2/library/seeded/manifests/${d}`, { headers: { 'if-none-match': `"sha256:${'0'.repeat(64)}"` } });
+    assert.equal(other.status, 200);
+    const blob = await t.request('pull', `/v2/library/seeded/blobs/${sha(blob2k)}`, { headers: { 'if-none-match': `W/"${sha(blob2k)}"` } });
+    assert.equal(blob.status, 304);
   });
 
   test('only an index admits the manifests it lists: a manifest listed as a layer is refused, an index child asked for as a blob is unknown', async () => {

@@ -188,7 +188,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
   const sendManifest = (req: FastifyRequest, reply: FastifyReply, digest: string, mediaType: string, bytes: Buffer, head: boolean): void => {
     const etag = `"${digest}"`;
     reply.header('content-type', mediaType).header('docker-content-digest', digest).header('etag', etag);
-    if (req.headers['if-none-match'] === etag) {
+    if (notModified(req.headers['if-none-match'], digest)) {
       reply.code(304).send();
       return;
     }
@@ -236,7 +236,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
       .header('accept-ranges', 'bytes')
       .header('cache-control', 'max-age=31536000')
       .header('content-type', declared?.mediaType ?? 'application/octet-stream');
-    if (req.headers['if-none-match'] === etag) {
+    if (notModified(req.headers['if-none-match'], digest)) {
       reply.code(304).send();
       return;
     }
@@ -379,6 +379,17 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
       },
     });
   }
+}
+
+// notModified tells whether If-None-Match names the content's ETag ("<digest>"): in a list, weak or strong, or as "*";
+// the bare digest counts too, as distribution accepts it.
+function notModified(header: string | undefined, digest: string): boolean {
+  if (header === undefined) return false;
+  for (const part of header.split(',')) {
+    const tag = part.trim().replace(/^W\//, '');
+    if (tag === '*' || tag === digest || tag === `"${digest}"`) return true;
+  }
+  return false;
 }
 
 function readAnnotations(bytes: Buffer): Record<string, string> | null {
