@@ -79,6 +79,24 @@ async function portFree(port: number): Promise<boolean> {
   });
 }
 
+// serveOn starts airlock serve on a copy of the test configuration that listens on a free port (edit changes the
+// copy further) and waits until it says where it listens.
+async function serveOn(name: string, edit: (text: string) => string = (text) => text): Promise<{ proc: Proc; url: string; file: string }> {
+  const file = path.join(data, `${name}.yaml`);
+  fs.writeFileSync(file, edit(fs.readFileSync(configPath, 'utf8').replace('listen: 127.0.0.1:5443', 'listen: 127.0.0.1:0')));
+  const proc = startAirlockProcess(name, ['serve', '--config', file]);
+  let url = '';
+  await waitFor(
+    () => {
+      if (!proc.running()) throw new StopWaiting(`serve exited:\n${proc.output()}`);
+      url = /airlock listening on (https:\/\/127\.0\.0\.1:[0-9]+) /.exec(proc.output())?.[1] ?? '';
+      return url !== '';
+    },
+    { timeoutMs: 30_000, what: `airlock serve (${name}) to say where it listens` },
+  );
+  return { proc, url, file };
+}
+
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-cli-'));
   data = path.join(tmp, 'data');
@@ -303,19 +321,7 @@ describe('command-line mistakes', () => {
 
 describe('airlock serve', () => {
   test('serve --config listens where it says, answers a client with the admin bundle and stops with exit 0 on SIGTERM', async () => {
-    const file = path.join(data, 'serve.yaml');
-    fs.writeFileSync(file, fs.readFileSync(configPath, 'utf8').replace('listen: 127.0.0.1:5443', 'listen: 127.0.0.1:0'));
-    const proc = startAirlockProcess('serve-config', ['serve', '--config', file]);
-    let url = '';
-    await waitFor(
-      () => {
-        if (!proc.running()) throw new StopWaiting(`serve exited:\n${proc.output()}`);
-        const m = /airlock listening on (https:\/\/127\.0\.0\.1:[0-9]+) /.exec(proc.output());
-        if (m) url = m[1];
-        return url !== '';
-      },
-      { timeoutMs: 30_000, what: 'airlock serve to say where it listens' },
-    );
+    const { proc, url, file } = await serveOn('serve-config');
     const out = proc.output();
     const admin = path.join(data, 'pki', 'clients', 'admin');
     assert.ok(out.includes(`admin client bundle: ${admin}/{ca.crt,client.cert,client.key,client.p12}`), out);
@@ -339,18 +345,7 @@ describe('airlock serve', () => {
       return r.stdout.trim();
     };
     const before = await issue('hank');
-    const file = path.join(data, 'serve-audit.yaml');
-    fs.writeFileSync(file, fs.readFileSync(configPath, 'utf8').replace('listen: 127.0.0.1:5443', 'listen: 127.0.0.1:0'));
-    const proc = startAirlockProcess('serve-audit', ['serve', '--config', file]);
-    let url = '';
-    await waitFor(
-      () => {
-        if (!proc.running()) throw new StopWaiting(`serve exited:\n${proc.output()}`);
-        url = /airlock listening on (https:\/\/127\.0\.0\.1:[0-9]+) /.exec(proc.output())?.[1] ?? '';
-        return url !== '';
-      },
-      { timeoutMs: 30_000, what: 'airlock serve to say where it listens' },
-    );
+    const { proc, url } = await serveOn('serve-audit');
     const during = await issue('ivy');
     assert.equal((await airlock(['cert', 'revoke', '--config', configPath, '--serial', during, '--reason', 'test over'])).code, 0);
     const admin = path.join(data, 'pki', 'clients', 'admin');
@@ -434,17 +429,7 @@ describe('airlock serve', () => {
   });
 
   test('serve with no upstreams configured says so in its banner and stops with exit 0 on SIGTERM', async () => {
-    const file = path.join(data, 'no-upstreams.yaml');
-    const text = fs.readFileSync(configPath, 'utf8').replace('listen: 127.0.0.1:5443', 'listen: 127.0.0.1:0');
-    fs.writeFileSync(file, text.replace(/^upstreams:\n(?:  .*\n)+/m, '').replace(/^defaultUpstream: .*\n/m, ''));
-    const proc = startAirlockProcess('serve-no-upstreams', ['serve', '--config', file]);
-    await waitFor(
-      () => {
-        if (!proc.running()) throw new StopWaiting(`serve exited:\n${proc.output()}`);
-        return proc.output().includes('quick check:');
-      },
-      { timeoutMs: 30_000, what: 'the banner' },
-    );
+    const { proc } = await serveOn('serve-no-upstreams', (text) => text.replace(/^upstreams:\n(?:  .*\n)+/m, '').replace(/^defaultUpstream: .*\n/m, ''));
     assert.match(proc.output(), /containerd: no upstream is configured; add one under upstreams in /);
     process.kill(proc.pid, 'SIGTERM');
     assert.equal(await exitWithin(proc, 15_000), 0, proc.output());
