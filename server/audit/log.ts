@@ -93,7 +93,12 @@ export class AuditLog {
     const upTo = rows[rows.length - 1].id;
     this.queuedSeen = upTo;
     void this.stored().then((ok) => {
-      if (ok) this.store.unqueue(upTo);
+      try {
+        if (ok) this.store.unqueue(upTo);
+      } catch (err) {
+        // The database went away (a stop): the rows stay and are chained again at the next start.
+        this.onError(err as Error, 0);
+      }
     });
     return rows.length;
   }
