@@ -54,12 +54,12 @@ interface Answer extends HttpResult {
   json: Record<string, unknown> & { error?: { code: string; message: string; field?: string } };
 }
 
-async function call(role: Role, method: string, pathname: string, body?: unknown): Promise<Answer> {
-  return callAs(t.bundle(role).endpoint, method, pathname, body);
+async function call(role: Role, method: string, pathname: string, body?: unknown, extra: Record<string, string> = {}): Promise<Answer> {
+  return callAs(t.bundle(role).endpoint, method, pathname, body, extra);
 }
 
-async function callAs(endpoint: RegistryEndpoint, method: string, pathname: string, body?: unknown): Promise<Answer> {
-  const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
+async function callAs(endpoint: RegistryEndpoint, method: string, pathname: string, body?: unknown, extra: Record<string, string> = {}): Promise<Answer> {
+  const headers: Record<string, string> = { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...extra };
   const r = await registryRequest(endpoint, pathname, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), answerChallenge: false });
   const type = String(r.headers['content-type'] ?? '');
   const json = type.startsWith('application/json') && r.body.length > 0 ? (JSON.parse(r.body.toString()) as Answer['json']) : {};
@@ -438,6 +438,30 @@ describe('roles', () => {
       assert.equal(r.status, 403, `${method} ${p}`);
       assert.equal(r.json.error?.code, 'FORBIDDEN', `${method} ${p}`);
     }
+  });
+
+  test("a request from another site's page is refused on every route, even with the admin certificate, and changes nothing", async () => {
+    for (const [method, p, body] of routes) {
+      for (const headers of [{ origin: 'https://evil.example' }, { 'sec-fetch-site': 'cross-site' }, { origin: 'null' }] as Record<string, string>[]) {
+        const r = await call('admin', method, p, body, headers);
+        assert.equal(r.status, 403, `${method} ${p} ${JSON.stringify(headers)}`);
+        assert.equal(r.json.error?.code, 'FORBIDDEN');
+        assert.match(String(r.json.error?.message), /refused: /);
+      }
+    }
+    // What a page's navigator.sendBeacon sends: a POST with no body and no content type, from the page's origin.
+    const issued = await call('admin', 'POST', '/api/v1/certs', { name: 'beacon-target', role: 'pull' });
+    assert.equal(issued.status, 201);
+    const serial = String(issued.json.serial);
+    assert.equal((await call('admin', 'POST', `/api/v1/certs/${serial}/revoke`, undefined, { origin: 'https://evil.example', 'sec-fetch-site': 'cross-site' })).status, 403);
+    const certs = await call('admin', 'GET', '/api/v1/certs');
+    assert.equal((certs.json.certs as { serial: string; revokedAt: string | null }[]).find((c) => c.serial === serial)?.revokedAt, null, 'still not revoked');
+    // The console's own requests are same-origin.
+    const same = await call('admin', 'GET', '/api/v1/pins', undefined, { origin: `https://${t.host}`, 'sec-fetch-site': 'same-origin' });
+    assert.equal(same.status, 200);
+    await t.airlock.services.audit.stored();
+    const refused = [...t.airlock.services.auditStore.range('', '9999', Number.MAX_SAFE_INTEGER)].filter((e) => e.action === 'admin.refused' && e.reason?.startsWith('cross-site request'));
+    assert.ok(refused.some((e) => e.reference === 'POST /api/v1/certs/:serial/revoke' && e.actor === 'test-admin'), 'the refusal is audited');
   });
 
   test('a pull certificate reads the signing key and client configuration', async () => {

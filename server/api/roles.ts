@@ -20,19 +20,41 @@ export function allows(have: Role | null, need: Role): boolean {
   return have !== null && RANK[have] >= RANK[need];
 }
 
-// requireRole is the API scope's onRequest hook: it refuses a caller whose role is too weak (403, audited), and names
-// the audit action of a change before validation, so that refused and malformed changes are audited too.
+// crossSite says why a request comes from another site's page, or null. A browser holding an airlock client
+// certificate presents it on every page's requests to airlock, so without this any web page an admin opens could
+// approve an image or revoke a certificate through the admin's browser (CSRF). Browsers mark such requests with
+// Sec-Fetch-Site and Origin; the console's own requests are same-origin, and curl and scripts send neither header.
+function crossSite(req: FastifyRequest): string | null {
+  const site = req.headers['sec-fetch-site'];
+  if (site === 'cross-site' || site === 'same-site') return `the browser marked it ${site}`;
+  const origin = req.headers.origin;
+  if (origin === undefined) return null;
+  let host: string | null = null;
+  try {
+    host = new URL(origin).host;
+  } catch {
+    // "null" (a sandboxed frame, a data: URL) and anything else that is not an origin.
+  }
+  return host !== null && host === req.headers.host ? null : `it comes from the page at ${origin.slice(0, 100)}`;
+}
+
+// requireRole is the API scope's onRequest hook: it refuses a caller whose role is too weak, or a request from another
+// site's page (403, audited), and names the audit action of a change before validation, so that refused and malformed
+// changes are audited too.
 export async function requireRole(req: FastifyRequest): Promise<void> {
   const config = req.routeOptions.config;
   const need = config.role ?? 'admin';
   const have = req.airlock.identity?.role ?? null;
-  if (!allows(have, need)) {
-    const route = `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`;
+  const route = `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`;
+  const refuse = (reason: string, message: string): ApiError => {
     req.airlock.action = 'admin.refused';
     req.airlock.reference = route;
     req.airlock.decision = 'deny';
-    req.airlock.reason = `needs role ${need}, certificate has ${have ?? 'none'}`;
-    throw new ApiError('FORBIDDEN', `${route} needs the ${need} role; this client certificate has the ${have ?? 'no'} role`);
-  }
+    req.airlock.reason = reason;
+    return new ApiError('FORBIDDEN', message);
+  };
+  const foreign = crossSite(req);
+  if (foreign !== null) throw refuse(`cross-site request: ${foreign}`, `${route} refused: ${foreign}; the API answers only its own console and clients that are not browsers`);
+  if (!allows(have, need)) throw refuse(`needs role ${need}, certificate has ${have ?? 'none'}`, `${route} needs the ${need} role; this client certificate has the ${have ?? 'no'} role`);
   if (config.action) req.airlock.action = config.action;
 }
