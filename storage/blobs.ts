@@ -183,6 +183,7 @@ export class BlobWriter extends Writable {
   private readonly hash = crypto.createHash('sha256');
   private fd: number | null = null;
   private writing = false;
+  private closeError: Error | null = null;
 
   constructor(store: BlobStore, digest: string, expectedSize: number | null, tmpPath: string) {
     super({ highWaterMark: WRITE_BUFFER, autoDestroy: false });
@@ -253,6 +254,7 @@ export class BlobWriter extends Writable {
       throw await this.abort(new DigestMismatchError(this.digest, actual));
     }
     this.closeFd();
+    if (this.closeError) throw await this.abort(new Error(`writing blob ${this.digest}: ${this.closeError.message}`));
     const dest = this.store.pathOf(this.digest);
     await fsp.mkdir(path.dirname(dest), { recursive: true });
     await fsp.rename(this.tmpPath, dest);
@@ -275,10 +277,15 @@ export class BlobWriter extends Writable {
 
   // closeFd closes the temp file, unless a write to it is under way: that write closes it when it completes. A
   // descriptor closed under a queued write could be reused by the next file opened, which the write would then corrupt.
+  // A close that fails (EIO, or a late ENOSPC on network storage) is kept, not thrown: the commit then refuses the blob.
   private closeFd(): void {
-    if (this.fd !== null && !this.writing) {
-      fs.closeSync(this.fd);
-      this.fd = null;
+    if (this.fd === null || this.writing) return;
+    const fd = this.fd;
+    this.fd = null;
+    try {
+      fs.closeSync(fd);
+    } catch (err) {
+      this.closeError = err as Error;
     }
   }
 }

@@ -186,6 +186,8 @@ before(async () => {
   addImage('broken', [crypto.randomBytes(1000)]);
   addImage('stale', [crypto.randomBytes(1000)]);
   addImage('redirected', [crypto.randomBytes(100_000)]);
+  addImage('headless', [crypto.randomBytes(50_000)]);
+  addImage('notmp', [crypto.randomBytes(50_000)]);
   const pins = Object.entries(images).map(([name, i]) => `docker.io/library/${name}@${i.manifest}`);
   t = await startTestAirlock({
     dir: path.join(tmp, 'airlock'),
@@ -322,6 +324,33 @@ describe('pull-through', () => {
     assert.equal(stale.status, 200);
     assert.equal(stale.headers['docker-content-digest'], images.stale.manifest);
     fake.modes.delete('library/stale:v1');
+  });
+
+  test('HEAD of an uncached blob asks the upstream: UNAVAILABLE while it fails, the size once it answers', async () => {
+    const d = images.headless.layers[0];
+    fake.modes.set(d, '500');
+    const failed = await t.request('pull', `/v2/library/headless/blobs/${d}`, { method: 'HEAD' });
+    assert.equal(failed.status, 503);
+    fake.modes.delete(d);
+    const ok = await t.request('pull', `/v2/library/headless/blobs/${d}`, { method: 'HEAD' });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers['content-length'], '50000');
+  });
+
+  test('a blob that cannot be cached here (its temp folder gone) is UNAVAILABLE, and served once the folder is back', async () => {
+    const d = images.notmp.layers[0];
+    const tmpDir = path.join(t.dir, 'blobs', 'tmp');
+    fs.rmSync(tmpDir, { recursive: true, force: true });
+    try {
+      const r = await blobGet('notmp', d);
+      assert.equal(r.status, 503);
+      assert.match(JSON.parse(r.body.toString()).errors[0].message, /cannot be cached here \(ENOENT\)/);
+    } finally {
+      fs.mkdirSync(tmpDir, { recursive: true });
+    }
+    const again = await blobGet('notmp', d);
+    assert.equal(again.status, 200);
+    assert.deepEqual(again.body, images.notmp.bytes[0]);
   });
 
   test('a 500 for one request does not open the breaker', async () => {

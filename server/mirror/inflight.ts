@@ -82,9 +82,13 @@ export function followWriter(writer: BlobWriter, start: number, end: number | nu
       try {
         fd = fs.openSync(writer.tmpPath, 'r');
       } catch (err) {
-        // Committed meanwhile: the temp file was renamed into place.
-        if (writer.state !== 'committed') throw err;
-        fd = fs.openSync(writer.finalPath(), 'r');
+        // Committed meanwhile, or being committed (the rename done, its completion not yet seen): the temp file is in
+        // place under its digest, which only ever holds verified bytes.
+        try {
+          fd = fs.openSync(writer.finalPath(), 'r');
+        } catch {
+          throw err;
+        }
       }
     }
     const file = fd;

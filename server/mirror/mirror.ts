@@ -10,7 +10,7 @@ import { RegistryError } from '../errors.js';
 import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, parseManifest } from '../registry/manifest.js';
 import type { Route } from '../registry/names.js';
 import { type Download, followWriter, Inflight } from './inflight.js';
-import { header, type Upstream, upstreamFailure } from './upstream.js';
+import { discard, header, type Upstream, upstreamFailure } from './upstream.js';
 
 const HOT_MANIFEST_BYTES = 32 * 1024 * 1024;
 const HOT_MANIFEST_MAX = 256 * 1024;
@@ -148,7 +148,7 @@ export class Mirror {
     if (res.status !== 200) throw upstreamFailure(upstream.name, res, 'manifest', `${route.repository}${ref.includes(':') ? '@' : ':'}${ref}`);
     const declared = Number(header(res.headers, 'content-length') ?? NaN);
     if (declared > MAX_MANIFEST_BYTES) {
-      res.body.destroy();
+      discard(res);
       throw new RegistryError('MANIFEST_INVALID', `manifest from ${upstream.name} is larger than ${MAX_MANIFEST_BYTES} bytes`);
     }
     const chunks: Buffer[] = [];
@@ -156,7 +156,7 @@ export class Mirror {
     for await (const chunk of res.body as AsyncIterable<Buffer>) {
       size += chunk.length;
       if (size > MAX_MANIFEST_BYTES) {
-        res.body.destroy();
+        discard(res);
         throw new RegistryError('MANIFEST_INVALID', `manifest from ${upstream.name} is larger than ${MAX_MANIFEST_BYTES} bytes`);
       }
       chunks.push(chunk);
@@ -219,13 +219,20 @@ export class Mirror {
     const length = header(res.headers, 'content-length');
     let size = length !== undefined && /^[0-9]+$/.test(length) ? Number(length) : null;
     if (size !== null && sizeHint !== null && size !== sizeHint) {
-      res.body.destroy();
+      discard(res);
       const message = `blob ${digest} from ${upstream.name} is ${size} bytes, the manifest says ${sizeHint}`;
       this.events.fault({ upstream: upstream.name, repository: route.repository, digest, kind: 'digest_mismatch', message });
       throw new RegistryError('UNAVAILABLE', `upstream ${upstream.name} sent a blob of the wrong size; nothing was stored`);
     }
     size ??= sizeHint;
-    const writer = this.blobs.createWriter(digest, size);
+    let writer;
+    try {
+      writer = this.blobs.createWriter(digest, size);
+    } catch (err) {
+      // The upstream's answer is let go at once: left unread, it would hold one of the upstream's connections.
+      discard(res);
+      throw new RegistryError('UNAVAILABLE', `blob ${digest} cannot be cached here (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); nothing was stored`);
+    }
     const done = (async () => {
       try {
         await pipeline(res.body, writer);

@@ -188,6 +188,13 @@ export function upstreamFailure(upstream: string, res: UpstreamResponse, kind: '
   }
 }
 
+// discard lets an upstream answer's body go unread: its connection is closed rather than drained, and the abort
+// error that closing raises on the body is expected, not a fault.
+export function discard(res: UpstreamResponse): void {
+  res.body.on('error', () => {});
+  res.body.destroy();
+}
+
 // rateLimited is the error for an upstream's 429, passing on its Retry-After in seconds (60 when it gave none usable).
 function rateLimited(upstream: string, headers: IncomingHttpHeaders): RegistryError {
   const retry = header(headers, 'retry-after');

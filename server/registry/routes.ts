@@ -249,8 +249,9 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
       range = parsed;
     }
     if (head) {
-      if (size === null) {
-        // Unknown size and not cached: open it to learn the size, then let the download finish in the background.
+      if (s.mirror.blobSize(digest) === null) {
+        // Not cached: what the manifest says is no answer while the upstream may be down or lack the blob. Open it (one
+        // download, shared with the GET that normally follows), then let the download finish in the background.
         const a = await s.mirror.openBlob(r, digest, null, sizeHint);
         a.body.close();
         if (a.size !== null) reply.header('content-length', a.size);
