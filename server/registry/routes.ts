@@ -228,7 +228,8 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
     // The admitting manifest's descriptor says what the blob is and how big it must be.
     const declared = s.content.ref(parent, digest);
     const sizeHint = (): number | null => declared?.size ?? null;
-    const size = s.mirror.blobSize(digest) ?? sizeHint();
+    const cachedSize = s.mirror.blobSize(digest);
+    const size = cachedSize ?? sizeHint();
     const etag = `"${digest}"`;
     reply
       .header('docker-content-digest', digest)
@@ -249,7 +250,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
       range = parsed;
     }
     if (head) {
-      if (s.mirror.blobSize(digest) === null) {
+      if (cachedSize === null) {
         // Not cached: what the manifest says is no answer while the upstream may be down or lack the blob. Open it (one
         // download, shared with the GET that normally follows), then let the download finish in the background.
         const a = await s.mirror.openBlob(r, digest, null, sizeHint);
