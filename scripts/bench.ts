@@ -2,7 +2,7 @@
 // one run: warm blob throughput, manifest requests, cold pull-through, fan-in of concurrent cold pulls, and airlock's
 // peak memory. It starts and stops every process itself (by PID), binds only to 127.0.0.1, and writes
 // bench-results/bench-<timestamp>.{json,md}.
-// Usage: npm run bench -- [--quick] [--runs N] [--profile] [--source | --no-build] [--keep]
+// Usage: npm run bench -- [--quick] [--runs N] [--profile] [--source | --no-build] [--keep] [--only LIST]
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -17,7 +17,7 @@ import { createCertStore } from '../storage/certs.js';
 import { openDatabase } from '../storage/db.js';
 import { run, waitFor } from '../test/harness/proc.js';
 import { makeServerCert, makeTestCa } from '../test/harness/tls.js';
-import type { BlobResult, LoadJob, LoadResult, LoadTls, RequestsResult } from './bench/load.js';
+import type { BlobResult, InterleaveResult, LoadJob, LoadResult, LoadTls, RequestsResult } from './bench/load.js';
 import { summariseProfile } from './bench/profile.js';
 import { evaluate, type Machine, type Results } from './bench/report.js';
 import { type Blob, type Image, memoryBlob, pushImage, writeRandomBlob } from './bench/seed.js';
@@ -42,6 +42,9 @@ const UPSTREAM_NAME = 'upstream.bench';
 const MANIFEST_ACCEPT =
   'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json';
 const CONNECTIONS = 64;
+// MANIFEST_SLICE_MS is one turn of a manifest series; each turn starts with MANIFEST_SLICE_WARMUP_MS not counted.
+const MANIFEST_SLICE_MS = 1000;
+const MANIFEST_SLICE_WARMUP_MS = 100;
 const FAN_IN = 8;
 // WARM_ROUNDS is how many times the single warm client downloads the blob, one after another on its connection, per
 // run: one 256 MiB download lasts about 0.4 s here, short enough for the machine's noise to swing it by a third.
@@ -64,7 +67,12 @@ interface Options {
   source: boolean;
   noBuild: boolean;
   keep: boolean;
+  // only names the measurements to run (all by default); memory is measured during the warm and fan-in ones.
+  only: Set<Section>;
 }
+
+const SECTIONS = ['warm', 'manifests', 'cold', 'fanin'] as const;
+type Section = (typeof SECTIONS)[number];
 
 function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
@@ -76,25 +84,41 @@ function parseOptions(argv: string[]): Options {
       source: { type: 'boolean' },
       'no-build': { type: 'boolean' },
       keep: { type: 'boolean' },
+      only: { type: 'string' },
       help: { type: 'boolean' },
     },
     strict: true,
   });
   if (values.help === true) {
-    console.log(`usage: npm run bench -- [--quick] [--runs N] [--profile] [--source | --no-build] [--keep]
+    console.log(`usage: npm run bench -- [--quick] [--runs N] [--profile] [--source | --no-build] [--keep] [--only LIST]
   --quick     2 runs, 32 MiB blobs, 2 s manifest runs, airlock from source (a smoke test, under a minute)
   --runs N    runs per figure (default 5; medians are reported)
   --profile   also run airlock under --cpu-prof for one warm-blob run, one cold pull and one manifest run, and
               summarise the profiles
   --source    run airlock from TypeScript with tsx instead of the compiled dist/ (the default without --quick)
   --no-build  use dist/ as it is, even when sources are newer
-  --keep      keep the temporary directory's logs and configs (not the blobs) and print its path`);
+  --keep      keep the temporary directory's logs and configs (not the blobs) and print its path
+  --only LIST run only these measurements, comma-separated: ${SECTIONS.join(', ')} (a partial table)`);
     process.exit(0);
   }
   const quick = values.quick === true;
   const runs = values.runs === undefined ? (quick ? 2 : 5) : Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1 || runs > 20) throw new Error('--runs must be a whole number from 1 to 20');
-  return { quick, runs, profile: values.profile === true, source: values.source === true || (quick && values['no-build'] !== true), noBuild: values['no-build'] === true, keep: values.keep === true };
+  const only = new Set<Section>();
+  for (const name of (values.only ?? SECTIONS.join(',')).split(',')) {
+    const section = SECTIONS.find((x) => x === name.trim());
+    if (section === undefined) throw new Error(`--only takes a comma-separated list of ${SECTIONS.join(', ')}; "${name}" is none of them`);
+    only.add(section);
+  }
+  return {
+    quick,
+    runs,
+    profile: values.profile === true,
+    source: values.source === true || (quick && values['no-build'] !== true),
+    noBuild: values['no-build'] === true,
+    keep: values.keep === true,
+    only,
+  };
 }
 
 const started = Date.now();
@@ -315,8 +339,8 @@ async function main(): Promise<void> {
       }
       return out;
     };
-    const cold = await seedFresh('bench/cold', 'c', o.runs);
-    const fan = await seedFresh('bench/fanin', 'f', o.runs);
+    const cold = await seedFresh('bench/cold', 'c', o.only.has('cold') ? o.runs : 0);
+    const fan = await seedFresh('bench/fanin', 'f', o.only.has('fanin') ? o.runs : 0);
     // With --profile, one more fresh blob for a profiled cold pull.
     const profileCold = await seedFresh('bench/profile', 'p', o.profile ? 1 : 0);
     await run('sync', []);
@@ -472,8 +496,8 @@ async function main(): Promise<void> {
       ['nginx', nginx, '/blob'],
       ['registry', registry, blobPath],
     ] as const;
-    for (const [, s, p] of warmTargets) await load<BlobResult>(blobJob(s, p, client, 1, blobBytes));
-    for (let i = 0; i < o.runs; i++) {
+    if (o.only.has('warm')) for (const [, s, p] of warmTargets) await load<BlobResult>(blobJob(s, p, client, 1, blobBytes));
+    for (let i = 0; o.only.has('warm') && i < o.runs; i++) {
       for (let k = 0; k < warmTargets.length; k++) {
         const [name, s, p] = warmTargets[(i + k) % warmTargets.length] ?? warmTargets[0];
         const one = await measure<BlobResult>(`warm ${name} 1 client, run ${i + 1}`, blobJob(s, p, client, 1, blobBytes, WARM_ROUNDS), true);
@@ -507,13 +531,27 @@ async function main(): Promise<void> {
       headers: { accept: MANIFEST_ACCEPT },
       expectBytes: man.manifest.length,
     });
-    // The series take turns, and each run starts one further along, so none is always measured first or last.
-    for (let i = 0; i < o.runs; i++) {
-      for (let k = 0; k < series.length; k++) {
-        const [name, s, p] = series[(i + k) % series.length] ?? series[0];
-        const r = await measure<RequestsResult>(`manifest ${name}, run ${i + 1}`, manifestJob(s, p, manifestMs), true);
-        if (r.errors > 0) notes.push(`manifest ${name} run ${i + 1}: ${r.errors} failed or short responses (${JSON.stringify(r.statuses)})`);
-        results.manifests[name].push(r);
+    // Within each run the series take turns in slices of MANIFEST_SLICE_MS, each over its own connections (opened once
+    // per run), starting one further along every round: this machine speeds up and slows down for seconds at a time,
+    // and short turns spread those phases over all five series instead of onto whichever was running.
+    const interleaveJob: LoadJob = {
+      mode: 'interleave',
+      series: series.map(([name, s, p]) => ({ name, origin: s.url, path: p })),
+      tls: client,
+      connections: CONNECTIONS,
+      warmupMs: MANIFEST_SLICE_WARMUP_MS,
+      sliceMs: MANIFEST_SLICE_MS,
+      slices: Math.max(1, Math.round(manifestMs / MANIFEST_SLICE_MS)),
+      headers: { accept: MANIFEST_ACCEPT },
+      expectBytes: man.manifest.length,
+    };
+    for (let i = 0; o.only.has('manifests') && i < o.runs; i++) {
+      const r = await measure<InterleaveResult>(`manifests, run ${i + 1}`, interleaveJob, true);
+      for (const [name] of series) {
+        const one = r.series[name];
+        if (one === undefined) throw new Error(`the load generator returned no figures for ${name}`);
+        if (one.errors > 0) notes.push(`manifest ${name} run ${i + 1}: ${one.errors} failed or short responses (${JSON.stringify(one.statuses)})`);
+        results.manifests[name].push(one);
       }
       log(`manifest run ${i + 1}/${o.runs}: ${series.map(([n]) => `${n} ${results.manifests[n][i]?.rps.toFixed(0)}/s p99 ${results.manifests[n][i]?.p99Ms.toFixed(1)}ms`).join(', ')}`);
     }
@@ -529,7 +567,7 @@ async function main(): Promise<void> {
 
     // 3. Cold pull-through: a fresh blob per run, fetched directly, through airlock, and through the registry proxy.
     // Each measurement starts with the servers idle and the previous one's cache writes flushed.
-    for (let i = 0; i < o.runs; i++) {
+    for (let i = 0; o.only.has('cold') && i < o.runs; i++) {
       await settle(`cold run ${i + 1}`);
       const img = cold[i];
       const d = img?.layers[0]?.digest;
@@ -557,7 +595,7 @@ async function main(): Promise<void> {
     }
 
     // 4. Fan-in: eight concurrent cold pulls of one fresh blob; count the GETs of it that reach the upstream.
-    for (let i = 0; i < o.runs; i++) {
+    for (let i = 0; o.only.has('fanin') && i < o.runs; i++) {
       await settle(`fan-in run ${i + 1}`);
       const img = fan[i];
       const d = img?.layers[0]?.digest;
@@ -584,7 +622,8 @@ async function main(): Promise<void> {
     results.memory.processPeakBytes = Math.max(rssAll.maxRssBytes, readMemory(airlock.pid)?.hwmBytes ?? 0);
     results.memory.method = hwmWorks ? 'VmHWM reset before each 8-client run (clear_refs 5), and VmRSS sampled every 50 ms' : 'VmRSS sampled every 50 ms (resetting VmHWM was refused)';
     notes.push(
-      `airlock's peak RSS over the whole benchmark (manifest runs included): ${(results.memory.processPeakBytes / MiB).toFixed(0)} MiB; during 8-client runs: ${results.memory.peakBytes.map((b) => (b / MiB).toFixed(0)).join(', ')} MiB (${results.memory.method}).`,
+      `airlock's peak RSS over the whole benchmark (manifest runs included): ${(results.memory.processPeakBytes / MiB).toFixed(0)} MiB` +
+        (results.memory.peakBytes.length > 0 ? `; during 8-client runs: ${results.memory.peakBytes.map((b) => (b / MiB).toFixed(0)).join(', ')} MiB (${results.memory.method}).` : '.'),
     );
 
     // 5. Profiles: airlock again under --cpu-prof, once each for the warm blob, a cold pull and manifests by tag.

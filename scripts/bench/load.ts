@@ -45,8 +45,25 @@ export interface RequestsJob {
   expectBytes?: number;
 }
 
+/** InterleaveJob sends GETs to several series in turn, each over its own pool of keep-alive connections opened before
+ * the clock starts: the series take turns in slices of sliceMs (after a warm-up of warmupMs each turn that is not
+ * counted), `slices` turns each, starting one further along every round. This machine runs faster or slower for
+ * seconds at a time; short turns spread such phases over every series alike instead of onto whichever ran then. */
+export interface InterleaveJob {
+  mode: 'interleave';
+  series: { name: string; origin: string; path: string }[];
+  tls: LoadTls;
+  connections: number;
+  warmupMs: number;
+  sliceMs: number;
+  slices: number;
+  headers: Record<string, string>;
+  /** expectBytes, when set, is the body size every response must have. */
+  expectBytes?: number;
+}
+
 /** LoadJob is what the load generator is asked to do. */
-export type LoadJob = BlobJob | RequestsJob;
+export type LoadJob = BlobJob | RequestsJob | InterleaveJob;
 
 /** BlobResult is the outcome of a BlobJob. */
 export interface BlobResult {
@@ -75,8 +92,14 @@ export interface RequestsResult {
   statuses: Record<string, number>;
 }
 
+/** InterleaveResult is the outcome of an InterleaveJob: one RequestsResult per series, over its measured slices. */
+export interface InterleaveResult {
+  mode: 'interleave';
+  series: Record<string, RequestsResult>;
+}
+
 /** LoadResult is one line of the load generator's output. */
-export type LoadResult = BlobResult | RequestsResult;
+export type LoadResult = BlobResult | RequestsResult | InterleaveResult;
 
 interface Fetched {
   status: number;
@@ -152,55 +175,104 @@ function percentile(sorted: Float64Array, p: number): number {
   return sorted[i] ?? 0;
 }
 
-async function runRequests(job: RequestsJob): Promise<RequestsResult> {
-  const pool = new Pool(job.origin, { connections: job.connections, pipelining: 1, connect: connectOptions(job.tls), headersTimeout: 30_000, bodyTimeout: 30_000 });
-  const latencies: number[] = [];
-  const statuses: Record<string, number> = {};
-  let errors = 0;
-  try {
-    // Every connection completes one request (its handshake) before the warm-up clock starts.
-    await Promise.all(Array.from({ length: job.connections }, () => fetchOnce(pool, job.path, job.headers)));
-    const t0 = performance.now();
-    const measureStart = t0 + job.warmupMs;
-    const measureEnd = measureStart + job.durationMs;
-    const worker = async (): Promise<void> => {
-      for (;;) {
-        const begin = performance.now();
-        if (begin >= measureEnd) return;
-        let status = -1;
-        try {
-          const r = await fetchOnce(pool, job.path, job.headers);
-          status = r.status;
-          if (r.status === 200 && job.expectBytes !== undefined && r.bytes !== job.expectBytes) status = -2;
-        } catch {
-          status = -1;
-        }
-        const end = performance.now();
-        if (end >= measureStart && end < measureEnd) {
-          if (status === 200) latencies.push(end - begin);
-          else errors++;
-          statuses[String(status)] = (statuses[String(status)] ?? 0) + 1;
-        }
+// Tally gathers one series' responses over the windows it is measured in.
+interface Tally {
+  latencies: number[];
+  statuses: Record<string, number>;
+  errors: number;
+  measuredMs: number;
+}
+
+function newTally(): Tally {
+  return { latencies: [], statuses: {}, errors: 0, measuredMs: 0 };
+}
+
+// openPool makes a pool whose every connection has completed one request (its handshake).
+async function openPool(origin: string, path: string, tls: LoadTls, connections: number, headers: Record<string, string>): Promise<Pool> {
+  const pool = new Pool(origin, { connections, pipelining: 1, connect: connectOptions(tls), headersTimeout: 30_000, bodyTimeout: 30_000 });
+  await Promise.all(Array.from({ length: connections }, () => fetchOnce(pool, path, headers)));
+  return pool;
+}
+
+// drive keeps `connections` requests in flight for warmupMs + durationMs and tallies those that end in the second part.
+async function drive(pool: Pool, job: { path: string; connections: number; headers: Record<string, string>; expectBytes?: number }, warmupMs: number, durationMs: number, t: Tally): Promise<void> {
+  const measureStart = performance.now() + warmupMs;
+  const measureEnd = measureStart + durationMs;
+  const worker = async (): Promise<void> => {
+    for (;;) {
+      const begin = performance.now();
+      if (begin >= measureEnd) return;
+      let status = -1;
+      try {
+        const r = await fetchOnce(pool, job.path, job.headers);
+        status = r.status;
+        if (r.status === 200 && job.expectBytes !== undefined && r.bytes !== job.expectBytes) status = -2;
+      } catch {
+        status = -1;
       }
-    };
-    await Promise.all(Array.from({ length: job.connections }, () => worker()));
-  } finally {
-    await pool.close();
-  }
-  const sorted = Float64Array.from(latencies).sort();
-  const seconds = job.durationMs / 1000;
+      const end = performance.now();
+      if (end >= measureStart && end < measureEnd) {
+        if (status === 200) t.latencies.push(end - begin);
+        else t.errors++;
+        t.statuses[String(status)] = (t.statuses[String(status)] ?? 0) + 1;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: job.connections }, () => worker()));
+  t.measuredMs += durationMs;
+}
+
+function summarise(t: Tally, connections: number): RequestsResult {
+  const sorted = Float64Array.from(t.latencies).sort();
+  const seconds = t.measuredMs / 1000;
   return {
     mode: 'requests',
-    connections: job.connections,
-    requests: latencies.length,
+    connections,
+    requests: t.latencies.length,
     seconds,
-    rps: latencies.length / seconds,
+    rps: t.latencies.length / seconds,
     p50Ms: percentile(sorted, 50),
     p99Ms: percentile(sorted, 99),
     maxMs: sorted.length > 0 ? (sorted[sorted.length - 1] ?? 0) : 0,
-    errors,
-    statuses,
+    errors: t.errors,
+    statuses: t.statuses,
   };
+}
+
+async function runRequests(job: RequestsJob): Promise<RequestsResult> {
+  const pool = await openPool(job.origin, job.path, job.tls, job.connections, job.headers);
+  const t = newTally();
+  try {
+    await drive(pool, job, job.warmupMs, job.durationMs, t);
+  } finally {
+    await pool.close();
+  }
+  return summarise(t, job.connections);
+}
+
+async function runInterleave(job: InterleaveJob): Promise<InterleaveResult> {
+  const pools: Pool[] = [];
+  try {
+    for (const s of job.series) pools.push(await openPool(s.origin, s.path, job.tls, job.connections, job.headers));
+    const tallies = job.series.map(() => newTally());
+    for (let round = 0; round < job.slices; round++) {
+      for (let k = 0; k < job.series.length; k++) {
+        const i = (round + k) % job.series.length;
+        const s = job.series[i];
+        const pool = pools[i];
+        const t = tallies[i];
+        if (s === undefined || pool === undefined || t === undefined) throw new Error('interleave: series out of range');
+        await drive(pool, { ...job, path: s.path }, job.warmupMs, job.sliceMs, t);
+      }
+    }
+    const series: Record<string, RequestsResult> = {};
+    job.series.forEach((s, i) => {
+      series[s.name] = summarise(tallies[i] ?? newTally(), job.connections);
+    });
+    return { mode: 'interleave', series };
+  } finally {
+    await Promise.all(pools.map((p) => p.close()));
+  }
 }
 
 /** LoadFailure is the output line for a job that failed. */
@@ -210,7 +282,8 @@ export interface LoadFailure {
 }
 
 function runJob(job: LoadJob): Promise<LoadResult> {
-  return job.mode === 'blob' ? runBlob(job) : runRequests(job);
+  if (job.mode === 'blob') return runBlob(job);
+  return job.mode === 'requests' ? runRequests(job) : runInterleave(job);
 }
 
 async function main(): Promise<void> {

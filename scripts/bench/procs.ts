@@ -138,6 +138,7 @@ export class LoadWorker {
   /** run sends one job and waits for its result line; on a timeout the worker is killed and restarted next time. */
   async run<T extends LoadResult>(job: LoadJob, timeoutMs: number): Promise<T> {
     const { child, lines } = this.start();
+    const what = job.mode === 'interleave' ? `interleave ${job.series.map((x) => x.name).join(', ')}` : `${job.mode} ${job.origin}${job.path}`;
     child.stdin?.write(`${JSON.stringify(job)}\n`);
     const cancel = new AbortController();
     const next = lines.next();
@@ -145,14 +146,14 @@ export class LoadWorker {
     cancel.abort();
     if (outcome === 'timeout' || outcome === 'cancelled') {
       await this.stop();
-      throw new Error(`load generator (${job.mode} ${job.origin}${job.path}) timed out after ${timeoutMs} ms`);
+      throw new Error(`load generator (${what}) timed out after ${timeoutMs} ms`);
     }
     if (outcome.done === true) {
       this.child = null;
-      throw new Error(`load generator exited (${job.mode} ${job.origin}${job.path}); see ${this.logPath}`);
+      throw new Error(`load generator exited (${what}); see ${this.logPath}`);
     }
     const parsed = JSON.parse(outcome.value) as LoadResult | LoadFailure;
-    if (parsed.mode === 'error') throw new Error(`load generator (${job.mode} ${job.origin}${job.path}) failed: ${parsed.error}`);
+    if (parsed.mode === 'error') throw new Error(`load generator (${what}) failed: ${parsed.error}`);
     return parsed as T;
   }
 
