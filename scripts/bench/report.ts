@@ -281,7 +281,7 @@ export function evaluate(r: Results): Evaluated {
       `load average ${m.loadAverage.toFixed(2)} at the start; other processes kept ${m.otherCpus.toFixed(2)} CPUs busy on average during the run.`,
     `Medians of ${s.runs} runs${s.quick ? ' (--quick: smaller sizes and shorter runs; a smoke test, not a measurement)' : ''}. ` +
       `Everything on 127.0.0.1, ${s.tls}; the client is ${s.loadGenerator}, in its own process. MB = 10^6 bytes. ` +
-      `Manifest runs: ${s.manifestSeconds} s each, ${s.connections} keep-alive connections, a ${s.manifestBytes}-byte OCI manifest, airlock auditing every request. ` +
+      `Manifest runs: ${s.manifestSeconds} s per series per run, the five series taking turns in 1 s slices, ${s.connections} keep-alive connections per series, a ${s.manifestBytes}-byte OCI manifest, airlock auditing every request. ` +
       `airlock ran as \`${s.airlockCommand}\`.`,
     '',
     head,
