@@ -173,4 +173,10 @@ export const MIGRATIONS: readonly string[] = [
     created_at  TEXT NOT NULL
   ) STRICT;
   `,
+  // 3: the approval requests are listed newest activity first, a page at a time: a pull certificate can add a row per
+  // refused digest, and the list must not cost a scan and sort of every row.
+  `
+  CREATE INDEX requests_seen ON requests(last_seen, id);
+  CREATE INDEX requests_status_seen ON requests(status, last_seen, id);
+  `,
 ];

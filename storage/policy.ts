@@ -113,7 +113,10 @@ export function createPolicyStore(db: Db) {
          decided_by = CASE status WHEN 'approved' THEN NULL ELSE decided_by END,
          decided_at = CASE status WHEN 'approved' THEN NULL ELSE decided_at END`,
     ),
-    reqList: db.prepare<[{ status: string | null }], RequestRow>('SELECT * FROM requests WHERE @status IS NULL OR status = @status ORDER BY last_seen DESC, id DESC'),
+    reqList: db.prepare<[number], RequestRow>('SELECT * FROM requests ORDER BY last_seen DESC, id DESC LIMIT ?'),
+    reqListStatus: db.prepare<[string, number], RequestRow>('SELECT * FROM requests WHERE status = ? ORDER BY last_seen DESC, id DESC LIMIT ?'),
+    reqCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM requests'),
+    reqCountStatus: db.prepare<[string], { n: number }>('SELECT count(*) AS n FROM requests WHERE status = ?'),
     reqDecide: db.prepare<[string, string | null, string, string | null, number]>('UPDATE requests SET status = ?, decided_by = ?, decided_at = ?, note = ? WHERE id = ?'),
     pubAll: db.prepare<[], PublisherRow>('SELECT * FROM publishers ORDER BY name'),
     pubByName: db.prepare<[string], PublisherRow>('SELECT * FROM publishers WHERE name = ?'),
@@ -198,7 +201,11 @@ export function createPolicyStore(db: Db) {
       const r = s.reqById.get(id);
       return r ? request(r) : null;
     },
-    requests: (status: ApprovalRequest['status'] | null): ApprovalRequest[] => s.reqList.all({ status }).map(request),
+    // requests lists up to limit requests (of a status, or all), newest activity first, and how many there are in all.
+    requests: (status: ApprovalRequest['status'] | null, limit: number): { requests: ApprovalRequest[]; total: number } => ({
+      requests: (status === null ? s.reqList.all(limit) : s.reqListStatus.all(status, limit)).map(request),
+      total: (status === null ? s.reqCount.get() : s.reqCountStatus.get(status))?.n ?? 0,
+    }),
     decideRequest: db.transaction((id: number, status: 'approved' | 'denied', by: string | null, note: string | null): ApprovalRequest | null => {
       s.reqDecide.run(status, by, now(), note, id);
       const r = s.reqById.get(id);

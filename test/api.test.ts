@@ -179,6 +179,32 @@ describe('approval requests', () => {
     const images = await call('audit', 'GET', '/api/v1/images');
     assert.ok(!(images.json.images as { digest: string }[]).some((i) => i.digest === reversed.digest));
   });
+
+  test('the list answers at most limit requests, newest activity first, and X-Total-Count says how many match', async () => {
+    // A pull certificate can leave one request per refused digest: 600 of them here, more than the default page.
+    const store = t.airlock.services.policyStore;
+    const flood: number[] = [];
+    for (let i = 0; i < 600; i++) flood.push(store.recordRefusal(`${REPO}-flood`, sha(Buffer.from(`flood ${i}`)), null, 'test-pull').id);
+    const pending = await call('audit', 'GET', '/api/v1/requests?status=pending');
+    assert.equal(pending.status, 200);
+    const rows = pending.json.requests as { id: number }[];
+    assert.equal(rows.length, 500, 'the default page is 500');
+    const total = Number(pending.headers['x-total-count']);
+    assert.ok(total >= 600, `X-Total-Count ${total} counts every pending request`);
+    assert.deepEqual(rows.slice(0, 3).map((r) => r.id), flood.slice(-3).reverse(), 'newest activity first');
+
+    const three = await call('audit', 'GET', '/api/v1/requests?limit=3');
+    assert.deepEqual((three.json.requests as { id: number }[]).map((r) => r.id), flood.slice(-3).reverse());
+    assert.ok(Number(three.headers['x-total-count']) > total, 'without a status every request counts');
+    const denied = await call('audit', 'GET', '/api/v1/requests?status=denied&limit=5000');
+    assert.equal(Number(denied.headers['x-total-count']), (denied.json.requests as unknown[]).length);
+
+    for (const bad of ['0', '5001', 'ten', '-1']) {
+      const r = await call('audit', 'GET', `/api/v1/requests?limit=${bad}`);
+      assert.equal(r.status, 400, `limit=${bad}`);
+      assert.equal(r.json.error?.code, 'BAD_REQUEST');
+    }
+  });
 });
 
 describe('pins', () => {

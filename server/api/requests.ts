@@ -7,6 +7,10 @@ import { actorOf, routeOf } from './common.js';
 import { approvalRequest, errors, idParam, list, NOTE, obj } from './schemas.js';
 
 const TAGS = ['requests'];
+// A list answers at most REQUESTS_MAX requests, REQUESTS_DEFAULT unless asked: a pull certificate can create one per
+// refused digest, and the console asks again every few seconds.
+const REQUESTS_DEFAULT = 500;
+const REQUESTS_MAX = 5000;
 
 // requestRoutes registers /requests.
 export async function requestRoutes(app: FastifyInstance, s: Services): Promise<void> {
@@ -19,19 +23,32 @@ export async function requestRoutes(app: FastifyInstance, s: Services): Promise<
     return r;
   };
 
-  app.get<{ Querystring: { status?: ApprovalRequest['status'] } }>(
+  app.get<{ Querystring: { status?: ApprovalRequest['status']; limit?: number } }>(
     '/requests',
     {
       config: { role: 'audit' },
       schema: {
         summary: 'List approval requests',
-        description: 'Refused pulls create or bump one request per (repository, digest); newest activity first.',
+        description:
+          `Refused pulls create or bump one request per (repository, digest); newest activity first, at most \`limit\` of them ` +
+          `(default ${REQUESTS_DEFAULT}). The \`X-Total-Count\` header says how many match in all.`,
         tags: TAGS,
-        querystring: { type: 'object', properties: { status: { type: 'string', enum: ['pending', 'approved', 'denied'] } }, additionalProperties: false },
+        querystring: {
+          type: 'object',
+          properties: {
+            status: { type: 'string', enum: ['pending', 'approved', 'denied'] },
+            limit: { type: 'integer', minimum: 1, maximum: REQUESTS_MAX, default: REQUESTS_DEFAULT },
+          },
+          additionalProperties: false,
+        },
         response: { 200: list('requests', approvalRequest), ...errors },
       },
     },
-    async (req) => ({ requests: s.policyStore.requests(req.query.status ?? null) }),
+    async (req, reply) => {
+      const { requests, total } = s.policyStore.requests(req.query.status ?? null, req.query.limit ?? REQUESTS_DEFAULT);
+      reply.header('x-total-count', total);
+      return { requests };
+    },
   );
 
   app.post<{ Params: { id: number }; Body: { note?: string } }>(

@@ -274,9 +274,14 @@ function requestStatusFilter() {
   return REQUEST_STATUSES.includes(s) ? s : 'pending';
 }
 
+/** fetchRequests returns the requests of a status (newest activity first, as many as the API's default limit gives)
+ * and how many there are in all. */
 async function fetchRequests(status) {
   const query = status === 'all' ? '' : `?status=${status}`;
-  return (await api('GET', `${API}/requests${query}`)).requests;
+  const res = await api('GET', `${API}/requests${query}`, undefined, { raw: true });
+  const { requests } = await res.json();
+  const total = Number(res.headers.get('x-total-count') ?? requests.length);
+  return { list: requests, total: Number.isFinite(total) ? total : requests.length };
 }
 
 function requestActions(r) {
@@ -342,11 +347,12 @@ function requestRow(r) {
     isAdmin() ? h('td', {}, requestActions(r)) : null);
 }
 
-function requestsTable(list, status) {
+function requestsTable({ list, total }, status) {
   const columns = ['#', 'Repository', 'Digest', 'Requested by', 'Refusals', 'Last refused', 'Status'];
   if (isAdmin()) columns.push('Decide');
   const empty = status === 'pending' ? 'No pending requests. A pull of an image that policy does not admit creates one.' : `No ${status === 'all' ? '' : `${status} `}requests.`;
-  return table(columns, list.map(requestRow), empty);
+  const more = total > list.length ? h('p', { class: 'small muted' }, `Showing the ${list.length} with the newest activity of ${total}.`) : null;
+  return h('div', {}, more, table(columns, list.map(requestRow), empty));
 }
 
 async function renderRequests(view, gen) {
@@ -371,10 +377,10 @@ async function renderRequests(view, gen) {
 async function refreshRequests(force = false) {
   try {
     const pending = await fetchRequests('pending');
-    state.pending = pending.length;
+    state.pending = pending.total;
     const count = $('#pending-count');
-    count.textContent = String(pending.length);
-    count.hidden = pending.length === 0;
+    count.textContent = String(pending.total);
+    count.hidden = pending.total === 0;
     if (state.screen === 'requests') {
       const status = requestStatusFilter();
       const list = status === 'pending' ? pending : await fetchRequests(status);
