@@ -18,7 +18,7 @@ const TOUCH_PERSIST_MS = 10 * 60 * 1000;
 // WRITE_BUFFER is how much a download may have received ahead of the write to its temp file under way. With 1 MiB the
 // upstream connection stalled behind every write (a write into fresh page cache can take milliseconds); with 8 MiB a
 // cold 256 MiB pull took 1.6-1.8 s instead of 1.8-2.4 s here, and more buffer gained nothing.
-const WRITE_BUFFER = 8 * CHUNK_SIZE;
+const WRITE_BUFFER = 8 << 20;
 
 interface Entry {
   size: number;

@@ -1,16 +1,19 @@
 // Blob bodies read in whole chunks into recycled buffers.
 //
-// Serving blobs reads 1 MiB at a time: with 64 KiB reads TLS throughput is bound by per-chunk overhead, not AES. A
-// fresh 1 MiB buffer per read, though, is external memory to V8, and every 64 MiB of it starts a full mark-compact of
-// the heap: measured on a warm 256 MiB download, a third of the server's CPU went to the garbage collector. Bodies
-// therefore read into buffers from one pool, and the sender hands each buffer back once the socket has consumed it.
+// Serving blobs reads 256 KiB at a time. With 64 KiB reads through Node's streams TLS throughput is bound by per-chunk
+// overhead, not AES; with 1 MiB, Node encrypts each chunk whole before the socket gets any of it, and the client sat
+// idle meanwhile: against the 1 MiB build in the same benchmark runs, 256 KiB gave one client 2.5-5.6 % more and eight
+// clients 2-9 % more (docs/performance.md). A fresh buffer per read, though, is external memory to V8, and every 64
+// MiB of it starts a full mark-compact of the heap: measured on a warm 256 MiB download, a third of the server's CPU
+// went to the garbage collector. Bodies therefore read into buffers from one pool, and the sender hands each buffer
+// back once the socket has consumed it.
 import fs from 'node:fs';
 
 // CHUNK_SIZE is the read size for serving blobs and the size of every pooled buffer.
-export const CHUNK_SIZE = 1 << 20;
+export const CHUNK_SIZE = 256 << 10;
 
 // MAX_FREE bounds the idle buffers kept for reuse (32 MiB); more are allocated when needed and left to the GC.
-const MAX_FREE = 32;
+const MAX_FREE = 128;
 
 // ChunkPool recycles CHUNK_SIZE buffers. A buffer must be given back only when nothing reads or writes it any more:
 // a buffer handed out twice would mix one download's bytes into another's.
