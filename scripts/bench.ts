@@ -19,7 +19,7 @@ import { run, waitFor } from '../test/harness/proc.js';
 import { makeServerCert, makeTestCa } from '../test/harness/tls.js';
 import type { BlobResult, InterleaveResult, LoadJob, LoadResult, LoadTls, RequestsResult } from './bench/load.js';
 import { summariseProfile } from './bench/profile.js';
-import { evaluate, type Machine, type Results } from './bench/report.js';
+import { emptyResults, evaluate, type Machine, type Results } from './bench/report.js';
 import { type Blob, type Image, memoryBlob, pushImage, writeRandomBlob } from './bench/seed.js';
 import {
   MemorySampler,
@@ -426,9 +426,9 @@ async function main(): Promise<void> {
     for (const s of [airlock, nginx, registry, bare]) ciphers.add(await negotiated(s, client));
     log(`references: nginx pid ${nginx.pid}, registry (mTLS) pid ${registry.pid}, registry (proxy) pid ${proxy.pid}, bare pid ${bare.pid}; TLS ${[...ciphers].join(', ')}`);
 
-    const results: Results = {
-      machine: info,
-      settings: {
+    const results: Results = emptyResults(
+      info,
+      {
         quick: o.quick,
         runs: o.runs,
         blobBytes,
@@ -439,17 +439,8 @@ async function main(): Promise<void> {
         loadGenerator: 'scripts/bench/load.ts (undici Client per blob download, Pool for manifests, pipelining 1, dispatch API: bodies counted as they arrive, never buffered)',
         tls: `${[...ciphers].join(', ')} with client certificates (mutual TLS) everywhere except the plain-TLS upstream`,
       },
-      warm: { airlock: { c1: [], c8: [] }, nginx: { c1: [], c8: [] }, registry: { c1: [], c8: [] } },
-      manifests: { airlockDigest: [], airlockTag: [], registryDigest: [], registryTag: [], bare: [] },
-      cold: { airlock: [], direct: [], registryProxy: [] },
-      coldCpu: { airlock: [], registryProxy: [] },
-      coldMachineCpu: { airlock: [], direct: [], registryProxy: [] },
-      fanIn: { airlock: { seconds: [], upstreamGets: [] }, registryProxy: { seconds: [], upstreamGets: [] } },
-      memory: { peakBytes: [], method: '', processPeakBytes: 0 },
-      profiles: [],
-      interference: [],
       notes,
-    };
+    );
     // measure runs a load job while watching other processes' CPU use; a repeatable job disturbed by them runs again
     // (while the time budget allows) and the least disturbed attempt counts.
     // lastMachineCpuMs is the CPU the whole machine used during the attempt of the last measurement that counted.

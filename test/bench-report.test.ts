@@ -3,27 +3,17 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { RequestsResult } from '../scripts/bench/load.js';
-import { evaluate, median, type Results } from '../scripts/bench/report.js';
+import { emptyResults, evaluate, median, type Results } from '../scripts/bench/report.js';
 
 function rps(n: number, p99Ms = 10): RequestsResult {
   return { mode: 'requests', connections: 64, requests: n * 10, seconds: 10, rps: n, p50Ms: p99Ms / 3, p99Ms, maxMs: p99Ms * 2, errors: 0, statuses: { '200': n * 10 } };
 }
 
 function empty(): Results {
-  return {
-    machine: { nproc: 2, cpu: 'test', memoryGiB: 24, node: 'v20', kernel: '6', nginx: 'nginx', registry: '2.8', date: '2026-12-07 00:00 UTC', loadAverage: 0, otherCpus: 0 },
-    settings: { quick: false, runs: 3, blobBytes: 256 * 2 ** 20, manifestBytes: 1687, manifestSeconds: 10, connections: 64, airlockCommand: 'node', loadGenerator: 'load.ts', tls: 'TLSv1.3' },
-    warm: { airlock: { c1: [], c8: [] }, nginx: { c1: [], c8: [] }, registry: { c1: [], c8: [] } },
-    manifests: { airlockDigest: [], airlockTag: [], registryDigest: [], registryTag: [], bare: [] },
-    cold: { airlock: [], direct: [], registryProxy: [] },
-    coldCpu: { airlock: [], registryProxy: [] },
-    coldMachineCpu: { airlock: [], direct: [], registryProxy: [] },
-    fanIn: { airlock: { seconds: [], upstreamGets: [] }, registryProxy: { seconds: [], upstreamGets: [] } },
-    memory: { peakBytes: [], method: 'VmHWM', processPeakBytes: 0 },
-    profiles: [],
-    interference: [],
-    notes: [],
-  };
+  return emptyResults(
+    { nproc: 2, cpu: 'test', memoryGiB: 24, node: 'v20', kernel: '6', nginx: 'nginx', registry: '2.8', date: '2026-12-07 00:00 UTC', loadAverage: 0, otherCpus: 0 },
+    { quick: false, runs: 3, blobBytes: 256 * 2 ** 20, manifestBytes: 1687, manifestSeconds: 10, connections: 64, airlockCommand: 'node', loadGenerator: 'load.ts', tls: 'TLSv1.3' },
+  );
 }
 
 describe('the benchmark report', () => {

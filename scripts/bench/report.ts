@@ -60,6 +60,24 @@ export interface Results {
   notes: string[];
 }
 
+/** emptyResults is a run's Results before any figure is in. */
+export function emptyResults(machine: Machine, settings: Settings, notes: string[] = []): Results {
+  return {
+    machine,
+    settings,
+    warm: { airlock: { c1: [], c8: [] }, nginx: { c1: [], c8: [] }, registry: { c1: [], c8: [] } },
+    manifests: { airlockDigest: [], airlockTag: [], registryDigest: [], registryTag: [], bare: [] },
+    cold: { airlock: [], direct: [], registryProxy: [] },
+    coldCpu: { airlock: [], registryProxy: [] },
+    coldMachineCpu: { airlock: [], direct: [], registryProxy: [] },
+    fanIn: { airlock: { seconds: [], upstreamGets: [] }, registryProxy: { seconds: [], upstreamGets: [] } },
+    memory: { peakBytes: [], method: '', processPeakBytes: 0 },
+    profiles: [],
+    interference: [],
+    notes,
+  };
+}
+
 // coldCpuNote says where the CPU of the cold runs went (medians), for airlock by thread and for the registry proxy.
 function coldCpuNote(c: Results['coldCpu']): string {
   const ms = (xs: number[]): string => median(xs).toFixed(0);
