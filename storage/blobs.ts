@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import { type BlobBody, CHUNK_SIZE, fileBody } from './chunks.js';
+import { type BlobBody, fileBody } from './chunks.js';
 
 const TOUCH_PERSIST_MS = 10 * 60 * 1000;
 

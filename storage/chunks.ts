@@ -2,7 +2,7 @@
 //
 // Serving blobs reads 256 KiB at a time. With 64 KiB reads through Node's streams TLS throughput is bound by per-chunk
 // overhead, not AES; with 1 MiB, Node encrypts each chunk whole before the socket gets any of it, and the client sat
-// idle meanwhile: against the 1 MiB build in the same benchmark runs, 256 KiB gave one client 2.5-5.6 % more and eight
+// idle meanwhile: against the 1 MiB build in the same benchmark runs, 256 KiB gave one client 2.5-7.6 % more and eight
 // clients 2-9 % more (docs/performance.md). A fresh buffer per read, though, is external memory to V8, and every 64
 // MiB of it starts a full mark-compact of the heap: measured on a warm 256 MiB download, a third of the server's CPU
 // went to the garbage collector. Bodies therefore read into buffers from one pool, and the sender hands each buffer
