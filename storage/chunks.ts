@@ -1,12 +1,12 @@
 // Blob bodies read in whole chunks into recycled buffers.
 //
 // Serving blobs reads 256 KiB at a time. With 64 KiB reads through Node's streams TLS throughput is bound by per-chunk
-// overhead, not AES; with 1 MiB, Node encrypts each chunk whole before the socket gets any of it, and the client sat
-// idle meanwhile: against the 1 MiB build in the same benchmark runs, 256 KiB gave one client 2.5-7.6 % more and eight
-// clients 2-9 % more (docs/performance.md). A fresh buffer per read, though, is external memory to V8, and every 64
-// MiB of it starts a full mark-compact of the heap: measured on a warm 256 MiB download, a third of the server's CPU
-// went to the garbage collector. Bodies therefore read into buffers from one pool, and the sender hands each buffer
-// back once the socket has consumed it.
+// overhead, not AES. Against 1 MiB, measured with both builds in both orders (docs/performance.md), one client got 4 %
+// more with 1 MiB and eight clients 6 % more with 256 KiB, both within this machine's spread; 256 KiB hands the socket
+// its first bytes sooner, as Node encrypts a chunk whole before sending any of it. A fresh buffer per read, though, is
+// external memory to V8, and every 64 MiB of it starts a full mark-compact of the heap: measured on a warm 256 MiB
+// download, a third of the server's CPU went to the garbage collector. Bodies therefore read into buffers from one
+// pool, and the sender hands each buffer back once the socket has consumed it.
 import fs from 'node:fs';
 
 // CHUNK_SIZE is the read size for serving blobs and the size of every pooled buffer.
