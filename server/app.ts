@@ -4,45 +4,14 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { apiRoutes } from './api/routes.js';
 import { consoleRoutes } from './console.js';
 import { ApiError, RegistryError } from './errors.js';
-import { identityFromPeer, type Identity } from './pki/identity.js';
+import { createRecorder, freshContext, identityOf, routeLabel } from './record.js';
 import { registryRoutes } from './registry/routes.js';
 import type { RequestContext, Services } from './services.js';
 import type { TLSSocket } from 'node:tls';
 
-const identities = new WeakMap<object, Identity | null>();
-
 // CONTENT_HEADERS describe the content a route was about to send; an error answer drops them (a 503 must not go out
 // cacheable for a year under the blob's ETag).
 const CONTENT_HEADERS = ['etag', 'docker-content-digest', 'cache-control', 'accept-ranges', 'content-range'];
-
-// identityOf reads (once per connection) the verified client certificate's identity.
-export function identityOf(socket: TLSSocket): Identity | null {
-  let id = identities.get(socket);
-  if (id === undefined) {
-    id = typeof socket.getPeerCertificate === 'function' ? identityFromPeer(socket.getPeerCertificate()) : null;
-    identities.set(socket, id);
-  }
-  return id;
-}
-
-function freshContext(identity: Identity | null, routeLabel: string): RequestContext {
-  return { identity, action: null, repository: null, reference: null, digest: null, decision: null, reason: null, source: null, bytes: null, routeLabel };
-}
-
-function routeLabel(url: string): string {
-  if (url.startsWith('/v2')) {
-    const q = url.indexOf('?');
-    const path = q < 0 ? url : url.slice(0, q);
-    if (path === '/v2' || path === '/v2/') return 'v2';
-    const m = /\/(manifests|blobs|tags|referrers)\//.exec(path);
-    return m ? `v2_${m[1]}` : 'v2_other';
-  }
-  if (url.startsWith('/api/')) return 'api';
-  if (url.startsWith('/ui')) return 'ui';
-  if (url.startsWith('/metrics')) return 'metrics';
-  if (url.startsWith('/healthz')) return 'healthz';
-  return 'other';
-}
 
 // buildApp registers everything on a Fastify instance made by runtime.ts.
 export async function buildApp(app: FastifyInstance, s: Services, extra: (app: FastifyInstance) => Promise<void> = async () => {}): Promise<void> {
@@ -72,50 +41,9 @@ export async function buildApp(app: FastifyInstance, s: Services, extra: (app: F
     done();
   });
 
-  // recordResponse counts, audits and logs a finished (or aborted) request.
+  const record = createRecorder(s);
   const recordResponse = (req: FastifyRequest, reply: FastifyReply): void => {
-    const c = req.airlock;
-    if (!c) return;
-    const ms = reply.elapsedTime;
-    const aborted = !reply.raw.writableFinished;
-    const status = reply.statusCode;
-    s.metrics.requests.inc({ route: c.routeLabel, method: req.method, status: aborted ? 'aborted' : String(status) });
-    s.metrics.requestSeconds.observe({ route: c.routeLabel }, ms / 1000);
-    if (c.bytes && !aborted) s.metrics.bytesServed.inc({ source: c.source ?? 'cache' }, c.bytes);
-    if (c.routeLabel.startsWith('v2') || c.action) {
-      s.audit.append({
-        action: c.action ?? `${c.routeLabel}.${req.method.toLowerCase()}`,
-        actor: c.identity?.cn ?? null,
-        actorSerial: c.identity?.serial ?? null,
-        role: c.identity?.role ?? null,
-        ip: req.ip,
-        repository: c.repository,
-        reference: c.reference,
-        digest: c.digest,
-        decision: c.decision ?? (status < 400 ? 'allow' : 'deny'),
-        reason: aborted ? 'aborted' : c.reason,
-        status: aborted ? null : status,
-        bytes: aborted ? null : c.bytes,
-      });
-    }
-    const line = {
-      actor: c.identity?.cn ?? null,
-      serial: c.identity?.serial ?? null,
-      role: c.identity?.role ?? null,
-      method: req.method,
-      path: req.url.length > 300 ? `${req.url.slice(0, 300)}…` : req.url,
-      repo: c.repository,
-      ref: c.reference,
-      digest: c.digest,
-      decision: c.decision,
-      reason: c.reason,
-      source: c.source,
-      status: aborted ? 'aborted' : status,
-      bytes: c.bytes,
-      ms: Math.round(ms * 10) / 10,
-    };
-    if (status >= 500 || aborted) s.logger.warn(line, 'request');
-    else s.logger.info(line, 'request');
+    if (req.airlock) record(req.airlock, req.method, req.url, req.ip, reply.statusCode, !reply.raw.writableFinished, reply.elapsedTime);
   };
 
   app.setErrorHandler((err: FastifyError | RegistryError | ApiError, req: FastifyRequest, reply: FastifyReply) => {

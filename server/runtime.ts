@@ -1,6 +1,7 @@
 // startAirlock assembles a running airlock from a validated configuration: storage, upstreams, policy, signing,
 // audit, metrics and the one mutual-TLS HTTPS listener. main.ts and the tests both start airlock through it.
 import fs from 'node:fs';
+import nodeHttps from 'node:https';
 import path from 'node:path';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -12,7 +13,8 @@ import { createCertStore } from '../storage/certs.js';
 import { createContentStore } from '../storage/content.js';
 import { DB_FILE, dataVersion, openDatabase } from '../storage/db.js';
 import { createPolicyStore } from '../storage/policy.js';
-import { buildApp, identityOf } from './app.js';
+import { buildApp } from './app.js';
+import { identityOf } from './record.js';
 import { AuditLog } from './audit/log.js';
 import type { Config } from './config.js';
 import { RegistryError, UserError } from './errors.js';
@@ -146,38 +148,47 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
   const services: Services = {
     config, logger, db, content, policyStore, certs, auditStore, blobs, upstreams, mirror, policy, signer, audit, metrics, authority, revoked, startedAt: new Date(),
     driftCheckMs: opts.driftCheckMs ?? 60000,
+    answerRemembered: () => false,
   };
 
+  const https = {
+    key: fs.readFileSync(config.tls.key),
+    cert: fs.readFileSync(config.tls.cert),
+    ca: config.tls.clientCa.map((f) => fs.readFileSync(f)),
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: 'TLSv1.2' as const,
+    handshakeTimeout: 10000,
+    // Node checks headersTimeout and requestTimeout on this interval (30 s by default), so slow-loris clients go sooner.
+    connectionsCheckingInterval: 1000,
+  };
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     // Requests log through the one logger (their lines carry the identity and route): a child logger per request
     // would be built and thrown away thousands of times a second.
     childLoggerFactory: (logger) => logger,
-    https: {
-      key: fs.readFileSync(config.tls.key),
-      cert: fs.readFileSync(config.tls.cert),
-      ca: config.tls.clientCa.map((f) => fs.readFileSync(f)),
-      requestCert: true,
-      rejectUnauthorized: true,
-      minVersion: 'TLSv1.2',
-      handshakeTimeout: 10000,
-      // Node checks headersTimeout and requestTimeout on this interval (30 s by default), so slow-loris clients go sooner.
-      connectionsCheckingInterval: 1000,
+    // The server is made here rather than by Fastify so that a request for a remembered manifest is answered before
+    // Fastify sees it (registry/remembered.ts); everything else goes to Fastify's handler.
+    serverFactory: (handler) => {
+      const server = nodeHttps.createServer(https, (req, res) => {
+        if (!services.answerRemembered(req, res)) handler(req, res);
+      });
+      // A connection with no traffic either way for two minutes (a client that never sends or never reads) is closed.
+      server.setTimeout(120000);
+      server.keepAliveTimeout = 65000;
+      server.requestTimeout = 30000;
+      server.headersTimeout = 15000;
+      return server;
     },
     exposeHeadRoutes: false,
     routerOptions: { maxParamLength: 2048 },
     bodyLimit: 1 << 20,
-    // A connection with no traffic either way for two minutes (a client that never sends or never reads) is closed.
-    connectionTimeout: 120000,
-    keepAliveTimeout: 65000,
-    requestTimeout: 30000,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     // Fastify types this option as a generic function that no concrete handler satisfies.
     frameworkErrors: frameworkError as never,
   }) as unknown as FastifyInstance;
-  app.server.headersTimeout = 15000;
   watchTls(app, services);
 
   await buildApp(app, services, async (a) => {
@@ -187,6 +198,8 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
+    // From now on every request goes to Fastify, which answers 503 while it closes.
+    services.answerRemembered = () => false;
     revoked.stop();
     await app.close();
     await withDeadline(mirror.inflight.settle(), 30000);

@@ -1,5 +1,6 @@
 // Services are what the HTTP layer is handed: storage, the mirror, policy, signing, audit and metrics, built by runtime.ts.
 import type {} from 'fastify';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { AuditStore } from '../storage/audit.js';
 import type { BlobStore } from '../storage/blobs.js';
@@ -38,6 +39,9 @@ export interface Services {
   startedAt: Date;
   // driftCheckMs is how often at most a pinned tag's upstream is asked whether it moved.
   driftCheckMs: number;
+  // answerRemembered answers a request for a remembered manifest straight from Node's request event, and tells
+  // whether it did; registry/routes.ts sets it.
+  answerRemembered: (req: IncomingMessage, res: ServerResponse) => boolean;
 }
 
 // RevokedSerials is the in-memory set of revoked client certificate serials, refreshed from the database.

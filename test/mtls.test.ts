@@ -311,6 +311,125 @@ describe('revocation by the CLI while the server runs', () => {
   });
 });
 
+describe('remembered manifest answers', () => {
+  // A repeated request for an admitted manifest is answered before Fastify sees it (registry/remembered.ts). These
+  // check that it is the same answer, and that nothing the full path refuses gets through that way.
+  const repo = 'docker.io/library/remembered';
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }));
+  const manifest = Buffer.from(
+    JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length }, layers: [] }),
+  );
+  const byDigest = `/v2/library/remembered/manifests/${sha(manifest)}`;
+  const byTag = '/v2/library/remembered/manifests/2.0';
+  let served = 0;
+
+  before(async () => {
+    const s = t.airlock.services;
+    await s.blobs.put(sha(config), config);
+    const p = parseManifest(manifest, null);
+    s.content.saveManifest(repo, { digest: sha(manifest), mediaType: p.mediaType, size: manifest.length, bytes: manifest }, p.refs, p.subject, p.artifactType);
+    s.policyStore.addPin({ repository: repo, digest: sha(manifest), tag: '2.0', note: null, source: 'api', createdBy: 'test' });
+    s.policy.changed();
+    const answer = s.answerRemembered;
+    s.answerRemembered = (req, res) => {
+      const done = answer(req, res);
+      if (done) served += 1;
+      return done;
+    };
+  });
+
+  // fields are an audit event without what the chain assigns.
+  const fields = (e: AuditEvent | undefined): Partial<AuditEvent> => {
+    assert.ok(e, 'an audit event');
+    const { seq: _seq, time: _time, prev: _prev, hash: _hash, ...rest } = e;
+    return rest;
+  };
+
+  test('a remembered answer is the same response and the same audit event as the first, for GET, HEAD and If-None-Match, by digest and by pinned tag', async () => {
+    const pull = bundleOf('pull', 'remembering');
+    const variants: { method: string; headers?: Record<string, string>; status: number; body: Buffer }[] = [
+      { method: 'GET', status: 200, body: manifest },
+      { method: 'HEAD', status: 200, body: Buffer.alloc(0) },
+      { method: 'GET', headers: { 'if-none-match': `"${sha(manifest)}"` }, status: 304, body: Buffer.alloc(0) },
+    ];
+    for (const url of [byDigest, byTag]) {
+      for (const v of variants) {
+        const label = `${v.method} ${url} ${v.headers ? 'If-None-Match' : ''}`;
+        t.airlock.services.policy.changed();
+        const seq = lastSeq();
+        const before = served;
+        const first = await get(pull, url, { method: v.method, headers: v.headers });
+        const again = await get(pull, url, { method: v.method, headers: v.headers });
+        assert.equal(served - before, 1, `${label}: the repeat is a remembered answer, the first is not`);
+        assert.equal(status(first), v.status, label);
+        assert.equal(status(again), v.status, label);
+        if ('error' in first || 'error' in again) return;
+        assert.deepEqual(again.body, v.body, label);
+        assert.deepEqual(first.body, v.body, label);
+        const { date: _d1, ...h1 } = first.headers;
+        const { date: _d2, ...h2 } = again.headers;
+        assert.deepEqual(h2, h1, label);
+        const events = (await eventsAfter(seq)).filter((e) => e.action === 'pull.manifest');
+        assert.equal(events.length, 2, label);
+        assert.deepEqual(fields(events[1]), fields(events[0]), label);
+        assert.equal(events[1]?.status, v.status, label);
+      }
+    }
+  });
+
+  test('a certificate revoked after its answer was remembered is refused on its open connection, not answered', async () => {
+    const victim = bundleOf('pull', 'remembered-then-revoked');
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      assert.equal(status(await get(victim, byDigest, { agent })), 200);
+      const before = served;
+      assert.equal(status(await get(victim, byDigest, { agent })), 200);
+      assert.equal(served - before, 1, 'the second request was a remembered answer');
+      const seq = lastSeq();
+      assert.equal(t.airlock.services.authority.revoke(victim.serial, 'test'), 'revoked');
+      t.airlock.services.revoked.refresh();
+      const open = await get(victim, byDigest, { agent });
+      refused(open);
+      assert.equal(served - before, 1, 'nothing was answered from memory after the revocation');
+      const events = (await eventsAfter(seq)).filter((e) => e.actorSerial === victim.serial);
+      assert.deepEqual(
+        events.map((e) => [e.action, e.reason]),
+        [['tls.refused', 'certificate revoked']],
+      );
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  test('a certificate that names no role gets DENIED for a remembered answer', async () => {
+    const pull = bundleOf('pull', 'remembering');
+    assert.equal(status(await get(pull, byDigest)), 200);
+    const before = served;
+    const r = await get(forgeClientCert('remembered-no-role', ['root']), byDigest);
+    assert.equal(status(r), 403);
+    if ('error' in r) return;
+    assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'DENIED');
+    assert.equal(served, before, 'Fastify answered it');
+  });
+
+  test('an image revoked after its answer was remembered is refused at once', async () => {
+    const s = t.airlock.services;
+    const pull = bundleOf('pull', 'remembering');
+    assert.equal(status(await get(pull, byTag)), 200);
+    assert.equal(status(await get(pull, byTag)), 200);
+    s.policyStore.revoke(repo, sha(manifest), 'bad image', 'test');
+    s.policy.changed();
+    const before = served;
+    for (const url of [byTag, byDigest]) {
+      const r = await get(pull, url);
+      assert.equal(status(r), 403, url);
+      if ('error' in r) return;
+      assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'DENIED');
+    }
+    assert.equal(served, before);
+  });
+});
+
 describe('hostile registry input', () => {
   const repo = 'docker.io/library/seeded';
   const layer = crypto.randomBytes(4096);

@@ -6,23 +6,11 @@ import type { StoredManifest } from '../../storage/content.js';
 import { MEDIA } from './manifest.js';
 import { isDigestLike, isTag, parseDigest, type Route, routeName, truncate } from './names.js';
 import { parseRange } from './range.js';
-import { sendBody } from './send.js';
+import { RememberedAnswers } from './remembered.js';
+import { notModified, sendBody } from './send.js';
 
 const SIG_TAG_RE = /^sha256-([a-f0-9]{64})\.sig$/;
 const TAGS_PAGE_MAX = 10000;
-// ANSWERED_MAX bounds the remembered manifest answers; past it they are forgotten and relearned.
-const ANSWERED_MAX = 10000;
-
-// Answered is an admitted manifest answer for one request URL: by digest, or by a pinned tag.
-interface Answered {
-  generation: number;
-  route: Route;
-  ref: string;
-  tag: string | null;
-  reason: string;
-  manifest: StoredManifest;
-}
-
 // Parsed is a /v2/ request path taken apart from the right, as names may contain slashes.
 type Parsed =
   | { kind: 'ping' }
@@ -72,10 +60,6 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
 
   const table = { upstreams: s.config.upstreams.map((u) => u.name), defaultUpstream: s.config.defaultUpstream };
   const lastDriftCheck = new Map<string, number>();
-  // answered remembers, per request URL, manifests served by digest or by a pinned tag. Until the policy changes the
-  // same URL gets the same bytes and the same decision, so a repeat skips parsing, routing and the policy lookups:
-  // pulls of one image by a fleet repeat the same few URLs thousands of times.
-  const answered = new Map<string, Answered>();
 
   const route = (req: FastifyRequest, name: string): Route => {
     const ns = (req.query as Record<string, unknown>).ns;
@@ -124,6 +108,9 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
       .catch((err: Error) => s.logger.warn({ repo: r.repository, tag, err: err.message }, 'drift check failed'));
   };
 
+  const remembered = new RememberedAnswers(s, checkDrift);
+  s.answerRemembered = (req, res) => remembered.answer(req, res);
+
   // isKnownBlob tells whether a digest the repository holds no manifest for is a layer or config of one of its manifests:
   // asked for one as a manifest, distribution answers 500, which would count against the upstream's breaker.
   const isKnownBlob = (r: Route, digest: string): boolean =>
@@ -163,26 +150,9 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
     req.airlock.source = source;
     s.metrics.cache.inc({ kind: 'manifest', result: source === 'upstream' ? 'miss' : 'hit' });
     if ((tag === null || pinnedTag) && generation === s.policy.generation) {
-      if (answered.size >= ANSWERED_MAX) answered.clear();
-      answered.set(req.url, { generation, route: r, ref, tag, reason: req.airlock.reason ?? 'pin', manifest: m });
+      remembered.remember(req.url, { generation, route: r, ref, tag, reason: req.airlock.reason ?? 'pin', manifest: m });
     }
     sendManifest(req, reply, m.digest, m.mediaType, m.bytes, head);
-  };
-
-  // replay serves a remembered answer, recording the same facts the full path would.
-  const replay = (req: FastifyRequest, reply: FastifyReply, a: Answered, head: boolean): void => {
-    const c = req.airlock;
-    c.action = 'pull.manifest';
-    c.reference = a.ref;
-    c.repository = a.route.repository;
-    c.digest = a.manifest.digest;
-    c.decision = 'allow';
-    c.reason = a.reason;
-    c.source = 'cache';
-    s.metrics.decisions.inc({ decision: 'allow', reason: a.reason });
-    s.metrics.cache.inc({ kind: 'manifest', result: 'hit' });
-    if (a.tag !== null) checkDrift(a.route, a.tag, a.manifest.digest);
-    sendManifest(req, reply, a.manifest.digest, a.manifest.mediaType, a.manifest.bytes, head);
   };
 
   const sendManifest = (req: FastifyRequest, reply: FastifyReply, digest: string, mediaType: string, bytes: Buffer, head: boolean): void => {
@@ -333,8 +303,6 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
   };
 
   const dispatch = async (req: FastifyRequest, reply: FastifyReply, head: boolean): Promise<void> => {
-    const known = answered.get(req.url);
-    if (known !== undefined && known.generation === s.policy.generation) return replay(req, reply, known, head);
     const p = parsePath(req.url);
     switch (p.kind) {
       case 'ping':
@@ -381,17 +349,6 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
       },
     });
   }
-}
-
-// notModified tells whether If-None-Match names the content's ETag ("<digest>"): in a list, weak or strong, or as "*";
-// the bare digest counts too, as distribution accepts it.
-function notModified(header: string | undefined, digest: string): boolean {
-  if (header === undefined) return false;
-  for (const part of header.split(',')) {
-    const tag = part.trim().replace(/^W\//, '');
-    if (tag === '*' || tag === digest || tag === `"${digest}"`) return true;
-  }
-  return false;
 }
 
 function readAnnotations(bytes: Buffer): Record<string, string> | null {

@@ -1,4 +1,5 @@
-// Sending a blob body to the client in whole pooled chunks, reading the next chunk while the socket sends this one.
+// Sending a blob body to the client in whole pooled chunks, reading the next chunk while the socket sends this one;
+// and whether a conditional request already holds what would be sent.
 import type { ServerResponse } from 'node:http';
 import type { FastifyReply } from 'fastify';
 import { type BlobBody, chunkPool } from '../../storage/chunks.js';
@@ -76,4 +77,15 @@ async function pump(res: ServerResponse, body: BlobBody, first: Buffer, firstLen
   } finally {
     body.close();
   }
+}
+
+// notModified tells whether If-None-Match names the content's ETag ("<digest>"): in a list, weak or strong, or as "*";
+// the bare digest counts too, as distribution accepts it.
+export function notModified(header: string | undefined, digest: string): boolean {
+  if (header === undefined) return false;
+  for (const part of header.split(',')) {
+    const tag = part.trim().replace(/^W\//, '');
+    if (tag === '*' || tag === digest || tag === `"${digest}"`) return true;
+  }
+  return false;
 }

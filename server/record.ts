@@ -1,0 +1,85 @@
+// What a request is to airlock and how it is recorded: the client certificate's identity, the request's context, and
+// the one recorder that counts, audits and logs every response (SPEC §7, §8), whether Fastify or a remembered answer
+// (registry/remembered.ts) sent it.
+import type { TLSSocket } from 'node:tls';
+import { identityFromPeer, type Identity } from './pki/identity.js';
+import type { RequestContext, Services } from './services.js';
+
+const identities = new WeakMap<object, Identity | null>();
+
+// identityOf reads (once per connection) the verified client certificate's identity.
+export function identityOf(socket: TLSSocket): Identity | null {
+  let id = identities.get(socket);
+  if (id === undefined) {
+    id = typeof socket.getPeerCertificate === 'function' ? identityFromPeer(socket.getPeerCertificate()) : null;
+    identities.set(socket, id);
+  }
+  return id;
+}
+
+// freshContext is a request's context before anything is known of it but who sent it.
+export function freshContext(identity: Identity | null, routeLabel: string): RequestContext {
+  return { identity, action: null, repository: null, reference: null, digest: null, decision: null, reason: null, source: null, bytes: null, routeLabel };
+}
+
+// routeLabel names the route of a URL for the metrics.
+export function routeLabel(url: string): string {
+  if (url.startsWith('/v2')) {
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
+    if (path === '/v2' || path === '/v2/') return 'v2';
+    const m = /\/(manifests|blobs|tags|referrers)\//.exec(path);
+    return m ? `v2_${m[1]}` : 'v2_other';
+  }
+  if (url.startsWith('/api/')) return 'api';
+  if (url.startsWith('/ui')) return 'ui';
+  if (url.startsWith('/metrics')) return 'metrics';
+  if (url.startsWith('/healthz')) return 'healthz';
+  return 'other';
+}
+
+// Recorder counts, audits and logs one finished (or aborted) request: status is what was sent, ms how long it took.
+export type Recorder = (c: RequestContext, method: string, url: string, ip: string | null, status: number, aborted: boolean, ms: number) => void;
+
+// createRecorder makes the one recorder of responses, for Fastify's requests and for remembered answers alike.
+export function createRecorder(s: Services): Recorder {
+  return (c, method, url, ip, status, aborted, ms) => {
+    s.metrics.requests.inc({ route: c.routeLabel, method, status: aborted ? 'aborted' : String(status) });
+    s.metrics.requestSeconds.observe({ route: c.routeLabel }, ms / 1000);
+    if (c.bytes && !aborted) s.metrics.bytesServed.inc({ source: c.source ?? 'cache' }, c.bytes);
+    if (c.routeLabel.startsWith('v2') || c.action) {
+      s.audit.append({
+        action: c.action ?? `${c.routeLabel}.${method.toLowerCase()}`,
+        actor: c.identity?.cn ?? null,
+        actorSerial: c.identity?.serial ?? null,
+        role: c.identity?.role ?? null,
+        ip,
+        repository: c.repository,
+        reference: c.reference,
+        digest: c.digest,
+        decision: c.decision ?? (status < 400 ? 'allow' : 'deny'),
+        reason: aborted ? 'aborted' : c.reason,
+        status: aborted ? null : status,
+        bytes: aborted ? null : c.bytes,
+      });
+    }
+    const line = {
+      actor: c.identity?.cn ?? null,
+      serial: c.identity?.serial ?? null,
+      role: c.identity?.role ?? null,
+      method,
+      path: url.length > 300 ? `${url.slice(0, 300)}…` : url,
+      repo: c.repository,
+      ref: c.reference,
+      digest: c.digest,
+      decision: c.decision,
+      reason: c.reason,
+      source: c.source,
+      status: aborted ? 'aborted' : status,
+      bytes: c.bytes,
+      ms: Math.round(ms * 10) / 10,
+    };
+    if (status >= 500 || aborted) s.logger.warn(line, 'request');
+    else s.logger.info(line, 'request');
+  };
+}

@@ -1,0 +1,95 @@
+// Remembered manifest answers: per request URL, an admitted manifest served by digest or by a pinned tag. Until the
+// policy changes, the same URL gets the same bytes and the same decision, so a repeat is answered straight from Node's
+// request event: no parsing, routing or policy lookups, and no Fastify request, reply or hooks, which cost more than
+// everything else such a request does (docs/performance.md). Pulls of one image by a fleet repeat the same few URLs
+// thousands of times.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import type { StoredManifest } from '../../storage/content.js';
+import { createRecorder, freshContext, identityOf, type Recorder, routeLabel } from '../record.js';
+import type { Services } from '../services.js';
+import type { Route } from './names.js';
+import { notModified } from './send.js';
+
+// MAX_REMEMBERED bounds the remembered answers; past it they are forgotten and relearned.
+const MAX_REMEMBERED = 10000;
+
+// Answer is an admitted manifest answer for one request URL, valid while the policy's generation is unchanged.
+export interface Answer {
+  generation: number;
+  route: Route;
+  ref: string;
+  tag: string | null;
+  reason: string;
+  manifest: StoredManifest;
+}
+
+// DriftCheck notes, now and then, whether the upstream moved a pinned tag (registry/routes.ts).
+export type DriftCheck = (r: Route, tag: string, pinned: string) => void;
+
+// RememberedAnswers holds the answers and serves them.
+export class RememberedAnswers {
+  private readonly answers = new Map<string, Answer>();
+  private readonly s: Services;
+  private readonly checkDrift: DriftCheck;
+  private readonly record: Recorder;
+
+  constructor(s: Services, checkDrift: DriftCheck) {
+    this.s = s;
+    this.checkDrift = checkDrift;
+    this.record = createRecorder(s);
+  }
+
+  // remember keeps the answer the full path just gave for url.
+  remember(url: string, a: Answer): void {
+    if (this.answers.size >= MAX_REMEMBERED) this.answers.clear();
+    this.answers.set(url, a);
+  }
+
+  // answer serves a remembered answer to a GET or HEAD from a client whose certificate names a role and is not
+  // revoked, with the bytes, headers and record the full path gives, and tells whether it did. Anything else (no
+  // answer, a changed policy, a certificate without a role or revoked) is left to Fastify, which refuses or answers it.
+  answer(req: IncomingMessage, res: ServerResponse): boolean {
+    const method = req.method;
+    if (method !== 'GET' && method !== 'HEAD') return false;
+    const url = req.url ?? '';
+    const a = this.answers.get(url);
+    if (a === undefined || a.generation !== this.s.policy.generation) return false;
+    const identity = identityOf(req.socket as TLSSocket);
+    if (identity === null || identity.role === null || this.s.revoked.has(identity.serial)) return false;
+    const started = performance.now();
+    const m = a.manifest;
+    const c = freshContext(identity, routeLabel(url));
+    c.action = 'pull.manifest';
+    c.reference = a.ref;
+    c.repository = a.route.repository;
+    c.digest = m.digest;
+    c.decision = 'allow';
+    c.reason = a.reason;
+    c.source = 'cache';
+    const headers: Record<string, string | number> = {
+      'docker-distribution-api-version': 'registry/2.0',
+      'content-type': m.mediaType,
+      'docker-content-digest': m.digest,
+      etag: `"${m.digest}"`,
+    };
+    const status = notModified(req.headers['if-none-match'], m.digest) ? 304 : 200;
+    if (status === 200) {
+      headers['content-length'] = m.bytes.length;
+      c.bytes = method === 'HEAD' ? 0 : m.bytes.length;
+    }
+    try {
+      res.writeHead(status, headers);
+    } catch {
+      // A header Node refuses (it never should be): Fastify's path answers, with its error handling.
+      return false;
+    }
+    res.end(status === 200 && method === 'GET' ? m.bytes : undefined);
+    this.s.metrics.decisions.inc({ decision: 'allow', reason: a.reason });
+    this.s.metrics.cache.inc({ kind: 'manifest', result: 'hit' });
+    if (a.tag !== null) this.checkDrift(a.route, a.tag, m.digest);
+    const ip = req.socket.remoteAddress ?? null;
+    res.once('close', () => this.record(c, method, url, ip, status, !res.writableFinished, performance.now() - started));
+    return true;
+  }
+}
