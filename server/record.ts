@@ -2,6 +2,7 @@
 // the one recorder that counts, audits and logs every response (SPEC §7, §8), whether Fastify or a remembered answer
 // (registry/remembered.ts) sent it.
 import type { TLSSocket } from 'node:tls';
+import { requestLog, type RequestLine } from './logging.js';
 import { identityFromPeer, type Identity } from './pki/identity.js';
 import type { RequestContext, Services } from './services.js';
 
@@ -43,6 +44,7 @@ export type Recorder = (c: RequestContext, method: string, url: string, ip: stri
 
 // createRecorder makes the one recorder of responses, for Fastify's requests and for remembered answers alike.
 export function createRecorder(s: Services): Recorder {
+  const logRequest = requestLog(s.logger);
   return (c, method, url, ip, status, aborted, ms) => {
     s.metrics.requests.inc({ route: c.routeLabel, method, status: aborted ? 'aborted' : String(status) });
     s.metrics.requestSeconds.observe({ route: c.routeLabel }, ms / 1000);
@@ -63,7 +65,7 @@ export function createRecorder(s: Services): Recorder {
         bytes: aborted ? null : c.bytes,
       });
     }
-    const line = {
+    const line: RequestLine = {
       actor: c.identity?.cn ?? null,
       serial: c.identity?.serial ?? null,
       role: c.identity?.role ?? null,
@@ -79,7 +81,6 @@ export function createRecorder(s: Services): Recorder {
       bytes: c.bytes,
       ms: Math.round(ms * 10) / 10,
     };
-    if (status >= 500 || aborted) s.logger.warn(line, 'request');
-    else s.logger.info(line, 'request');
+    logRequest(status >= 500 || aborted, line);
   };
 }

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { createLogger, LineWriter } from '../server/logging.js';
+import { createLogger, LineWriter, type RequestLine, requestLog } from '../server/logging.js';
 import { waitFor } from './harness/proc.js';
 
 let tmp: string;
@@ -98,4 +98,41 @@ test('the logger redacts secrets on the way to its destination', async () => {
   for (const secret of ['hunter2', 'abc', 'Bearer xyz']) assert.ok(!text.includes(secret), `${secret} is not logged`);
   assert.equal(lines(file)[0]?.repo, 'docker.io/library/a');
   fs.closeSync(fd);
+});
+
+test('the request line is the line pino writes for the same fields, at info and at warn, escapes included', () => {
+  const out: string[] = [];
+  const logger = createLogger('info', { write: (line: string) => out.push(line) });
+  const line: RequestLine = {
+    actor: 'ci "runner"\\1',
+    serial: '0a1b',
+    role: 'pull',
+    method: 'GET',
+    path: '/v2/library/é/manifests/1.0?ns=\u0001\u2028',
+    repo: 'docker.io/library/é',
+    ref: '1.0',
+    digest: null,
+    decision: 'deny',
+    reason: null,
+    source: null,
+    status: 'aborted',
+    bytes: null,
+    ms: 0.1,
+  };
+  const log = requestLog(logger);
+  logger.info(line, 'request');
+  log(false, line);
+  logger.warn({ ...line, status: 503 }, 'request');
+  log(true, { ...line, status: 503 });
+  const withoutTime = (l: string | undefined): string => (l ?? '').replace(/"time":\d+,/, '');
+  assert.equal(out.length, 4);
+  assert.equal(withoutTime(out[1]), withoutTime(out[0]));
+  assert.equal(withoutTime(out[3]), withoutTime(out[2]));
+  assert.equal(JSON.parse(out[1] ?? '').level, 30);
+  assert.equal(JSON.parse(out[3] ?? '').level, 40);
+  assert.equal(JSON.parse(out[1] ?? '').actor, 'ci "runner"\\1');
+
+  const quiet = createLogger('warn', { write: (l: string) => out.push(l) });
+  requestLog(quiet)(false, line);
+  assert.equal(out.length, 4, 'below the level nothing is written');
 });

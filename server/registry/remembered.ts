@@ -27,9 +27,17 @@ export interface Answer {
 // DriftCheck notes, now and then, whether the upstream moved a pinned tag (registry/routes.ts).
 export type DriftCheck = (r: Route, tag: string, pinned: string) => void;
 
+// Remembered is an answer with what its responses say besides the body, made once.
+interface Remembered {
+  answer: Answer;
+  label: string;
+  headers: Record<string, string | number>;
+  notModifiedHeaders: Record<string, string>;
+}
+
 // RememberedAnswers holds the answers and serves them.
 export class RememberedAnswers {
-  private readonly answers = new Map<string, Answer>();
+  private readonly answers = new Map<string, Remembered>();
   private readonly s: Services;
   private readonly checkDrift: DriftCheck;
   private readonly record: Recorder;
@@ -41,9 +49,16 @@ export class RememberedAnswers {
   }
 
   // remember keeps the answer the full path just gave for url.
-  remember(url: string, a: Answer): void {
+  remember(url: string, answer: Answer): void {
     if (this.answers.size >= MAX_REMEMBERED) this.answers.clear();
-    this.answers.set(url, a);
+    const m = answer.manifest;
+    const notModifiedHeaders = {
+      'docker-distribution-api-version': 'registry/2.0',
+      'content-type': m.mediaType,
+      'docker-content-digest': m.digest,
+      etag: `"${m.digest}"`,
+    };
+    this.answers.set(url, { answer, label: routeLabel(url), headers: { ...notModifiedHeaders, 'content-length': m.bytes.length }, notModifiedHeaders });
   }
 
   // answer serves a remembered answer to a GET or HEAD from a client whose certificate names a role and is not
@@ -53,13 +68,15 @@ export class RememberedAnswers {
     const method = req.method;
     if (method !== 'GET' && method !== 'HEAD') return false;
     const url = req.url ?? '';
-    const a = this.answers.get(url);
-    if (a === undefined || a.generation !== this.s.policy.generation) return false;
+    const known = this.answers.get(url);
+    if (known === undefined || known.answer.generation !== this.s.policy.generation) return false;
     const identity = identityOf(req.socket as TLSSocket);
     if (identity === null || identity.role === null || this.s.revoked.has(identity.serial)) return false;
     const started = performance.now();
+    const a = known.answer;
     const m = a.manifest;
-    const c = freshContext(identity, routeLabel(url));
+    const status = notModified(req.headers['if-none-match'], m.digest) ? 304 : 200;
+    const c = freshContext(identity, known.label);
     c.action = 'pull.manifest';
     c.reference = a.ref;
     c.repository = a.route.repository;
@@ -67,29 +84,22 @@ export class RememberedAnswers {
     c.decision = 'allow';
     c.reason = a.reason;
     c.source = 'cache';
-    const headers: Record<string, string | number> = {
-      'docker-distribution-api-version': 'registry/2.0',
-      'content-type': m.mediaType,
-      'docker-content-digest': m.digest,
-      etag: `"${m.digest}"`,
-    };
-    const status = notModified(req.headers['if-none-match'], m.digest) ? 304 : 200;
-    if (status === 200) {
-      headers['content-length'] = m.bytes.length;
-      c.bytes = method === 'HEAD' ? 0 : m.bytes.length;
-    }
+    if (status === 200) c.bytes = method === 'HEAD' ? 0 : m.bytes.length;
+    const ip = req.socket.remoteAddress ?? null;
+    // A response closes once, finished or cut off by the client.
+    const recorded = (): void => this.record(c, method, url, ip, status, !res.writableFinished, performance.now() - started);
+    res.on('close', recorded);
     try {
-      res.writeHead(status, headers);
+      res.writeHead(status, status === 200 ? known.headers : known.notModifiedHeaders);
     } catch {
-      // A header Node refuses (it never should be): Fastify's path answers, with its error handling.
+      // A header Node refuses (it never should be): Fastify's path answers, with its error handling and its record.
+      res.off('close', recorded);
       return false;
     }
     res.end(status === 200 && method === 'GET' ? m.bytes : undefined);
     this.s.metrics.decisions.inc({ decision: 'allow', reason: a.reason });
     this.s.metrics.cache.inc({ kind: 'manifest', result: 'hit' });
     if (a.tag !== null) this.checkDrift(a.route, a.tag, m.digest);
-    const ip = req.socket.remoteAddress ?? null;
-    res.once('close', () => this.record(c, method, url, ip, status, !res.writableFinished, performance.now() - started));
     return true;
   }
 }
