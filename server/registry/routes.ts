@@ -2,7 +2,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../errors.js';
 import type { Services } from '../services.js';
-import type { StoredManifest } from '../../storage/content.js';
 import { MEDIA } from './manifest.js';
 import { isDigestLike, isTag, parseDigest, type Route, routeName, truncate } from './names.js';
 import { parseRange } from './range.js';
@@ -11,6 +10,7 @@ import { notModified, sendBody } from './send.js';
 
 const SIG_TAG_RE = /^sha256-([a-f0-9]{64})\.sig$/;
 const TAGS_PAGE_MAX = 10000;
+
 // Parsed is a /v2/ request path taken apart from the right, as names may contain slashes.
 type Parsed =
   | { kind: 'ping' }
