@@ -17,6 +17,8 @@ const CONTENT_HEADERS = ['etag', 'docker-content-digest', 'cache-control', 'acce
 export async function buildApp(app: FastifyInstance, s: Services, extra: (app: FastifyInstance) => Promise<void> = async () => {}): Promise<void> {
   app.decorateRequest('airlock', null as unknown as RequestContext);
 
+  const record = createRecorder(s);
+
   // The hook takes a callback rather than returning a promise: it runs on every request, and a promise per request is
   // measurable at the request rates a mirror sees.
   app.addHook('onRequest', (req, reply, done) => {
@@ -30,7 +32,7 @@ export async function buildApp(app: FastifyInstance, s: Services, extra: (app: F
     }
     // Every response closes, finished or cut off by the client (a download stopped half way, which never reaches
     // Fastify's onResponse), so this is where each request is counted, audited and logged.
-    reply.raw.once('close', () => recordResponse(req, reply));
+    reply.raw.once('close', () => record(req.airlock, req.method, req.url, req.ip, reply.statusCode, !reply.raw.writableFinished, reply.elapsedTime));
     const registry = req.url.startsWith('/v2');
     if (registry) reply.header('docker-distribution-api-version', 'registry/2.0');
     if (!identity || identity.role === null) {
@@ -40,11 +42,6 @@ export async function buildApp(app: FastifyInstance, s: Services, extra: (app: F
     }
     done();
   });
-
-  const record = createRecorder(s);
-  const recordResponse = (req: FastifyRequest, reply: FastifyReply): void => {
-    if (req.airlock) record(req.airlock, req.method, req.url, req.ip, reply.statusCode, !reply.raw.writableFinished, reply.elapsedTime);
-  };
 
   app.setErrorHandler((err: FastifyError | RegistryError | ApiError, req: FastifyRequest, reply: FastifyReply) => {
     const isRegistry = req.url.startsWith('/v2');
