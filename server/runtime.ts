@@ -210,7 +210,8 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
     await new Promise<void>((resolve) => logger.flush(() => resolve()));
   };
   try {
-    await app.listen({ host: config.listen.host, port: config.listen.port });
+    // The server is TLS, but Fastify, handed it by serverFactory rather than https options, would log http:// addresses.
+    await app.listen({ host: config.listen.host, port: config.listen.port, listenTextResolver: (a) => `Server listening at ${a.replace(/^http:/, 'https:')}` });
   } catch (err) {
     await close();
     const e = err as NodeJS.ErrnoException;

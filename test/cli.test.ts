@@ -327,6 +327,9 @@ describe('airlock serve', () => {
     assert.ok(out.includes(`admin client bundle: ${admin}/{ca.crt,client.cert,client.key,client.p12}`), out);
     assert.ok(out.includes(`config ${file}`));
     assert.match(out, /containerd: /);
+    // Every address the log names is the TLS one (Fastify, handed the server, would otherwise say http://).
+    assert.match(out, /"msg":"Server listening at https:\/\/127\.0\.0\.1:[0-9]+"/);
+    assert.doesNotMatch(out, /http:\/\//);
     const res = await registryRequest(
       { url, caPath: path.join(admin, 'ca.crt'), clientCertPath: path.join(admin, 'client.cert'), clientKeyPath: path.join(admin, 'client.key') },
       '/v2/',
