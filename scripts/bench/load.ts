@@ -47,8 +47,9 @@ export interface RequestsJob {
 
 /** InterleaveJob sends GETs to several series in turn, each over its own pool of keep-alive connections opened before
  * the clock starts: the series take turns in slices of sliceMs (after a warm-up of warmupMs each turn that is not
- * counted), `slices` turns each, starting one further along every round. This machine runs faster or slower for
- * seconds at a time; short turns spread such phases over every series alike instead of onto whichever ran then. */
+ * counted), `slices` turns each, always in the order given, so each series always follows the same one. This machine
+ * runs faster or slower for seconds at a time; short turns spread such phases over every series alike instead of onto
+ * whichever ran then. */
 export interface InterleaveJob {
   mode: 'interleave';
   series: { name: string; origin: string; path: string }[];
@@ -256,8 +257,7 @@ async function runInterleave(job: InterleaveJob): Promise<InterleaveResult> {
     for (const s of job.series) pools.push(await openPool(s.origin, s.path, job.tls, job.connections, job.headers));
     const tallies = job.series.map(() => newTally());
     for (let round = 0; round < job.slices; round++) {
-      for (let k = 0; k < job.series.length; k++) {
-        const i = (round + k) % job.series.length;
+      for (let i = 0; i < job.series.length; i++) {
         const s = job.series[i];
         const pool = pools[i];
         const t = tallies[i];
