@@ -60,13 +60,30 @@ test('lines written over several turns reach the file on their own, in order, wi
   fs.closeSync(fd);
 });
 
+test('lines in any script, of any length, reach the file byte for byte', async () => {
+  const file = path.join(tmp, 'scripts.log');
+  const fd = fs.openSync(file, 'a');
+  const w = new LineWriter(fd);
+  const sent: string[] = [];
+  // Lines of 1- to 4-byte characters, about 1 MB of them, and two lines of 400 and 100 KB.
+  for (let i = 0; i < 4000; i++) {
+    const pad = ['a', 'é', '€', '😀'][i % 4]!.repeat(40 + (i % 97));
+    sent.push(`${JSON.stringify({ i, pad })}\n`);
+  }
+  sent.splice(1234, 0, `${JSON.stringify({ long: 'ü'.repeat(200_000) })}\n`, `${JSON.stringify({ long: 'x'.repeat(100_000) })}\n`);
+  for (const line of sent) w.write(line);
+  await new Promise<void>((resolve) => w.flush(() => resolve()));
+  assert.ok(fs.readFileSync(file).equals(Buffer.from(sent.join(''), 'utf8')));
+  fs.closeSync(fd);
+});
+
 test('a destination that cannot keep up drops lines beyond the limit and says how many', async () => {
   const file = path.join(tmp, 'drops.log');
   const fd = fs.openSync(file, 'a');
   const w = new LineWriter(fd, 1000);
   const line = `${JSON.stringify({ pad: 'x'.repeat(90) })}\n`;
   for (let i = 0; i < 30; i++) w.write(line);
-  assert.equal(w.dropped, 21, 'ten lines of 101 bytes fit in 1000 bytes');
+  assert.equal(w.dropped, 21, 'nine lines of 101 bytes fit in 1000 bytes');
   await new Promise<void>((resolve) => w.flush(() => resolve()));
   const out = lines(file);
   assert.equal(out.length, 10);
