@@ -504,8 +504,8 @@ async function main(): Promise<void> {
     // 2. Manifest requests over 64 keep-alive connections.
     const digestPath = `/v2/${man.repo}/manifests/${man.digest}`;
     const tagPath = `/v2/${man.repo}/manifests/v1`;
-    // The servers alternate: a series that follows a slice on its own server ran 3-8 % faster than one that follows
-    // another server (docs/performance.md), and the bare server always follows another.
+    // The servers alternate: a series that follows a slice on its own server ran about 5 % faster than one that
+    // follows another server (docs/performance.md), and the bare server always follows another.
     const series = [
       ['airlockDigest', airlock, digestPath],
       ['registryDigest', registry, digestPath],
