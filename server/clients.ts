@@ -20,6 +20,23 @@ export function mirrorAddress(config: Config, listening?: { host: string; port: 
   return `${host}:${l.port}`;
 }
 
+// isLoopback tells whether the host of a host:port address is a loopback one: localhost, 127.0.0.0/8 or ::1.
+export function isLoopback(address: string): boolean {
+  const host = address.startsWith('[') ? address.slice(1, address.indexOf(']')) : address.slice(0, address.lastIndexOf(':'));
+  return host.toLowerCase() === 'localhost' || host === '::1' || /^127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$/.test(host);
+}
+
+// clientWarnings says what keeps a client of kind from pulling through the mirror at address, if anything does.
+// dockerd counts 127.0.0.0/8 as an insecure registry: it never presents its client certificate there, airlock refuses
+// the handshake, and dockerd pulls from Docker Hub instead, without an error (docs/client-guide.md).
+export function clientWarnings(kind: ClientKind, address: string): string[] {
+  if (kind !== 'docker' || !isLoopback(address)) return [];
+  return [
+    `dockerd sends no client certificate to the loopback address ${address} and then pulls from Docker Hub instead: ` +
+      'give airlock an address on a real interface, in its server certificate and in publicUrl',
+  ];
+}
+
 // DEFAULT_CERT_DIR is where client files expect the client bundle unless told otherwise.
 export const DEFAULT_CERT_DIR = '/etc/airlock';
 

@@ -8,7 +8,7 @@ import { createAuditStore } from '../storage/audit.js';
 import { createCertStore } from '../storage/certs.js';
 import { openDatabase } from '../storage/db.js';
 import { formatVerifyResult, verifyAuditFile } from './audit/verify.js';
-import { clientFiles, mirrorAddress } from './clients.js';
+import { clientFiles, clientWarnings, mirrorAddress } from './clients.js';
 import { type Config, loadConfigFile } from './config.js';
 import { UserError } from './errors.js';
 import { defaultHosts, initDataDir } from './init.js';
@@ -102,6 +102,7 @@ async function serve(argv: string[]): Promise<void> {
       `console:             ${airlock.url}/ui/ (import client.p12 into the browser)`,
       '',
       `Docker: /etc/docker/daemon.json {"registry-mirrors": ["https://${address}"]}, and copy the bundle to /etc/docker/certs.d/${address}/{ca.crt,client.cert,client.key}`,
+      ...clientWarnings('docker', address).map((w) => `  warning: ${w}`),
       ...containerd,
       `podman/skopeo: registries.conf [[registry]] prefix="docker.io" location="${address}/docker.io", certs in /etc/containers/certs.d/${address}/`,
       `quick check: curl --cacert ${admin}/ca.crt --cert ${admin}/client.cert --key ${admin}/client.key ${airlock.url}/v2/`,

@@ -502,6 +502,9 @@ describe('roles', () => {
       assert.equal(r.json.kind, kind);
       assert.equal(r.json.address, t.host);
       assert.ok((r.json.files as { path: string; content: string }[]).length > 0);
+      // The test server listens on 127.0.0.1, where dockerd sends no client certificate.
+      assert.equal((r.json.warnings as string[]).length, kind === 'docker' ? 1 : 0, kind);
+      if (kind === 'docker') assert.match((r.json.warnings as string[])[0] ?? '', /loopback address/);
     }
     const containerd = await call('pull', 'GET', '/api/v1/client-config?kind=containerd');
     assert.ok((containerd.json.files as { path: string; content: string }[]).some((f) => f.path.endsWith('docker.io/hosts.toml') && f.content.includes(t.host)));

@@ -327,6 +327,7 @@ describe('airlock serve', () => {
     assert.ok(out.includes(`admin client bundle: ${admin}/{ca.crt,client.cert,client.key,client.p12}`), out);
     assert.ok(out.includes(`config ${file}`));
     assert.match(out, /containerd: /);
+    assert.match(out, /\n {2}warning: dockerd sends no client certificate to the loopback address 127\.0\.0\.1:[0-9]+ /);
     // Every address the log names is the TLS one (Fastify, handed the server, would otherwise say http://).
     assert.match(out, /"msg":"Server listening at https:\/\/127\.0\.0\.1:[0-9]+"/);
     assert.doesNotMatch(out, /http:\/\//);

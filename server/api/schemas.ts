@@ -139,6 +139,7 @@ export const clientConfig = obj({
   kind: { type: 'string', enum: ['docker', 'containerd', 'podman'] },
   address: str,
   files: { type: 'array', items: obj({ path: str, content: str }) },
+  warnings: { type: 'array', items: str, description: 'what keeps such a client from pulling through this mirror at this address, if anything' },
 });
 
 // idParam is a numeric id in the path.
