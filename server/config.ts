@@ -149,7 +149,9 @@ export function loadConfigFile(file: string, env: Env, opts: LoadOptions = {}): 
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new UserError(`cannot read config ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file (ENOENT)' : code === 'EACCES' ? 'permission denied (EACCES)' : code === 'EISDIR' ? 'a directory, not a file (EISDIR)' : (code ?? String(err));
+    throw new UserError(`cannot read config ${file}: ${why}`);
   }
   let doc: unknown;
   try {

@@ -441,7 +441,7 @@ describe('airlock serve', () => {
 
   test('serve uses $AIRLOCK_CONFIG when --config is absent', async () => {
     const r = await airlock(['serve'], { cwd: tmp, env: { ...ENV, AIRLOCK_CONFIG: path.join(tmp, 'missing-from-env.yaml') } });
-    assertUserError(r, /cannot read config .*missing-from-env\.yaml: ENOENT/);
+    assertUserError(r, /cannot read config .*missing-from-env\.yaml: no such file \(ENOENT\)/);
     assert.ok(!fs.existsSync(path.join(tmp, 'airlock-data')), 'no data directory is initialised when a config is named');
   });
 

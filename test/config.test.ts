@@ -325,6 +325,10 @@ describe('a configuration file that cannot be used', () => {
 
   test('a file that does not exist is one line naming it', () => {
     const file = path.join(tmp, 'missing.yaml');
-    assert.throws(() => loadConfigFile(file, {}), (err: Error) => err instanceof UserError && err.message === `cannot read config ${file}: ENOENT`);
+    assert.throws(() => loadConfigFile(file, {}), (err: Error) => err instanceof UserError && err.message === `cannot read config ${file}: no such file (ENOENT)`);
+  });
+
+  test('a directory given as the file is one line saying so', () => {
+    assert.throws(() => loadConfigFile(tmp, {}), (err: Error) => err instanceof UserError && err.message === `cannot read config ${tmp}: a directory, not a file (EISDIR)`);
   });
 });
