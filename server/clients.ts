@@ -27,8 +27,8 @@ export function isLoopback(address: string): boolean {
 }
 
 // clientWarnings says what keeps a client of kind from pulling through the mirror at address, if anything does.
-// dockerd counts 127.0.0.0/8 as an insecure registry: it never presents its client certificate there, airlock refuses
-// the handshake, and dockerd pulls from Docker Hub instead, without an error (docs/client-guide.md).
+// dockerd counts 127.0.0.0/8 and ::1 as insecure registries: it never presents its client certificate there, airlock
+// refuses the handshake, and dockerd pulls from Docker Hub instead, without an error (docs/client-guide.md).
 export function clientWarnings(kind: ClientKind, address: string): string[] {
   if (kind !== 'docker' || !isLoopback(address)) return [];
   return [
