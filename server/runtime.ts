@@ -169,7 +169,9 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
     // would be built and thrown away thousands of times a second.
     childLoggerFactory: (logger) => logger,
     // The server is made here rather than by Fastify so that a request for a remembered manifest is answered before
-    // Fastify sees it (registry/remembered.ts); everything else goes to Fastify's handler.
+    // Fastify sees it (registry/remembered.ts); everything else goes to Fastify's handler. Fastify still gets the TLS
+    // options, from which it knows its addresses are https:// (the listen log line, listeningOrigin).
+    https,
     serverFactory: (handler) => {
       const server = nodeHttps.createServer(https, (req, res) => {
         if (!services.answerRemembered(req, res)) handler(req, res);
@@ -210,8 +212,7 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
     await new Promise<void>((resolve) => logger.flush(() => resolve()));
   };
   try {
-    // The server is TLS, but Fastify, handed it by serverFactory rather than https options, would log http:// addresses.
-    await app.listen({ host: config.listen.host, port: config.listen.port, listenTextResolver: (a) => `Server listening at ${a.replace(/^http:/, 'https:')}` });
+    await app.listen({ host: config.listen.host, port: config.listen.port });
   } catch (err) {
     await close();
     const e = err as NodeJS.ErrnoException;
