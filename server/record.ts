@@ -46,9 +46,9 @@ export type Recorder = (c: RequestContext, method: string, url: string, ip: stri
 export function createRecorder(s: Services): Recorder {
   const logRequest = requestLog(s.logger);
   return (c, method, url, ip, status, aborted, ms) => {
-    s.metrics.requests.inc({ route: c.routeLabel, method, status: aborted ? 'aborted' : String(status) });
+    s.metrics.requests.inc(c.routeLabel, method, aborted ? 'aborted' : String(status));
     s.metrics.requestSeconds.observe({ route: c.routeLabel }, ms / 1000);
-    if (c.bytes && !aborted) s.metrics.bytesServed.inc({ source: c.source ?? 'cache' }, c.bytes);
+    if (c.bytes && !aborted) s.metrics.bytesServed.add(c.bytes, c.source ?? 'cache');
     if (c.routeLabel.startsWith('v2') || c.action) {
       s.audit.append({
         action: c.action ?? `${c.routeLabel}.${method.toLowerCase()}`,

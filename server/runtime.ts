@@ -88,7 +88,7 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
     logger.error({ problem: integrity.problem }, 'audit log integrity check failed');
     audit.append({ action: 'audit.integrity', decision: 'deny', reason: integrity.problem });
   }
-  audit.onAppend = (e) => metrics.auditEvents.inc({ action: e.action });
+  audit.onAppend = (e) => metrics.auditEvents.inc(e.action);
   audit.onFlush = (_n, ms) => metrics.auditAppendSeconds.observe(ms / 1000);
   audit.onError = (err, queued) => logger.error({ err: err.message, queued }, 'cannot write audit events; they stay queued and are retried');
   audit.chainQueued();

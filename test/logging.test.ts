@@ -77,6 +77,25 @@ test('lines in any script, of any length, reach the file byte for byte', async (
   fs.closeSync(fd);
 });
 
+test('batches of lines written turn after turn share one output buffer and still reach the file byte for byte', async () => {
+  const file = path.join(tmp, 'reuse.log');
+  const fd = fs.openSync(file, 'a');
+  const w = new LineWriter(fd);
+  const sent: string[] = [];
+  // Each turn's batch fits the reused buffer; the pauses let a write be under way while the next batch gathers.
+  for (let turn = 0; turn < 40; turn++) {
+    for (let i = 0; i < 150; i++) {
+      const line = `${JSON.stringify({ turn, i, pad: ['a', 'é', '€', '😀'][(turn + i) % 4]!.repeat(20 + ((turn * 7 + i) % 150)) })}\n`;
+      sent.push(line);
+      w.write(line);
+    }
+    await new Promise((resolve) => setTimeout(resolve, turn % 3));
+  }
+  await new Promise<void>((resolve) => w.flush(() => resolve()));
+  assert.ok(fs.readFileSync(file).equals(Buffer.from(sent.join(''), 'utf8')));
+  fs.closeSync(fd);
+});
+
 test('a destination that cannot keep up drops lines beyond the limit and says how many', async () => {
   const file = path.join(tmp, 'drops.log');
   const fd = fs.openSync(file, 'a');

@@ -21,6 +21,19 @@ const EXPORT_WAIT_MS = 2000;
 // CLOSE_WAIT_MS bounds how long close() waits for the last events (a full disk would hold them forever).
 const CLOSE_WAIT_MS = 5000;
 
+// isoNow is the time now in ISO 8601, made once per millisecond: a busy mirror appends a dozen events within one, and
+// toISOString takes 0.4 µs.
+let lastMs = -1;
+let lastIso = '';
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
+
 // AuditLog is the one writer of the audit chain.
 export class AuditLog {
   private readonly store: AuditStore;
@@ -70,7 +83,7 @@ export class AuditLog {
   // append chains an event now and queues it for the next batch; after close() events have nowhere to go and are dropped.
   append(fields: AuditFields): AuditEvent | null {
     if (this.closed) return null;
-    const e = chainEvent(fields, this.seq + 1, this.prev, new Date().toISOString());
+    const e = chainEvent(fields, this.seq + 1, this.prev, isoNow());
     this.seq = e.seq;
     this.prev = e.hash;
     this.pending.push(e);

@@ -97,8 +97,8 @@ export class RememberedAnswers {
       return false;
     }
     res.end(status === 200 && method === 'GET' ? m.bytes : undefined);
-    this.s.metrics.decisions.inc({ decision: 'allow', reason: a.reason });
-    this.s.metrics.cache.inc({ kind: 'manifest', result: 'hit' });
+    this.s.metrics.decisions.inc('allow', a.reason);
+    this.s.metrics.cache.inc('manifest', 'hit');
     if (a.tag !== null) this.checkDrift(a.route, a.tag, m.digest);
     return true;
   }

@@ -75,7 +75,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
     const v = await s.policy.admit(r, digest, { tag, actor: actor(req) });
     req.airlock.decision = v.admitted ? 'allow' : 'deny';
     req.airlock.reason = v.reason;
-    s.metrics.decisions.inc({ decision: req.airlock.decision, reason: v.reason });
+    s.metrics.decisions.inc(req.airlock.decision, v.reason);
     if (v.admitted) return;
     if (v.reason === 'revoked') {
       const rev = s.policyStore.revocation(r.repository, digest);
@@ -148,7 +148,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
     const { manifest: m, source } = await s.mirror.manifest(r, digest);
     await admitManifest(req, r, digest, tag);
     req.airlock.source = source;
-    s.metrics.cache.inc({ kind: 'manifest', result: source === 'upstream' ? 'miss' : 'hit' });
+    s.metrics.cache.inc('manifest', source === 'upstream' ? 'miss' : 'hit');
     if ((tag === null || pinnedTag) && generation === s.policy.generation) {
       remembered.remember(req.url, { generation, route: r, ref, tag, reason: req.airlock.reason ?? 'pin', manifest: m });
     }
@@ -235,7 +235,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
     }
     const answer = await s.mirror.openBlob(r, digest, range, sizeHint);
     req.airlock.source = answer.source;
-    s.metrics.cache.inc({ kind: 'blob', result: answer.source === 'upstream' ? 'miss' : 'hit' });
+    s.metrics.cache.inc('blob', answer.source === 'upstream' ? 'miss' : 'hit');
     if (range) {
       reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);
       req.airlock.bytes = range.end - range.start + 1;
