@@ -3,7 +3,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import { UserError } from './errors.js';
+import { UserError, whyUnreadable } from './errors.js';
 import { publisherFingerprints } from './policy/publishers.js';
 import { canonicalRepository, parseCanonicalReference } from './registry/names.js';
 
@@ -149,9 +149,7 @@ export function loadConfigFile(file: string, env: Env, opts: LoadOptions = {}): 
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'no such file (ENOENT)' : code === 'EACCES' ? 'permission denied (EACCES)' : code === 'EISDIR' ? 'a directory, not a file (EISDIR)' : (code ?? String(err));
-    throw new UserError(`cannot read config ${file}: ${why}`);
+    throw new UserError(`cannot read config ${file}: ${whyUnreadable(err)}`);
   }
   let doc: unknown;
   try {

@@ -83,3 +83,14 @@ export class UserError extends Error {
     this.name = 'UserError';
   }
 }
+
+// whyUnreadable says in words why a file or directory could not be read: the usual errno codes named, with the code
+// after them, and any other code as it is.
+export function whyUnreadable(err: unknown, kind: 'file' | 'directory' = 'file'): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return `no such ${kind} (ENOENT)`;
+  if (code === 'EACCES') return 'permission denied (EACCES)';
+  if (code === 'EISDIR') return 'a directory, not a file (EISDIR)';
+  if (code === 'ENOTDIR') return 'not a directory (ENOTDIR)';
+  return code ?? (err instanceof Error ? err.message : String(err));
+}

@@ -368,11 +368,23 @@ describe('airlock sign', () => {
     const ref = `${registry.host}/team/app@${ZERO_DIGEST}`;
     await rejectsAsUserError(
       signCommand({ keyPath: path.join(work, 'nope.key'), password: '', reference: ref }),
-      /cannot read signing key .*nope\.key: no such file/,
+      /cannot read signing key .*nope\.key: no such file \(ENOENT\)$/,
     );
     await rejectsAsUserError(
       signCommand({ keyPath: keyA.keyPath, password: keyA.password, reference: ref, caPath: path.join(work, 'nope.crt') }),
-      /cannot read CA file .*nope\.crt/,
+      /cannot read CA file .*nope\.crt: no such file \(ENOENT\)$/,
+    );
+    await rejectsAsUserError(
+      signCommand({ keyPath: keyA.keyPath, password: keyA.password, reference: ref, caPath: work }),
+      /cannot read CA file .*: a directory, not a file \(EISDIR\)$/,
+    );
+    await rejectsAsUserError(
+      signCommand({ keyPath: keyA.keyPath, password: keyA.password, reference: ref, certDir: path.join(work, 'nope.d') }),
+      /cannot read cert dir .*nope\.d: no such directory \(ENOENT\)$/,
+    );
+    await rejectsAsUserError(
+      signCommand({ keyPath: keyA.keyPath, password: keyA.password, reference: ref, certDir: keyA.keyPath }),
+      /cannot read cert dir .*: not a directory \(ENOTDIR\)$/,
     );
     await rejectsAsUserError(
       signCommand({ keyPath: keyA.keyPath, password: keyA.password, reference: ref, caPath: registry.caPath }),

@@ -4,7 +4,7 @@ import type { KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
-import { UserError } from '../errors.js';
+import { UserError, whyUnreadable } from '../errors.js';
 import {
   buildPayload,
   buildSignatureArtifact,
@@ -135,8 +135,7 @@ function readTextFile(file: string, what: string): string {
   try {
     return fs.readFileSync(file, 'utf8');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'error';
-    throw new UserError(`cannot read ${what} ${file}: ${code === 'ENOENT' ? 'no such file' : code}`);
+    throw new UserError(`cannot read ${what} ${file}: ${whyUnreadable(err)}`);
   }
 }
 
@@ -165,8 +164,7 @@ function readCertDir(dir: string): { ca: string | undefined; cert: string; key: 
   try {
     names = fs.readdirSync(dir);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'error';
-    throw new UserError(`cannot read cert dir ${dir}: ${code === 'ENOENT' ? 'no such directory' : code}`);
+    throw new UserError(`cannot read cert dir ${dir}: ${whyUnreadable(err, 'directory')}`);
   }
   const hasCert = names.includes('client.cert');
   const hasKey = names.includes('client.key');
