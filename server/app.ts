@@ -86,7 +86,7 @@ export async function buildApp(app: FastifyInstance, s: Services, extra: (app: F
     return { status: 'ok', startedAt: s.startedAt.toISOString() };
   });
 
-  await app.register(async (scope) => registryRoutes(scope, s));
+  await app.register(async (scope) => registryRoutes(scope, s, record));
   await app.register(async (scope) => apiRoutes(scope, s));
   await app.register(async (scope) => consoleRoutes(scope, s));
   await extra(app);

@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { StoredManifest } from '../../storage/content.js';
-import { createRecorder, freshContext, identityOf, type Recorder, routeLabel } from '../record.js';
+import { freshContext, identityOf, type Recorder, routeLabel } from '../record.js';
 import type { Services } from '../services.js';
 import type { Route } from './names.js';
 import { notModified } from './send.js';
@@ -42,10 +42,10 @@ export class RememberedAnswers {
   private readonly checkDrift: DriftCheck;
   private readonly record: Recorder;
 
-  constructor(s: Services, checkDrift: DriftCheck) {
+  constructor(s: Services, checkDrift: DriftCheck, record: Recorder) {
     this.s = s;
     this.checkDrift = checkDrift;
-    this.record = createRecorder(s);
+    this.record = record;
   }
 
   // remember keeps the answer the full path just gave for url.

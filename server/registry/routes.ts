@@ -1,6 +1,7 @@
 // The OCI distribution pull API under /v2/ (SPEC §3, §4): routing, admission, and the exact bytes with every header.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../errors.js';
+import type { Recorder } from '../record.js';
 import type { Services } from '../services.js';
 import { MEDIA } from './manifest.js';
 import { isDigestLike, isTag, parseDigest, type Route, routeName, truncate } from './names.js';
@@ -52,8 +53,8 @@ function decodeURIComponentSafe(s: string): string {
   }
 }
 
-// registryRoutes registers /v2/ on the app.
-export async function registryRoutes(app: FastifyInstance, s: Services): Promise<void> {
+// registryRoutes registers /v2/ on the app; record is the app's recorder, which remembered answers record with too.
+export async function registryRoutes(app: FastifyInstance, s: Services, record: Recorder): Promise<void> {
   // Request bodies under /v2/ are never read: writes are refused before any upload is accepted.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
@@ -108,7 +109,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services): Promise
       .catch((err: Error) => s.logger.warn({ repo: r.repository, tag, err: err.message }, 'drift check failed'));
   };
 
-  const remembered = new RememberedAnswers(s, checkDrift);
+  const remembered = new RememberedAnswers(s, checkDrift, record);
   s.answerRemembered = (req, res) => remembered.answer(req, res);
 
   // isKnownBlob tells whether a digest the repository holds no manifest for is a layer or config of one of its manifests:
