@@ -9,7 +9,7 @@ import type { StoredManifest } from '../../storage/content.js';
 import { freshContext, identityOf, type Recorder, routeLabel } from '../record.js';
 import type { Services } from '../services.js';
 import type { Route } from './names.js';
-import { notModified } from './send.js';
+import { manifestHeaders, notModified } from './send.js';
 
 // MAX_REMEMBERED bounds the remembered answers; past it they are forgotten and relearned.
 const MAX_REMEMBERED = 10000;
@@ -52,12 +52,8 @@ export class RememberedAnswers {
   remember(url: string, answer: Answer): void {
     if (this.answers.size >= MAX_REMEMBERED) this.answers.clear();
     const m = answer.manifest;
-    const notModifiedHeaders = {
-      'docker-distribution-api-version': 'registry/2.0',
-      'content-type': m.mediaType,
-      'docker-content-digest': m.digest,
-      etag: `"${m.digest}"`,
-    };
+    // Fastify's path gets the API version header from the app's onRequest hook.
+    const notModifiedHeaders = { 'docker-distribution-api-version': 'registry/2.0', ...manifestHeaders(m.digest, m.mediaType) };
     this.answers.set(url, { answer, label: routeLabel(url), headers: { ...notModifiedHeaders, 'content-length': m.bytes.length }, notModifiedHeaders });
   }
 

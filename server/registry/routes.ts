@@ -7,7 +7,7 @@ import { MEDIA } from './manifest.js';
 import { isDigestLike, isTag, parseDigest, type Route, routeName, truncate } from './names.js';
 import { parseRange } from './range.js';
 import { RememberedAnswers } from './remembered.js';
-import { notModified, sendBody } from './send.js';
+import { manifestHeaders, notModified, sendBody } from './send.js';
 
 const SIG_TAG_RE = /^sha256-([a-f0-9]{64})\.sig$/;
 const TAGS_PAGE_MAX = 10000;
@@ -157,8 +157,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
   };
 
   const sendManifest = (req: FastifyRequest, reply: FastifyReply, digest: string, mediaType: string, bytes: Buffer, head: boolean): void => {
-    const etag = `"${digest}"`;
-    reply.header('content-type', mediaType).header('docker-content-digest', digest).header('etag', etag);
+    reply.headers(manifestHeaders(digest, mediaType));
     if (notModified(req.headers['if-none-match'], digest)) {
       reply.code(304).send();
       return;

@@ -1,5 +1,5 @@
 // Sending a blob body to the client in whole pooled chunks, reading the next chunk while the socket sends this one;
-// and whether a conditional request already holds what would be sent.
+// the headers that describe a manifest; and whether a conditional request already holds what would be sent.
 import type { ServerResponse } from 'node:http';
 import type { FastifyReply } from 'fastify';
 import { type BlobBody, chunkPool } from '../../storage/chunks.js';
@@ -77,6 +77,11 @@ async function pump(res: ServerResponse, body: BlobBody, first: Buffer, firstLen
   } finally {
     body.close();
   }
+}
+
+// manifestHeaders are the headers that describe a manifest in a response, a 304 included.
+export function manifestHeaders(digest: string, mediaType: string): Record<string, string> {
+  return { 'content-type': mediaType, 'docker-content-digest': digest, etag: `"${digest}"` };
 }
 
 // notModified tells whether If-None-Match names the content's ETag ("<digest>"): in a list, weak or strong, or as "*";
