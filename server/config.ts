@@ -132,7 +132,7 @@ class Validator {
       return read(fs.readFileSync(file, 'utf8'));
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      this.add(where, code?.startsWith('E') && !code.startsWith('ERR_') ? `cannot read ${file} (${code})` : `${file} is not ${what}`);
+      this.add(where, code?.startsWith('E') && !code.startsWith('ERR_') ? `cannot read ${file}: ${whyUnreadable(err)}` : `${file} is not ${what}`);
       return null;
     }
   }

@@ -10,7 +10,7 @@ import { openDatabase } from '../storage/db.js';
 import { formatVerifyResult, verifyAuditFile } from './audit/verify.js';
 import { clientFiles, clientWarnings, mirrorAddress } from './clients.js';
 import { type Config, loadConfigFile } from './config.js';
-import { UserError } from './errors.js';
+import { UserError, whyUnreadable } from './errors.js';
 import { defaultHosts, initDataDir } from './init.js';
 import { CertAuthority } from './pki/authority.js';
 import { isRole, normalizeSerial, writeClientBundle } from './pki/ca.js';
@@ -237,13 +237,13 @@ async function audit(argv: string[]): Promise<number> {
   try {
     pub = parsePublicKey(fs.readFileSync(keyFile, 'utf8'));
   } catch (err) {
-    throw new UserError(`--key ${keyFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new UserError(`--key ${keyFile}: ${whyUnreadable(err)}`);
   }
   let result;
   try {
     result = await verifyAuditFile(file, pub);
   } catch (err) {
-    throw new UserError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new UserError(`cannot read ${file}: ${whyUnreadable(err)}`);
   }
   const line = formatVerifyResult(result);
   if (result.ok) {

@@ -375,6 +375,11 @@ describe('airlock serve', () => {
     assert.equal(mine('admin.cert.revoke', during)[0].reason, 'test over');
     const verified = await airlock(['audit', 'verify', exported, '--key', path.join(data, 'keys', 'mirror.pub')]);
     assert.equal(verified.code, 0, verified.stderr);
+    assertUserError(
+      await airlock(['audit', 'verify', path.join(data, 'nope.jsonl'), '--key', path.join(data, 'keys', 'mirror.pub')]),
+      /cannot read .*nope\.jsonl: no such file \(ENOENT\)$/,
+    );
+    assertUserError(await airlock(['audit', 'verify', exported, '--key', path.join(data, 'nope.pub')]), /--key .*nope\.pub: no such file \(ENOENT\)$/);
     process.kill(proc.pid, 'SIGTERM');
     assert.equal(await exitWithin(proc, 15_000), 0, proc.output());
     const db = openDatabase(data);

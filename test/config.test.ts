@@ -159,6 +159,13 @@ describe('configuration validation', () => {
     assert.match(msg, /policy\.publishers\[0\]\.key: .*junk\.pem: publisher key: /);
   });
 
+  test('a TLS file that cannot be read is reported with the reason in words', () => {
+    const base = dataDir('unreadable-files');
+    fs.mkdirSync(path.join(base, 'a-dir.pem'));
+    const msg = problemsOf({ tls: { clientCa: ['a-dir.pem'] } }, base);
+    assert.ok(msg.includes(`tls.clientCa: cannot read ${path.join(base, 'a-dir.pem')}: a directory, not a file (EISDIR)`), msg);
+  });
+
   test('a document that is not a mapping is reported as such, not with an empty path', () => {
     const msg = problemsOf(['listen', '127.0.0.1:5443'], dataDir('list'));
     assert.doesNotMatch(msg, /: : /);
