@@ -27,13 +27,23 @@ function lines(file: string): Record<string, unknown>[] {
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
-test('lines written in one turn reach the file in order, and flush() calls back once they are written', async () => {
-  const file = path.join(tmp, 'order.log');
+// openWriter opens a fresh log file under tmp and a LineWriter on it.
+function openWriter(name: string, maxPending?: number): { file: string; fd: number; w: LineWriter } {
+  const file = path.join(tmp, name);
   const fd = fs.openSync(file, 'a');
-  const w = new LineWriter(fd);
+  return { file, fd, w: new LineWriter(fd, maxPending) };
+}
+
+// flushed resolves once everything the writer has queued is written.
+function flushed(w: LineWriter): Promise<void> {
+  return new Promise((resolve) => w.flush(() => resolve()));
+}
+
+test('lines written in one turn reach the file in order, and flush() calls back once they are written', async () => {
+  const { file, fd, w } = openWriter('order.log');
   for (let i = 0; i < 1000; i++) w.write(`${JSON.stringify({ i })}\n`);
   assert.equal(fs.statSync(file).size, 0, 'nothing is written synchronously');
-  await new Promise<void>((resolve) => w.flush(() => resolve()));
+  await flushed(w);
   assert.deepEqual(
     lines(file).map((l) => l.i),
     Array.from({ length: 1000 }, (_, i) => i),
@@ -42,9 +52,7 @@ test('lines written in one turn reach the file in order, and flush() calls back 
 });
 
 test('lines written over several turns reach the file on their own, in order, without a flush', async () => {
-  const file = path.join(tmp, 'turns.log');
-  const fd = fs.openSync(file, 'a');
-  const w = new LineWriter(fd);
+  const { file, fd, w } = openWriter('turns.log');
   for (let i = 0; i < 50; i++) {
     w.write(`${JSON.stringify({ i })}\n`);
     await new Promise((resolve) => setImmediate(resolve));
@@ -61,9 +69,7 @@ test('lines written over several turns reach the file on their own, in order, wi
 });
 
 test('lines in any script, of any length, reach the file byte for byte', async () => {
-  const file = path.join(tmp, 'scripts.log');
-  const fd = fs.openSync(file, 'a');
-  const w = new LineWriter(fd);
+  const { file, fd, w } = openWriter('scripts.log');
   const sent: string[] = [];
   // Lines of 1- to 4-byte characters, about 1 MB of them, and two lines of 400 and 100 KB.
   for (let i = 0; i < 4000; i++) {
@@ -72,15 +78,13 @@ test('lines in any script, of any length, reach the file byte for byte', async (
   }
   sent.splice(1234, 0, `${JSON.stringify({ long: 'ü'.repeat(200_000) })}\n`, `${JSON.stringify({ long: 'x'.repeat(100_000) })}\n`);
   for (const line of sent) w.write(line);
-  await new Promise<void>((resolve) => w.flush(() => resolve()));
+  await flushed(w);
   assert.ok(fs.readFileSync(file).equals(Buffer.from(sent.join(''), 'utf8')));
   fs.closeSync(fd);
 });
 
 test('batches of lines written turn after turn share one output buffer and still reach the file byte for byte', async () => {
-  const file = path.join(tmp, 'reuse.log');
-  const fd = fs.openSync(file, 'a');
-  const w = new LineWriter(fd);
+  const { file, fd, w } = openWriter('reuse.log');
   const sent: string[] = [];
   // Each turn's batch fits the reused buffer; the pauses let a write be under way while the next batch gathers.
   for (let turn = 0; turn < 40; turn++) {
@@ -91,19 +95,17 @@ test('batches of lines written turn after turn share one output buffer and still
     }
     await new Promise((resolve) => setTimeout(resolve, turn % 3));
   }
-  await new Promise<void>((resolve) => w.flush(() => resolve()));
+  await flushed(w);
   assert.ok(fs.readFileSync(file).equals(Buffer.from(sent.join(''), 'utf8')));
   fs.closeSync(fd);
 });
 
 test('a destination that cannot keep up drops lines beyond the limit and says how many', async () => {
-  const file = path.join(tmp, 'drops.log');
-  const fd = fs.openSync(file, 'a');
-  const w = new LineWriter(fd, 1000);
+  const { file, fd, w } = openWriter('drops.log', 1000);
   const line = `${JSON.stringify({ pad: 'x'.repeat(90) })}\n`;
   for (let i = 0; i < 30; i++) w.write(line);
   assert.equal(w.dropped, 21, 'nine lines of 101 bytes fit in 1000 bytes');
-  await new Promise<void>((resolve) => w.flush(() => resolve()));
+  await flushed(w);
   const out = lines(file);
   assert.equal(out.length, 10);
   assert.equal(out[9]?.dropped, 21);
@@ -113,9 +115,7 @@ test('a destination that cannot keep up drops lines beyond the limit and says ho
 });
 
 test('flushSync writes what is queued at once, for the exit path', () => {
-  const file = path.join(tmp, 'sync.log');
-  const fd = fs.openSync(file, 'a');
-  const w = new LineWriter(fd);
+  const { file, fd, w } = openWriter('sync.log');
   w.write('{"a":1}\n');
   w.write('{"a":2}\n');
   w.flushSync();
@@ -124,9 +124,7 @@ test('flushSync writes what is queued at once, for the exit path', () => {
 });
 
 test('the logger redacts secrets on the way to its destination', async () => {
-  const file = path.join(tmp, 'redact.log');
-  const fd = fs.openSync(file, 'a');
-  const w = new LineWriter(fd);
+  const { file, fd, w } = openWriter('redact.log');
   const logger = createLogger('info', w);
   logger.info({ password: 'hunter2', token: 'abc', req: { headers: { authorization: 'Bearer xyz' } }, repo: 'docker.io/library/a' }, 'request');
   await new Promise<void>((resolve) => logger.flush(() => resolve()));
