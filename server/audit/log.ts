@@ -3,6 +3,7 @@
 // stored periodically so truncating the table's tail shows.
 import type { KeyObject } from 'node:crypto';
 import type { AuditStore } from '../../storage/audit.js';
+import { now } from '../../storage/db.js';
 import { type AuditEvent, type AuditEventInput, chainEvent, type Checkpoint, hashEvent, signCheckpoint, ZERO_HASH } from './chain.js';
 import { CSV_HEADER, toCsvRow, toJsonLine } from './format.js';
 
@@ -20,19 +21,6 @@ const EXPORT_BATCH = 512;
 const EXPORT_WAIT_MS = 2000;
 // CLOSE_WAIT_MS bounds how long close() waits for the last events (a full disk would hold them forever).
 const CLOSE_WAIT_MS = 5000;
-
-// isoNow is the time now in ISO 8601, made once per millisecond: a busy mirror appends a dozen events within one, and
-// toISOString takes 0.4 µs.
-let lastMs = -1;
-let lastIso = '';
-function isoNow(): string {
-  const ms = Date.now();
-  if (ms !== lastMs) {
-    lastMs = ms;
-    lastIso = new Date(ms).toISOString();
-  }
-  return lastIso;
-}
 
 // AuditLog is the one writer of the audit chain.
 export class AuditLog {
@@ -83,7 +71,7 @@ export class AuditLog {
   // append chains an event now and queues it for the next batch; after close() events have nowhere to go and are dropped.
   append(fields: AuditFields): AuditEvent | null {
     if (this.closed) return null;
-    const e = chainEvent(fields, this.seq + 1, this.prev, isoNow());
+    const e = chainEvent(fields, this.seq + 1, this.prev, now());
     this.seq = e.seq;
     this.prev = e.hash;
     this.pending.push(e);
