@@ -94,6 +94,8 @@ async function serve(argv: string[]): Promise<void> {
   const containerd = c
     ? [`containerd: ${c.path}:`, ...c.content.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => `  ${l}`)]
     : [`containerd: no upstream is configured; add one under upstreams in ${path.resolve(file)}`];
+  // The start-up log lines wait a few milliseconds to be written together; they go out first, so stdout reads in order.
+  await new Promise<void>((resolve) => airlock.services.logger.flush(() => resolve()));
   console.log(
     [
       `airlock listening on ${airlock.url} (mutual TLS; config ${path.resolve(file)})`,
