@@ -135,6 +135,40 @@ describe('the audit log with a sink that fails', () => {
   });
 });
 
+describe('text that UTF-8 cannot hold', () => {
+  test('a lone surrogate in an admin\'s reason is stored as U+FFFD, and the export verifies', async () => {
+    const dir = freshDir();
+    const db = openDatabase(dir);
+    const store = createAuditStore(db);
+    const writer = startAuditWriter(path.join(dir, DB_FILE));
+    const log = new AuditLog(store, key, keyIdOf(key), (batch) => writer.write(batch));
+    try {
+      log.open();
+      // JSON allows "\udc00"; SQLite stores text as UTF-8, which has no form for it.
+      log.append({ action: 'admin.image.revoke', actor: 'ad\ud800min', reason: 'x\udc00y', repository: 'docker.io/library/a', reference: '\udbff' });
+      log.append({ action: 'admin.image.revoke', reason: 'paired \ud83d\ude00 stays' });
+      let text = '';
+      for await (const chunk of log.export('', '9999', 'jsonl')) text += chunk;
+      const r = await verifyAuditExport(
+        (async function* () {
+          yield* text.trim().split('\n');
+        })(),
+        crypto.createPublicKey(key),
+      );
+      assert.ok(r.ok, JSON.stringify(r));
+      const stored = [...store.range('', '9999', Number.MAX_SAFE_INTEGER)];
+      assert.equal(stored[0].reason, 'x\ufffdy');
+      assert.equal(stored[0].actor, 'ad\ufffdmin');
+      assert.equal(stored[0].reference, '\ufffd');
+      assert.equal(stored[1].reason, 'paired \u{1f600} stays');
+    } finally {
+      await log.close();
+      await writer.close();
+      db.close();
+    }
+  });
+});
+
 describe('an export of a time range', () => {
   test('holds every event from the first to the last one in the range, so a clock stepped back inside it leaves no gap', async () => {
     const dir = freshDir();

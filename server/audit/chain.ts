@@ -99,22 +99,24 @@ export function hashEvent(e: Omit<AuditEvent, 'hash'>): string {
 }
 
 /** chainEvent turns an input into the event numbered `seq` that follows the event whose hash is `prev`; fields it does
- * not name are null, and `time` defaults to the input's. */
+ * not name are null, and `time` defaults to the input's. Text that came from outside (an admin's reason, a name in a
+ * request) may hold a lone UTF-16 surrogate, which JSON allows and UTF-8 cannot store: SQLite and every export would
+ * then hold other characters than the ones hashed. Such a surrogate becomes U+FFFD before the event is hashed. */
 export function chainEvent(input: Partial<AuditEventInput> & { action: string }, seq: number, prev: string, time = input.time): AuditEvent {
   if (time === undefined) throw new Error('an audit event needs a time');
   const e: AuditEvent = {
     seq,
     time,
-    actor: input.actor ?? null,
+    actor: text(input.actor),
     actorSerial: input.actorSerial ?? null,
     role: input.role ?? null,
     ip: input.ip ?? null,
-    action: input.action,
-    repository: input.repository ?? null,
-    reference: input.reference ?? null,
-    digest: input.digest ?? null,
+    action: input.action.toWellFormed(),
+    repository: text(input.repository),
+    reference: text(input.reference),
+    digest: text(input.digest),
     decision: input.decision ?? null,
-    reason: input.reason ?? null,
+    reason: text(input.reason),
     status: input.status ?? null,
     bytes: input.bytes ?? null,
     prev,
@@ -167,4 +169,9 @@ export function verifyCheckpoint(publicKey: KeyObject, cp: Checkpoint): boolean 
   } catch {
     return false;
   }
+}
+
+// text is an event's free-text field, well-formed (see chainEvent), or null.
+function text(value: string | null | undefined): string | null {
+  return value === undefined || value === null ? null : value.toWellFormed();
 }
