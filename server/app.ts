@@ -1,9 +1,11 @@
 // The airlock app as a Fastify plugin tree: identity from the client certificate, one log line and one audit event
 // per request, the OCI error body for /v2/, and the admin API's JSON errors.
+import { AjvCompiler } from '@fastify/ajv-compiler';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { apiRoutes } from './api/routes.js';
 import { consoleRoutes } from './console.js';
 import { ApiError, RegistryError } from './errors.js';
+import { whyRefused } from './pki/identity.js';
 import { createRecorder, freshContext, identityOf, routeLabel } from './record.js';
 import { registryRoutes } from './registry/routes.js';
 import type { RequestContext, Services } from './services.js';
@@ -13,9 +15,18 @@ import type { TLSSocket } from 'node:tls';
 // cacheable for a year under the blob's ETag).
 const CONTENT_HEADERS = ['etag', 'docker-content-digest', 'cache-control', 'accept-ranges', 'content-range'];
 
+// Fastify's validator coerces values to the schema's types (Ajv's coerceTypes: 'array'), which a query string or a
+// path parameter, always text, needs; a JSON body has types of its own, and one of the wrong type (a number for a
+// name, ["admin"] for a role) is refused as SPEC §6 says, not converted.
+const compilers = AjvCompiler();
+const coercing = compilers({}, { customOptions: {} });
+const exact = compilers({}, { customOptions: { coerceTypes: false } });
+const validatorCompiler = (route: Parameters<typeof exact>[0]): ReturnType<typeof exact> => (route.httpPart === 'body' ? exact : coercing)(route);
+
 // buildApp registers everything on a Fastify instance made by runtime.ts.
 export async function buildApp(app: FastifyInstance, s: Services, extra: (app: FastifyInstance) => Promise<void> = async () => {}): Promise<void> {
   app.decorateRequest('airlock', null as unknown as RequestContext);
+  app.setValidatorCompiler(validatorCompiler);
 
   const record = createRecorder(s);
 
@@ -24,9 +35,10 @@ export async function buildApp(app: FastifyInstance, s: Services, extra: (app: F
   app.addHook('onRequest', (req, reply, done) => {
     const identity = identityOf(req.raw.socket as TLSSocket);
     req.airlock = freshContext(identity, routeLabel(req.url));
-    if (identity && s.revoked.has(identity.serial)) {
-      s.audit.append({ action: 'tls.refused', actor: identity.cn, actorSerial: identity.serial, role: identity.role, ip: req.ip, decision: 'deny', reason: 'certificate revoked' });
-      s.metrics.tlsRefused.inc({ reason: 'revoked' });
+    const refused = identity && whyRefused(identity, s.revoked);
+    if (identity && refused) {
+      s.audit.append({ action: 'tls.refused', actor: identity.cn, actorSerial: identity.serial, role: identity.role, ip: req.ip, decision: 'deny', reason: `certificate ${refused}` });
+      s.metrics.tlsRefused.inc({ reason: refused });
       req.raw.socket.destroy();
       return;
     }

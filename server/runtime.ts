@@ -22,7 +22,7 @@ import { createMetrics } from './metrics.js';
 import { Mirror } from './mirror/mirror.js';
 import { Upstream } from './mirror/upstream.js';
 import { CertAuthority } from './pki/authority.js';
-import { identityFromPeer } from './pki/identity.js';
+import { identityFromPeer, whyRefused } from './pki/identity.js';
 import { createLogger } from './logging.js';
 import { Policy } from './policy/policy.js';
 import { UpstreamSignatureVerifier } from './policy/publishers.js';
@@ -269,9 +269,11 @@ function watchTls(app: FastifyInstance, s: Services): void {
   });
   app.server.on('secureConnection', (socket: TLSSocket) => {
     const id = identityOf(socket) ?? identityFromPeer(socket.getPeerCertificate());
-    if (id && s.revoked.has(id.serial)) {
-      s.metrics.tlsRefused.inc({ reason: 'revoked' });
-      s.audit.append({ action: 'tls.refused', actor: id.cn, actorSerial: id.serial, role: id.role, ip: socket.remoteAddress ?? null, decision: 'deny', reason: 'certificate revoked' });
+    // A resumed session skips the certificate checks of a full handshake: revocation and expiry are checked here.
+    const refused = id && whyRefused(id, s.revoked);
+    if (id && refused) {
+      s.metrics.tlsRefused.inc({ reason: refused });
+      s.audit.append({ action: 'tls.refused', actor: id.cn, actorSerial: id.serial, role: id.role, ip: socket.remoteAddress ?? null, decision: 'deny', reason: `certificate ${refused}` });
       socket.destroy();
     }
   });

@@ -37,7 +37,7 @@ export function createContentStore(db: Db) {
     `INSERT INTO repo_manifests (repository, digest, subject, artifact_type, own, seen_at) VALUES (?, ?, ?, ?, ?, ?)
      ON CONFLICT (repository, digest) DO UPDATE SET own = max(own, excluded.own)`,
   );
-  const inRepo = db.prepare<[string, string], { own: number }>('SELECT own FROM repo_manifests WHERE repository = ? AND digest = ?');
+  const inRepo = db.prepare<[string, string], { own: number; subject: string | null }>('SELECT own, subject FROM repo_manifests WHERE repository = ? AND digest = ?');
   const insertRef = db.prepare('INSERT OR IGNORE INTO manifest_refs (digest, child, kind, media_type, size) VALUES (?, ?, ?, ?, ?)');
   const refsOf = db.prepare<[string], { child: string; kind: 'blob' | 'manifest'; media_type: string | null; size: number | null }>(
     'SELECT child, kind, media_type, size FROM manifest_refs WHERE digest = ?',
@@ -81,10 +81,11 @@ export function createContentStore(db: Db) {
     saveManifest(repository: string, m: StoredManifest, refs: ManifestRef[], subject: string | null, artifactType: string | null, own = false): void {
       saveManifest(repository, m, refs, subject, artifactType, own);
     },
-    // holds tells whether repository holds the manifest (own: airlock made it, like a signature).
-    holds(repository: string, digest: string): { own: boolean } | null {
+    // holds tells whether repository holds the manifest (own: airlock made it, like a signature; subject: the manifest
+    // it refers to, if any).
+    holds(repository: string, digest: string): { own: boolean; subject: string | null } | null {
       const row = inRepo.get(repository, digest);
-      return row ? { own: row.own === 1 } : null;
+      return row ? { own: row.own === 1, subject: row.subject } : null;
     },
     // refs lists what a manifest references.
     refs(digest: string): ManifestRef[] {

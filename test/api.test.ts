@@ -241,6 +241,10 @@ describe('pins', () => {
     ['a malformed repository', { repository: 'docker.io/Bad Name', digest: other }, '/repository'],
     ['a bad tag', { repository: 'docker.io/library/alpine', digest: other, tag: '-x' }, '/tag'],
     ['an unknown property', { repository: 'docker.io/library/alpine', digest: other, colour: 'blue' }, '/colour'],
+    // JSON has types: a value of the wrong one is refused, not converted (a number to a string, [x] to x).
+    ['a number for a tag', { repository: 'docker.io/library/alpine', digest: other, tag: 7 }, '/tag'],
+    ['an array for a repository', { repository: ['docker.io/library/alpine'], digest: other }, '/repository'],
+    ['a boolean for a note', { repository: 'docker.io/library/alpine', digest: other, note: false }, '/note'],
   ];
   for (const [what, body, field] of bad) {
     test(`a pin with ${what} is refused with 400 naming the field`, async () => {
@@ -409,6 +413,19 @@ describe('client certificates', () => {
     assert.equal((await call('admin', 'POST', '/api/v1/certs', { name: 'bad name', role: 'pull' })).status, 400);
     assert.equal((await call('admin', 'POST', '/api/v1/certs', { name: 'x', role: 'root' })).status, 400);
     assert.equal((await call('admin', 'POST', '/api/v1/certs', { name: 'x', role: 'pull', days: 0 })).status, 400);
+    // Values of the wrong JSON type are refused, not converted: a number name, a role in an array, days as text.
+    for (const [body, field] of [
+      [{ name: 12345, role: 'pull' }, '/name'],
+      [{ name: 'typed', role: ['admin'] }, '/role'],
+      [{ name: 'typed', role: 'pull', days: '5' }, '/days'],
+      [{ name: 'typed', role: 'pull', days: true }, '/days'],
+    ] as const) {
+      const r = await call('admin', 'POST', '/api/v1/certs', body);
+      assert.equal(r.status, 400, JSON.stringify(body));
+      assert.equal(r.json.error?.field, field, JSON.stringify(body));
+    }
+    const certs = (await call('admin', 'GET', '/api/v1/certs')).json.certs as { name: string }[];
+    assert.ok(!certs.some((c) => c.name === '12345' || c.name === 'typed'), 'none of them was issued');
   });
 
   test('a revoked certificate is refused within one second', async () => {

@@ -21,7 +21,7 @@ import {
   type ImageManifest,
   type Podman,
 } from './harness/clients.js';
-import { buildImage, buildIndex, fetchManifest, inspectDigest, MEDIA_TYPES, pushImage } from './harness/images.js';
+import { ALL_MANIFEST_TYPES, buildImage, buildIndex, fetchManifest, inspectDigest, MEDIA_TYPES, pushImage } from './harness/images.js';
 import { stopAll } from './harness/proc.js';
 import { startRegistry, type Registry } from './harness/registry.js';
 
@@ -30,7 +30,7 @@ let upstream: Registry;
 let t: TestAirlock;
 let pull: Bundle;
 let counter = 0;
-const digests = { busybox: '', v2s2: '', multi: '', other: '', cold: '' };
+const digests = { busybox: '', v2s2: '', multi: '', multilist: '', other: '', cold: '' };
 let busyboxManifest: ImageManifest;
 let multiIndex: ImageIndex;
 let containerd: Containerd | undefined;
@@ -84,11 +84,13 @@ before(async () => {
   await pushImage(busybox, `${upstream.host}/library/busybox:1.36`, push);
   await pushImage(busybox, `${upstream.host}/library/busybox:1.36-v2s2`, { ...push, format: 'v2s2' });
   await pushImage(multi, `${upstream.host}/library/multi:latest`, { ...push, all: true });
+  await pushImage(multi, `${upstream.host}/library/multilist:1`, { ...push, all: true, format: 'v2s2' });
   await pushImage(other, `${upstream.host}/library/other:1`, push);
   await pushImage(cold, `${upstream.host}/library/cold:1`, push);
   digests.busybox = await inspectDigest(upstream, 'library/busybox', '1.36');
   digests.v2s2 = await inspectDigest(upstream, 'library/busybox', '1.36-v2s2');
   digests.multi = await inspectDigest(upstream, 'library/multi', 'latest');
+  digests.multilist = await inspectDigest(upstream, 'library/multilist', '1');
   digests.other = await inspectDigest(upstream, 'library/other', '1');
   digests.cold = await inspectDigest(upstream, 'library/cold', '1');
   busyboxManifest = await upstreamManifest('library/busybox', '1.36');
@@ -206,6 +208,28 @@ describe('multi-platform images through airlock', () => {
     const r2 = await skopeoPull(`${t.host}/library/multi@${amd.digest}`, `dir:${amdDir}`, { certDir: pull.dir, scratch: scratch() });
     mustSucceed('skopeo copy of the amd64 child by digest', r2);
     assertSameImage(amdDir, amd.digest, await upstreamManifest('library/multi', amd.digest));
+  });
+});
+
+describe('a tag asked for by a client that takes no index', () => {
+  test("gets the upstream's one-platform answer, which does not become the tag's digest for other clients", async () => {
+    const repo = 'docker.io/library/multilist';
+    const content = t.airlock.services.content;
+    const list = JSON.parse((await fetchManifest(upstream, 'library/multilist', '1')).bytes.toString()) as ImageIndex;
+    const amd = list.manifests.find((m) => m.platform?.architecture === 'amd64');
+    assert.ok(amd);
+    // The real registry answers a tag of a manifest list with its amd64 manifest to a client that does not name the
+    // list type. The tag is not pinned and that manifest is listed by no admitted index: refused, naming it.
+    const narrow = await t.request('pull', '/v2/library/multilist/manifests/1', { headers: { accept: MEDIA_TYPES.dockerManifest } });
+    assert.equal(narrow.status, 403, narrow.body.toString());
+    assert.ok(narrow.body.toString().includes(amd.digest), narrow.body.toString());
+    assert.equal(content.tag(repo, '1'), null, "a one-platform answer is not kept as the tag's digest");
+    const full = await t.request('pull', '/v2/library/multilist/manifests/1', { headers: { accept: ALL_MANIFEST_TYPES } });
+    assert.equal(full.status, 403);
+    assert.ok(full.body.toString().includes(digests.multilist), full.body.toString());
+    assert.equal(content.tag(repo, '1'), digests.multilist, 'an answer to an Accept that takes indexes is');
+    await t.request('pull', '/v2/library/multilist/manifests/1', { headers: { accept: `${MEDIA_TYPES.dockerManifest}, */*` } });
+    assert.equal(content.tag(repo, '1'), digests.multilist, 'a bare */* does not take indexes either');
   });
 });
 

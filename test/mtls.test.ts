@@ -401,6 +401,56 @@ describe('remembered manifest answers', () => {
     }
   });
 
+  test('a certificate that expires while its keep-alive connection or its TLS session lives on is refused on both', async () => {
+    // OpenSSL checks the dates at a full handshake only; an open connection and a resumed session skip it.
+    const now = Date.now();
+    const shortLived = issueClientCertWithValidity(ca, 'short-lived', 'pull', new Date(now - 60_000), new Date(now + 3000));
+    const client = { cert: shortLived.certPem, key: shortLived.keyPem };
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+    // raw makes one connection, resuming session when given, and sends one request on it.
+    const raw = (session?: Buffer): Promise<{ status: string; session?: Buffer; reused: boolean }> =>
+      new Promise((resolve) => {
+        let out = '';
+        let ticket: Buffer | undefined;
+        let reused = false;
+        const socket = tls.connect({ host: '127.0.0.1', port: t.airlock.port, ca: caPem, ...client, servername: 'localhost', session });
+        socket.on('session', (s: Buffer) => (ticket = s));
+        socket.on('secureConnect', () => {
+          reused = socket.isSessionReused();
+          socket.write(`GET ${byDigest} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
+        });
+        socket.on('data', (d: Buffer) => (out += d.toString('latin1')));
+        socket.on('error', () => {});
+        socket.on('close', () => resolve({ status: out.split('\r\n')[0], session: ticket, reused }));
+      });
+    try {
+      assert.equal(status(await get(client, byDigest, { agent })), 200);
+      const before = served;
+      assert.equal(status(await get(client, byDigest, { agent })), 200);
+      assert.equal(served - before, 1, 'the second request was a remembered answer');
+      const first = await raw();
+      assert.match(first.status, / 200 /);
+      assert.ok(first.session, 'the server issued a session ticket');
+      const resumed = await raw(first.session);
+      assert.ok(resumed.reused && / 200 /.test(resumed.status), 'a resumed session is served while the certificate is valid');
+
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, now + 4000 - Date.now())));
+      const seq = lastSeq();
+      const answered = served;
+      refused(await get(client, byDigest, { agent }));
+      assert.equal(served, answered, 'nothing was answered from memory after the expiry');
+      const late = await raw(first.session);
+      assert.equal(late.status, '', `a resumed session after the expiry gets no answer (reused: ${late.reused})`);
+      refused(await get(client, byDigest));
+      const events = (await eventsAfter(seq)).filter((e) => e.action === 'tls.refused');
+      const reasons = events.map((e) => (e.actorSerial === shortLived.serial ? e.reason : (e.reason ?? '').replace(/.*CERT_HAS_EXPIRED.*/, 'handshake: CERT_HAS_EXPIRED')));
+      assert.ok(reasons.filter((r) => r === 'certificate expired').length >= 1, `the open connection's refusal is audited: ${reasons.join('; ')}`);
+      assert.ok(reasons.includes('handshake: CERT_HAS_EXPIRED'), `a new handshake is refused by OpenSSL: ${reasons.join('; ')}`);
+    } finally {
+      agent.destroy();
+    }
+  });
+
   test('a certificate that names no role gets DENIED for a remembered answer', async () => {
     const pull = bundleOf('pull', 'remembering');
     assert.equal(status(await get(pull, byDigest)), 200);

@@ -332,12 +332,14 @@ test('mutual TLS accepts a client certificate from the CA and yields its name, s
   try {
     const outcome = await connect(client);
     assert.ok(outcome.accepted);
-    assert.deepEqual(outcome.identity, { cn: 'alice@ci_1', serial: client.serial, role: 'pull' });
+    // notAfter is the certificate's expiry in milliseconds, for the checks on connections that outlive it.
+    const notAfter = (pem: string): number => Date.parse(new crypto.X509Certificate(pem).validTo);
+    assert.deepEqual(outcome.identity, { cn: 'alice@ci_1', serial: client.serial, role: 'pull', notAfter: notAfter(client.certPem) });
 
     const admin = issueClientCert(ca, 'root-operator', 'admin');
     const adminOutcome = await connect(admin);
     assert.ok(adminOutcome.accepted);
-    assert.deepEqual(adminOutcome.identity, { cn: 'root-operator', serial: admin.serial, role: 'admin' });
+    assert.deepEqual(adminOutcome.identity, { cn: 'root-operator', serial: admin.serial, role: 'admin', notAfter: notAfter(admin.certPem) });
   } finally {
     await mtls.close();
   }
@@ -353,6 +355,7 @@ test('identityFromPeer gives a null role when the OU of a verified certificate i
       cn: 'alice@ci_1',
       serial: client.serial,
       role: null,
+      notAfter: Date.parse(peer.valid_to),
     });
   } finally {
     await mtls.close();

@@ -238,12 +238,21 @@ describe('mirror key rotation', () => {
     await t.restart();
     assert.equal((await verify(path.join(keys, 'mirror-old.pub'))).code, 0, 'the stored signature still verifies with the old key');
     assert.notEqual((await verify(path.join(keys, 'mirror.pub'))).code, 0);
+    const sigPath = `/v2/${UPSTREAM}/acme/signed/manifests/sha256-${digests.signed.slice(7)}.sig`;
+    const oldSig = String((await t.request('pull', sigPath)).headers['docker-content-digest']);
     const r = await t.request('admin', '/api/v1/images/resign', { method: 'POST' });
     assert.equal(r.status, 200, r.body.toString());
     const body = JSON.parse(r.body.toString()) as { resigned: number; keyId: string };
     assert.ok(body.resigned >= 1);
     const now = await verify(path.join(keys, 'mirror.pub'));
     assert.equal(now.code, 0, now.stderr);
+    // The replaced signature is no longer served by its digest either (the referrers API lists only the current one).
+    const newSig = String((await t.request('pull', sigPath)).headers['docker-content-digest']);
+    assert.notEqual(newSig, oldSig);
+    assert.equal((await t.request('pull', `/v2/${UPSTREAM}/acme/signed/manifests/${newSig}`)).status, 200);
+    const replaced = await t.request('pull', `/v2/${UPSTREAM}/acme/signed/manifests/${oldSig}`);
+    assert.equal(replaced.status, 404, replaced.body.toString());
+    assert.equal(JSON.parse(replaced.body.toString()).errors[0].code, 'MANIFEST_UNKNOWN');
     const key = await t.request('pull', '/api/v1/signing-key');
     assert.equal(key.body.toString().trim(), fs.readFileSync(path.join(keys, 'mirror.pub'), 'utf8').trim());
   });

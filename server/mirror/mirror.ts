@@ -7,7 +7,7 @@ import { DigestMismatchError } from '../../storage/blobs.js';
 import { type BlobBody, bufferBody } from '../../storage/chunks.js';
 import type { ContentStore, StoredManifest } from '../../storage/content.js';
 import { RegistryError } from '../errors.js';
-import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, parseManifest } from '../registry/manifest.js';
+import { acceptsIndexes, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, parseManifest } from '../registry/manifest.js';
 import type { Route } from '../registry/names.js';
 import { type Download, followWriter, Inflight } from './inflight.js';
 import { discard, header, type Upstream, upstreamFailure } from './upstream.js';
@@ -102,21 +102,24 @@ export class Mirror {
   }
 
   // resolveTag asks the upstream what a tag points at (HEAD first, to spare rate limits); when the upstream cannot
-  // answer, the digest it last resolved to is used.
+  // answer, the digest it last resolved to is used. The client's Accept goes along: a client that takes no index gets
+  // one platform's manifest from the upstream, as it would directly, and that answer is not what the tag points at for
+  // everyone else, so only an answer to an Accept that takes indexes is kept as the tag's digest.
   async resolveTag(route: Route, tag: string, accept: string | null): Promise<TagAnswer> {
     const upstream = this.upstream(route);
     const urlPath = `/v2/${route.path}/manifests/${tag}`;
+    const keep = accept === null || acceptsIndexes(accept);
     try {
       const head = await upstream.fetch('HEAD', urlPath, route.path, { accept: accept ?? MANIFEST_ACCEPT });
       head.body.resume();
       if (head.status === 200) {
         const digest = header(head.headers, 'docker-content-digest');
         if (digest && /^sha256:[a-f0-9]{64}$/.test(digest)) {
-          this.content.setTag(route.repository, tag, digest);
+          if (keep) this.content.setTag(route.repository, tag, digest);
           return { digest, source: 'upstream' };
         }
         const m = await this.fetchManifest(route, tag, accept ?? MANIFEST_ACCEPT);
-        this.content.setTag(route.repository, tag, m.digest);
+        if (keep) this.content.setTag(route.repository, tag, m.digest);
         return { digest: m.digest, source: 'upstream' };
       }
       throw upstreamFailure(upstream.name, head, 'manifest', `${route.repository}:${tag}`);

@@ -102,20 +102,10 @@ export function parseManifest(bytes: Buffer, contentType: string | null): Parsed
   return { mediaType, isIndex, refs, subject, artifactType, annotations };
 }
 
-// acceptsType tells whether a client's Accept header values admit a media type (no header, or */*, admits all).
-export function acceptsType(accept: string[], mediaType: string): boolean {
-  if (accept.length === 0) return true;
-  for (const line of accept) {
-    for (const part of line.split(',')) {
-      const t = part.split(';')[0].trim().toLowerCase();
-      if (t === '*/*' || t === mediaType || t === 'application/*' || t === 'application/json') return true;
-    }
-  }
-  return false;
-}
-
-// acceptHeaderValues flattens a request's Accept header(s) into one list.
-export function acceptHeaderValues(header: string | string[] | undefined): string[] {
-  if (header === undefined) return [];
-  return Array.isArray(header) ? header : [header];
+// acceptsIndexes tells whether an Accept header names both index media types. Registries match them literally, as
+// distribution does: to a client that does not name them (a bare */* included), a tag of a multi-platform image
+// answers with one platform's manifest.
+export function acceptsIndexes(accept: string): boolean {
+  const types = new Set(accept.split(',').map((part) => part.split(';')[0].trim().toLowerCase()));
+  return types.has(MEDIA.ociIndex) && types.has(MEDIA.dockerList);
 }

@@ -65,8 +65,11 @@ export function routeName(name: string, ns: string | undefined, table: RoutingTa
     path = name;
   } else {
     const slash = name.indexOf('/');
-    const first = slash > 0 ? normalizeHost(name.slice(0, slash)) : '';
+    const host = slash > 0 ? name.slice(0, slash) : '';
+    const first = normalizeHost(host);
     if (first && table.upstreams.includes(first)) {
+      // A host is case-insensitive, but as the first component of a name it falls under the OCI grammar: lowercase.
+      if (host !== host.toLowerCase()) throw new RegistryError('NAME_INVALID', `invalid repository name "${truncate(name)}": the OCI name grammar allows no uppercase letters`);
       upstream = first;
       path = name.slice(slash + 1);
     } else {

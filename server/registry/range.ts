@@ -1,4 +1,4 @@
-// Range header parsing for blob requests (RFC 9110, one range only).
+// Range header parsing for blob requests (RFC 9110, one range only: a request for several is answered whole).
 
 // ByteRange is an inclusive byte range within a blob.
 export interface ByteRange {
@@ -12,7 +12,9 @@ export function parseRange(header: string | undefined, size: number): ByteRange 
   const h = header.trim();
   if (!h.toLowerCase().startsWith('bytes=')) return null;
   const spec = h.slice(6).trim();
-  if (spec.includes(',')) return 'invalid';
+  // Several ranges would need a multipart answer; RFC 9110 lets a server ignore Range and send the whole blob instead,
+  // where 416 would claim that none of them is satisfiable.
+  if (spec.includes(',')) return null;
   const m = /^([0-9]{0,16})-([0-9]{0,16})$/.exec(spec);
   if (!m || (m[1] === '' && m[2] === '')) return 'invalid';
   if (m[1] === '') {

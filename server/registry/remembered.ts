@@ -6,6 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { StoredManifest } from '../../storage/content.js';
+import { whyRefused } from '../pki/identity.js';
 import { freshContext, identityOf, type Recorder, routeLabel } from '../record.js';
 import type { Services } from '../services.js';
 import type { Route } from './names.js';
@@ -22,6 +23,8 @@ export interface Answer {
   tag: string | null;
   reason: string;
   manifest: StoredManifest;
+  // namespace is the request's ns, echoed in OCI-Namespace; null without one.
+  namespace: string | null;
 }
 
 // DriftCheck notes, now and then, whether the upstream moved a pinned tag (registry/routes.ts).
@@ -53,7 +56,8 @@ export class RememberedAnswers {
     if (this.answers.size >= MAX_REMEMBERED) this.answers.clear();
     const m = answer.manifest;
     // Fastify's path gets the API version header from the app's onRequest hook.
-    const notModifiedHeaders = { 'docker-distribution-api-version': 'registry/2.0', ...manifestHeaders(m.digest, m.mediaType) };
+    const notModifiedHeaders: Record<string, string> = { 'docker-distribution-api-version': 'registry/2.0', ...manifestHeaders(m.digest, m.mediaType) };
+    if (answer.namespace !== null) notModifiedHeaders['oci-namespace'] = answer.namespace;
     this.answers.set(url, { answer, label: routeLabel(url), headers: { ...notModifiedHeaders, 'content-length': m.bytes.length }, notModifiedHeaders });
   }
 
@@ -67,7 +71,7 @@ export class RememberedAnswers {
     const known = this.answers.get(url);
     if (known === undefined || known.answer.generation !== this.s.policy.generation) return false;
     const identity = identityOf(req.socket as TLSSocket);
-    if (identity === null || identity.role === null || this.s.revoked.has(identity.serial)) return false;
+    if (identity === null || identity.role === null || whyRefused(identity, this.s.revoked) !== null) return false;
     const started = performance.now();
     const a = known.answer;
     const m = a.manifest;

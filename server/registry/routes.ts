@@ -62,10 +62,12 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
   const table = { upstreams: s.config.upstreams.map((u) => u.name), defaultUpstream: s.config.defaultUpstream };
   const lastDriftCheck = new Map<string, number>();
 
-  const route = (req: FastifyRequest, name: string): Route => {
+  // route resolves a request's name (and ns) to its upstream; an ns that routed is echoed in OCI-Namespace.
+  const route = (req: FastifyRequest, reply: FastifyReply, name: string): Route => {
     const ns = (req.query as Record<string, unknown>).ns;
     const r = routeName(name, typeof ns === 'string' ? ns : undefined, table);
     req.airlock.repository = r.repository;
+    if (typeof ns === 'string') reply.header('oci-namespace', ns);
     return r;
   };
 
@@ -120,7 +122,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
   const manifest = async (req: FastifyRequest, reply: FastifyReply, name: string, ref: string, head: boolean): Promise<void> => {
     req.airlock.action = 'pull.manifest';
     req.airlock.reference = ref;
-    const r = route(req, name);
+    const r = route(req, reply, name);
     const sig = SIG_TAG_RE.exec(ref);
     if (sig) return signature(req, reply, r, `sha256:${sig[1]}`, head);
     let digest: string;
@@ -128,6 +130,9 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     let pinnedTag = false;
     if (isDigestLike(ref)) {
       digest = parseDigest(ref);
+      // airlock's own signature, asked for by the digest the referrers API lists: served as under its .sig tag.
+      const held = s.content.holds(r.repository, digest);
+      if (held?.own && held.subject !== null) return signature(req, reply, r, held.subject, head, digest);
     } else {
       if (!isTag(ref)) throw new RegistryError('MANIFEST_UNKNOWN', `invalid tag "${truncate(ref)}"`);
       tag = ref;
@@ -151,7 +156,8 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     req.airlock.source = source;
     s.metrics.cache.inc('manifest', source === 'upstream' ? 'miss' : 'hit');
     if ((tag === null || pinnedTag) && generation === s.policy.generation) {
-      remembered.remember(req.url, { generation, route: r, ref, tag, reason: req.airlock.reason ?? 'pin', manifest: m });
+      const ns = (req.query as Record<string, unknown>).ns;
+      remembered.remember(req.url, { generation, route: r, ref, tag, reason: req.airlock.reason ?? 'pin', manifest: m, namespace: typeof ns === 'string' ? ns : null });
     }
     sendManifest(req, reply, m.digest, m.mediaType, m.bytes, head);
   };
@@ -169,15 +175,16 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
   };
 
   // signature serves airlock's own cosign signature of an admitted digest; the upstream's .sig is never passed through.
-  const signature = async (req: FastifyRequest, reply: FastifyReply, r: Route, digest: string, head: boolean): Promise<void> => {
+  // Asked for by its own digest (wanted), only the current signature is served: one replaced by re-signing is unknown.
+  const signature = async (req: FastifyRequest, reply: FastifyReply, r: Route, digest: string, head: boolean, wanted: string | null = null): Promise<void> => {
     req.airlock.action = 'pull.signature';
     req.airlock.digest = digest;
     const d = await s.policy.evaluate(r, digest);
     const adm = d.admitted ? s.policyStore.admission(r.repository, digest) : null;
-    const m = adm?.signature ? s.content.manifest(adm.signature) : null;
+    const m = adm?.signature && (wanted === null || adm.signature === wanted) ? s.content.manifest(adm.signature) : null;
     req.airlock.decision = m ? 'allow' : 'deny';
     req.airlock.reason = d.reason;
-    if (!m) throw new RegistryError('MANIFEST_UNKNOWN', `no airlock signature for ${r.repository}@${digest}`);
+    if (!m) throw new RegistryError('MANIFEST_UNKNOWN', wanted === null ? `no airlock signature for ${r.repository}@${digest}` : `${r.repository}@${wanted} is not the current airlock signature of an admitted image`);
     req.airlock.source = 'local';
     sendManifest(req, reply, m.digest, m.mediaType, m.bytes, head);
   };
@@ -185,7 +192,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
   const blob = async (req: FastifyRequest, reply: FastifyReply, name: string, digestRef: string, head: boolean): Promise<void> => {
     req.airlock.action = 'pull.blob';
     req.airlock.reference = digestRef;
-    const r = route(req, name);
+    const r = route(req, reply, name);
     const digest = parseDigest(digestRef);
     req.airlock.digest = digest;
     const parent = await s.policy.blobParent(r, digest);
@@ -248,7 +255,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
 
   const tags = async (req: FastifyRequest, reply: FastifyReply, name: string): Promise<void> => {
     req.airlock.action = 'pull.tags';
-    const r = route(req, name);
+    const r = route(req, reply, name);
     const q = req.query as Record<string, unknown>;
     let n: number | null = null;
     if (q.n !== undefined) {
@@ -277,7 +284,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
 
   const referrers = async (req: FastifyRequest, reply: FastifyReply, name: string, digestRef: string): Promise<void> => {
     req.airlock.action = 'pull.referrers';
-    const r = route(req, name);
+    const r = route(req, reply, name);
     const digest = parseDigest(digestRef);
     req.airlock.digest = digest;
     const q = req.query as Record<string, unknown>;
