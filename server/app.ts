@@ -6,7 +6,7 @@ import { apiRoutes } from './api/routes.js';
 import { consoleRoutes } from './console.js';
 import { ApiError, RegistryError } from './errors.js';
 import { whyRefused } from './pki/identity.js';
-import { createRecorder, freshContext, identityOf, routeLabel } from './record.js';
+import { freshContext, identityOf, type Recorder, routeLabel } from './record.js';
 import { registryRoutes } from './registry/routes.js';
 import type { RequestContext, Services } from './services.js';
 import type { TLSSocket } from 'node:tls';
@@ -24,11 +24,9 @@ const exact = compilers({}, { customOptions: { coerceTypes: false } });
 const validatorCompiler = (route: Parameters<typeof exact>[0]): ReturnType<typeof exact> => (route.httpPart === 'body' ? exact : coercing)(route);
 
 // buildApp registers everything on a Fastify instance made by runtime.ts.
-export async function buildApp(app: FastifyInstance, s: Services, extra: (app: FastifyInstance) => Promise<void> = async () => {}): Promise<void> {
+export async function buildApp(app: FastifyInstance, s: Services, record: Recorder, extra: (app: FastifyInstance) => Promise<void> = async () => {}): Promise<void> {
   app.decorateRequest('airlock', null as unknown as RequestContext);
   app.setValidatorCompiler(validatorCompiler);
-
-  const record = createRecorder(s);
 
   // The hook takes a callback rather than returning a promise: it runs on every request, and a promise per request is
   // measurable at the request rates a mirror sees.

@@ -14,7 +14,7 @@ import { createContentStore } from '../storage/content.js';
 import { DB_FILE, dataVersion, openDatabase } from '../storage/db.js';
 import { createPolicyStore } from '../storage/policy.js';
 import { buildApp } from './app.js';
-import { identityOf } from './record.js';
+import { createRecorder, freshContext, identityOf, type Recorder, routeLabel } from './record.js';
 import { AuditLog } from './audit/log.js';
 import type { Config } from './config.js';
 import { RegistryError, UserError } from './errors.js';
@@ -151,6 +151,9 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
     answerRemembered: () => false,
   };
 
+  // The one recorder of responses: Fastify's, remembered answers and requests Fastify refuses before routing.
+  const record = createRecorder(services);
+
   const https = {
     key: fs.readFileSync(config.tls.key),
     cert: fs.readFileSync(config.tls.cert),
@@ -189,11 +192,11 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     // Fastify types this option as a generic function that no concrete handler satisfies.
-    frameworkErrors: frameworkError as never,
+    frameworkErrors: ((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => frameworkError(err, req, reply, record)) as never,
   }) as unknown as FastifyInstance;
   watchTls(app, services);
 
-  await buildApp(app, services, async (a) => {
+  await buildApp(app, services, record, async (a) => {
     if (opts.extraRoutes) await opts.extraRoutes(a, services);
   });
   let closed = false;
@@ -279,9 +282,14 @@ function watchTls(app: FastifyInstance, s: Services): void {
   });
 }
 
-// frameworkError answers requests Fastify refuses before routing (a malformed percent-escape) with airlock's error bodies.
-function frameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyReply): void {
+// frameworkError answers requests Fastify refuses before routing (a malformed percent-escape) with airlock's error
+// bodies; they skip the app's hooks, so they are recorded (counted, audited, logged) here.
+function frameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyReply, record: Recorder): void {
   const message = `malformed request URL: ${err.message.slice(0, 200)}`;
+  const c = freshContext(identityOf(req.raw.socket as TLSSocket), routeLabel(req.url));
+  c.decision = 'deny';
+  c.reason = 'malformed request URL';
+  reply.raw.once('close', () => record(c, req.method, req.url, req.ip, reply.statusCode, !reply.raw.writableFinished, reply.elapsedTime));
   if (req.url.startsWith('/v2')) {
     void reply.code(400).header('content-type', 'application/json').header('docker-distribution-api-version', 'registry/2.0').send(new RegistryError('NAME_INVALID', message).body());
   } else {

@@ -135,6 +135,42 @@ describe('the audit log with a sink that fails', () => {
   });
 });
 
+describe('the start-up integrity check', () => {
+  test('a truncated tail is reported once it is found, and the chain that grows over the lost seqs gets a checkpoint of its own', async () => {
+    const dir = freshDir();
+    const db = openDatabase(dir);
+    const store = createAuditStore(db);
+    // start opens the log as a server start does, recording a problem the way runtime.ts does.
+    const start = (): { log: AuditLog; problem: string | null } => {
+      const log = new AuditLog(store, key, keyIdOf(key));
+      const { problem } = log.open();
+      if (problem) log.append({ action: 'audit.integrity', decision: 'deny', reason: problem });
+      return { log, problem };
+    };
+    try {
+      const first = start();
+      for (let i = 0; i < 14; i++) first.log.append({ action: 'pull.blob', status: 200, bytes: i });
+      assert.equal((await first.log.checkpoint())?.seq, 14);
+      await first.log.close();
+      // Someone deletes the last two events (seq 13 and 14) that the checkpoint signed.
+      db.prepare('DELETE FROM audit WHERE seq >= 13').run();
+
+      const second = start();
+      assert.match(second.problem ?? '', /tail is missing/);
+      second.log.append({ action: 'pull.blob', status: 200, bytes: 99 });
+      assert.deepEqual(second.log.head().seq, 14, 'the integrity event and one more reach the seq of the old checkpoint');
+      assert.equal((await second.log.checkpoint())?.seq, 14, 'the new head is signed, replacing the checkpoint of the lost event 14');
+      await second.log.close();
+
+      const third = start();
+      assert.equal(third.problem, null, 'the next start finds the chain and its checkpoint in agreement');
+      await third.log.close();
+    } finally {
+      db.close();
+    }
+  });
+});
+
 describe('text that UTF-8 cannot hold', () => {
   test('a lone surrogate in an admin\'s reason is stored as U+FFFD, and the export verifies', async () => {
     const dir = freshDir();

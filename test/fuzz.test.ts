@@ -16,7 +16,7 @@ import type { Admission, Pin, Publisher } from '../storage/policy.js';
 import { type Answer, cachedBlobFiles, isClientSideRefusal, mtlsPool, ociCode, ociErrorProblem, send, type SendOptions } from './fixtures/abuse-kit.js';
 import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
 import { buildImage, inspectDigest, pushImage } from './harness/images.js';
-import { freePort, stopAll, track } from './harness/proc.js';
+import { freePort, stopAll, track, waitFor } from './harness/proc.js';
 import { type Registry, registryRequest, startRegistry } from './harness/registry.js';
 
 // SCALE multiplies the number of runs (AIRLOCK_FUZZ_SCALE=10 for a long hunt).
@@ -425,12 +425,22 @@ const adminReads = (): fc.Arbitrary<SendOptions> =>
 // ---- tests ----
 
 describe('inputs the fuzzer found mishandled', () => {
-  test('a malformed percent-escape or an over-long path under /v2/ is answered with an OCI error body', async () => {
+  test('a malformed percent-escape or an over-long path under /v2/ is answered with an OCI error body, and audited', async () => {
+    const audit = t.airlock.services.audit;
     for (const p of ['/v2/%zz/manifests/v1', '/v2/library/fuzzed/manifests/%E0%A4%A', `/v2/${'a/'.repeat(1100)}manifests/v1`]) {
+      const seq = audit.head().seq;
       const r: V2Request = { method: 'GET', path: p };
       const a = await send(pull, r);
       checkV2(r, a);
       assert.ok(a.status >= 400 && a.status < 500, `${p.slice(0, 60)}: HTTP ${a.status}`);
+      // Every refused registry request is one audit event (SPEC §7), this one refused before routing too.
+      await waitFor(() => audit.head().seq > seq, { timeoutMs: 5000, what: `the audit event of ${p.slice(0, 40)}` });
+      await audit.stored();
+      const events = [...t.airlock.services.auditStore.range('', '9999', Number.MAX_SAFE_INTEGER)].filter((e) => e.seq > seq);
+      assert.equal(events.length, 1, p.slice(0, 60));
+      assert.equal(events[0].decision, 'deny');
+      assert.equal(events[0].status, a.status);
+      assert.equal(events[0].actorSerial, t.bundle('pull').serial);
     }
   });
 

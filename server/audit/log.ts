@@ -36,6 +36,7 @@ export class AuditLog {
   private timer: NodeJS.Timeout | null = null;
   private checkpointTimer: NodeJS.Timeout | null = null;
   private lastCheckpointSeq = 0;
+  private lastCheckpointHash: string | null = null;
   private queuedSeen = 0;
   private closed = false;
   private finished = false;
@@ -59,6 +60,7 @@ export class AuditLog {
     }
     const cp = this.store.lastCheckpoint();
     this.lastCheckpointSeq = cp?.seq ?? 0;
+    this.lastCheckpointHash = cp?.hash ?? null;
     this.checkpointTimer = setInterval(() => void this.checkpoint(), CHECKPOINT_MS);
     this.checkpointTimer.unref();
     if (!cp) return { problem: null };
@@ -165,10 +167,13 @@ export class AuditLog {
   // checkpoint signs and stores the chain's head when it moved since the last checkpoint and everything is stored.
   async checkpoint(waitMs = EXPORT_WAIT_MS): Promise<Checkpoint | null> {
     if (!(await this.stored(waitMs))) return null;
-    if (this.seq === 0 || this.seq === this.lastCheckpointSeq) return null;
+    // The head is compared by hash too: after a truncated tail the chain grows again over the seq of a checkpoint that
+    // signed the lost events, and that checkpoint must be replaced, not kept as if it covered the new head.
+    if (this.seq === 0 || (this.seq === this.lastCheckpointSeq && this.prev === this.lastCheckpointHash)) return null;
     const cp = signCheckpoint(this.key, this.keyId, this.seq, this.prev);
     this.store.saveCheckpoint(cp);
     this.lastCheckpointSeq = cp.seq;
+    this.lastCheckpointHash = cp.hash;
     return cp;
   }
 
