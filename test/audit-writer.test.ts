@@ -16,9 +16,12 @@ import { DB_FILE, openDatabase } from '../storage/db.js';
 let tmp: string;
 let n = 0;
 
-function freshDir(): string {
+// freshStore opens a new data directory's database and its audit store.
+function freshStore(): { dir: string; db: ReturnType<typeof openDatabase>; store: ReturnType<typeof createAuditStore> } {
   n += 1;
-  return path.join(tmp, `audit-${n}`);
+  const dir = path.join(tmp, `audit-${n}`);
+  const db = openDatabase(dir);
+  return { dir, db, store: createAuditStore(db) };
 }
 
 function events(count: number, first = 1, prev = ZERO_HASH): AuditEvent[] {
@@ -37,6 +40,23 @@ function events(count: number, first = 1, prev = ZERO_HASH): AuditEvent[] {
 
 const key = crypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
 
+// exported is the JSONL export of [since, until) as one string.
+async function exported(log: AuditLog, since = '', until = '9999'): Promise<string> {
+  let text = '';
+  for await (const part of log.export(since, until, 'jsonl')) text += part;
+  return text;
+}
+
+// verified is what audit verify says of an export, with the test key.
+function verified(text: string): ReturnType<typeof verifyAuditExport> {
+  return verifyAuditExport(
+    (async function* () {
+      yield* text.trim().split('\n');
+    })(),
+    crypto.createPublicKey(key),
+  );
+}
+
 before(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-audit-writer-'));
 });
@@ -47,9 +67,7 @@ after(() => {
 
 describe('the audit writer thread', () => {
   test('committed batches are read back in order from the main connection, and a batch that breaks a constraint is refused whole', async () => {
-    const dir = freshDir();
-    const db = openDatabase(dir);
-    const store = createAuditStore(db);
+    const { dir, db, store } = freshStore();
     const writer = startAuditWriter(path.join(dir, DB_FILE));
     try {
       const all = events(1000);
@@ -72,9 +90,7 @@ describe('the audit writer thread', () => {
 
 describe('the audit log with a sink that fails', () => {
   test('refused events stay queued in order and are stored once the sink accepts them; stored() says whether all are', async () => {
-    const dir = freshDir();
-    const db = openDatabase(dir);
-    const store = createAuditStore(db);
+    const { db, store } = freshStore();
     let broken = true;
     const attempts: number[] = [];
     const log = new AuditLog(store, key, 'test-key', async (batch) => {
@@ -113,16 +129,13 @@ describe('the audit log with a sink that fails', () => {
   });
 
   test('an export waits for queued events to be stored and then includes them', async () => {
-    const dir = freshDir();
-    const db = openDatabase(dir);
-    const store = createAuditStore(db);
+    const { dir, db, store } = freshStore();
     const writer = startAuditWriter(path.join(dir, DB_FILE));
     const log = new AuditLog(store, key, 'test-key', (batch) => writer.write(batch));
     try {
       log.open();
       for (let i = 0; i < 50; i++) log.append({ action: 'pull.manifest', status: 200, bytes: i });
-      let text = '';
-      for await (const chunk of log.export('', '9999', 'jsonl')) text += chunk;
+      const text = await exported(log);
       const lines = text.trimEnd().split('\n').map((l) => JSON.parse(l) as { seq: number; type?: string });
       assert.equal(lines.length, 51, 'fifty events and the checkpoint');
       assert.equal(lines[49].seq, 50);
@@ -137,9 +150,7 @@ describe('the audit log with a sink that fails', () => {
 
 describe('the start-up integrity check', () => {
   test('a truncated tail is reported once it is found, and the chain that grows over the lost seqs gets a checkpoint of its own', async () => {
-    const dir = freshDir();
-    const db = openDatabase(dir);
-    const store = createAuditStore(db);
+    const { db, store } = freshStore();
     // start opens the log as a server start does, recording a problem the way runtime.ts does.
     const start = (): { log: AuditLog; problem: string | null } => {
       const log = new AuditLog(store, key, keyIdOf(key));
@@ -173,9 +184,7 @@ describe('the start-up integrity check', () => {
 
 describe('text that UTF-8 cannot hold', () => {
   test('a lone surrogate in an admin\'s reason is stored as U+FFFD, and the export verifies', async () => {
-    const dir = freshDir();
-    const db = openDatabase(dir);
-    const store = createAuditStore(db);
+    const { dir, db, store } = freshStore();
     const writer = startAuditWriter(path.join(dir, DB_FILE));
     const log = new AuditLog(store, key, keyIdOf(key), (batch) => writer.write(batch));
     try {
@@ -183,14 +192,7 @@ describe('text that UTF-8 cannot hold', () => {
       // JSON allows "\udc00"; SQLite stores text as UTF-8, which has no form for it.
       log.append({ action: 'admin.image.revoke', actor: 'ad\ud800min', reason: 'x\udc00y', repository: 'docker.io/library/a', reference: '\udbff' });
       log.append({ action: 'admin.image.revoke', reason: 'paired \ud83d\ude00 stays' });
-      let text = '';
-      for await (const chunk of log.export('', '9999', 'jsonl')) text += chunk;
-      const r = await verifyAuditExport(
-        (async function* () {
-          yield* text.trim().split('\n');
-        })(),
-        crypto.createPublicKey(key),
-      );
+      const r = await verified(await exported(log));
       assert.ok(r.ok, JSON.stringify(r));
       const stored = [...store.range('', '9999', Number.MAX_SAFE_INTEGER)];
       assert.equal(stored[0].reason, 'x\ufffdy');
@@ -207,10 +209,8 @@ describe('text that UTF-8 cannot hold', () => {
 
 describe('an export of a time range', () => {
   test('holds every event from the first to the last one in the range, so a clock stepped back inside it leaves no gap', async () => {
-    const dir = freshDir();
-    const db = openDatabase(dir);
+    const { db, store } = freshStore();
     try {
-      const store = createAuditStore(db);
       // seq 3 was stamped after the clock stepped back an hour: by time alone it falls outside the range.
       const times = ['2026-12-02T10:00:01.000Z', '2026-12-02T10:00:03.000Z', '2026-12-02T09:00:03.500Z', '2026-12-02T10:00:03.700Z', '2026-12-02T10:00:09.000Z'];
       let prev = ZERO_HASH;
@@ -222,17 +222,11 @@ describe('an export of a time range', () => {
       store.append(chain);
       const log = new AuditLog(store, key, keyIdOf(key));
       log.open();
-      let text = '';
-      for await (const part of log.export('2026-12-02T10:00:02.000Z', '2026-12-02T10:00:05.000Z', 'jsonl')) text += part;
+      const text = await exported(log, '2026-12-02T10:00:02.000Z', '2026-12-02T10:00:05.000Z');
       await log.close();
       const lines = text.trim().split('\n').map((l) => JSON.parse(l) as { seq: number; type?: string });
       assert.deepEqual(lines.map((l) => l.type ?? l.seq), [2, 3, 4, 'checkpoint']);
-      const r = await verifyAuditExport(
-        (async function* () {
-          yield* text.trim().split('\n');
-        })(),
-        crypto.createPublicKey(key),
-      );
+      const r = await verified(text);
       assert.ok(r.ok, JSON.stringify(r));
     } finally {
       db.close();
