@@ -208,9 +208,12 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
     revoked.stop();
     await app.close();
     await withDeadline(mirror.inflight.settle(), 30000);
+    // A download still running (an upstream that sends a byte now and then, never idle long enough for its read
+    // timeout) is cut off now; it ends as a fault, audited before the log closes.
+    for (const u of upstreams.values()) await u.close();
+    await withDeadline(mirror.inflight.settle(), 5000);
     await audit.close();
     await auditWriter.close();
-    for (const u of upstreams.values()) await u.close();
     db.close();
     await new Promise<void>((resolve) => logger.flush(() => resolve()));
   };

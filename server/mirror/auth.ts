@@ -6,17 +6,28 @@ export interface Challenge {
   params: Record<string, string>;
 }
 
-// parseChallenge reads the first Bearer or Basic challenge of a WWW-Authenticate header.
+// CHALLENGE_PART is one token of a WWW-Authenticate value: a name, with a value (quoted or not) when it is a parameter,
+// without one when it starts a challenge (RFC 9110 §11.6.1).
+const CHALLENGE_PART = /([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*)))?/g;
+
+// parseChallenge reads the challenge to answer from WWW-Authenticate: Bearer when offered (a registry may offer Basic
+// too, in one header or several), else Basic. Each challenge keeps its own parameters.
 export function parseChallenge(header: string | string[] | undefined): Challenge | null {
   if (header === undefined) return null;
-  const value = Array.isArray(header) ? header.join(', ') : header;
-  const m = /^\s*(Bearer|Basic)\b\s*(.*)$/i.exec(value);
-  if (!m) return null;
-  const params: Record<string, string> = {};
-  const re = /([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))/g;
-  let p: RegExpExecArray | null;
-  while ((p = re.exec(m[2])) !== null) params[p[1].toLowerCase()] = p[2] !== undefined ? p[2].replace(/\\(.)/g, '$1') : p[3];
-  return { scheme: m[1].toLowerCase() as Challenge['scheme'], params };
+  const challenges: { scheme: string; params: Record<string, string> }[] = [];
+  for (const line of Array.isArray(header) ? header : [header]) {
+    let current: { scheme: string; params: Record<string, string> } | null = null;
+    for (const m of line.matchAll(CHALLENGE_PART)) {
+      if (m[2] === undefined && m[3] === undefined) {
+        current = { scheme: m[1].toLowerCase(), params: {} };
+        challenges.push(current);
+      } else if (current) {
+        current.params[m[1].toLowerCase()] = m[2] !== undefined ? m[2].replace(/\\(.)/g, '$1') : m[3];
+      }
+    }
+  }
+  const chosen = challenges.find((c) => c.scheme === 'bearer') ?? challenges.find((c) => c.scheme === 'basic');
+  return chosen ? { scheme: chosen.scheme as Challenge['scheme'], params: chosen.params } : null;
 }
 
 // TOKEN_MARGIN_MS is how long before expiry a cached token is no longer used.

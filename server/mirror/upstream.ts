@@ -27,6 +27,8 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 // DOWN are the answers that say an upstream (or its token service) itself is down; only they count against the breaker.
 const DOWN = new Set([502, 503, 504]);
 const MAX_REDIRECTS = 5;
+// TOKEN_BYTES bounds a token service's answer (a token is a few KiB).
+const TOKEN_BYTES = 64 << 10;
 const USER_AGENT = 'airlock/0.1 (registry mirror)';
 
 // header reads one value of an upstream response header.
@@ -47,6 +49,7 @@ export class Upstream {
   private readonly tokens = new TokenCache();
   private readonly tokenFlights = new Map<string, Promise<string | null>>();
   private readonly basic: string | null;
+  private readonly insecure: boolean;
   private readonly hooks: UpstreamHooks;
 
   constructor(cfg: UpstreamConfig, hooks: UpstreamHooks, breaker = new Breaker()) {
@@ -64,6 +67,7 @@ export class Upstream {
       connections: 32,
     });
     this.basic = cfg.username !== null && cfg.password !== null ? `Basic ${Buffer.from(`${cfg.username}:${cfg.password}`).toString('base64')}` : null;
+    this.insecure = cfg.insecure;
   }
 
   // fetch sends one request for repository path (e.g. library/alpine) and handles auth, redirects and the breaker.
@@ -76,7 +80,9 @@ export class Upstream {
     try {
       const cached = this.tokens.get(scope);
       let res = await this.send(method, this.origin + urlPath, headers, cached ? `Bearer ${cached}` : this.basic);
-      if (res.status === 401) {
+      // Only the upstream's own challenge is answered: a 401 from a host it redirected to (object storage) names a token
+      // service the upstream's credentials must never reach, and is passed on as a refusal.
+      if (res.status === 401 && res.origin === this.origin) {
         const auth = await this.authorize(res, scope, cached);
         if (auth !== null) res = await this.send(method, this.origin + urlPath, headers, auth);
       }
@@ -103,8 +109,9 @@ export class Upstream {
     }
   }
 
-  // send makes a request and follows redirects, dropping credentials when a redirect leaves the upstream's origin.
-  private async send(method: string, url: string, headers: Record<string, string>, auth: string | null): Promise<UpstreamResponse> {
+  // send makes a request and follows redirects, dropping credentials when a redirect leaves the upstream's origin; the
+  // answer says which origin gave it.
+  private async send(method: string, url: string, headers: Record<string, string>, auth: string | null): Promise<UpstreamResponse & { origin: string }> {
     let target = url;
     let credentials = auth;
     for (let hop = 0; ; hop++) {
@@ -112,14 +119,21 @@ export class Upstream {
       if (credentials) h.authorization = credentials;
       const res = await request(target, { method: method as 'GET', headers: h, dispatcher: this.agent });
       const location = header(res.headers, 'location');
-      if (!REDIRECTS.has(res.statusCode) || !location) return { status: res.statusCode, headers: res.headers, body: res.body };
+      if (!REDIRECTS.has(res.statusCode) || !location) return { status: res.statusCode, headers: res.headers, body: res.body, origin: new URL(target).origin };
       res.body.resume();
       if (hop >= MAX_REDIRECTS) throw new RegistryError('UNAVAILABLE', `upstream ${this.name} redirected more than ${MAX_REDIRECTS} times`);
-      const next = new URL(location, target);
-      if (next.protocol !== 'https:' && next.protocol !== 'http:') throw new RegistryError('UNAVAILABLE', `upstream ${this.name} redirected to an unsupported URL scheme`);
+      const next = this.allowedUrl(new URL(location, target), 'redirected to');
       if (next.origin !== new URL(target).origin) credentials = null;
       target = next.toString();
     }
+  }
+
+  // allowedUrl refuses a URL an upstream points airlock at (a redirect, a token service) unless it is https, or http for
+  // an upstream configured insecure: an https upstream must not lead its requests, or its credentials, into plain text.
+  private allowedUrl(u: URL, what: string): URL {
+    if (u.protocol === 'https:' || (u.protocol === 'http:' && this.insecure)) return u;
+    const why = u.protocol === 'http:' ? 'a plain-http URL, and the upstream is not configured insecure' : 'an unsupported URL scheme';
+    throw new RegistryError('UNAVAILABLE', `upstream ${this.name} ${what} ${why}`);
   }
 
   // authorize answers a 401 challenge: a bearer token for scope (cached until expiry, one fetch at a time), or basic credentials.
@@ -142,7 +156,13 @@ export class Upstream {
     const challenge = { params };
     const realm = challenge.params.realm;
     if (!realm) return null;
-    const u = new URL(realm);
+    let u: URL;
+    try {
+      u = new URL(realm);
+    } catch {
+      throw new RegistryError('UNAVAILABLE', `upstream ${this.name} names a token service that is not a URL`);
+    }
+    this.allowedUrl(u, 'names a token service at');
     if (challenge.params.service) u.searchParams.set('service', challenge.params.service);
     u.searchParams.set('scope', scope);
     const h: Record<string, string> = { 'user-agent': USER_AGENT, accept: 'application/json' };
@@ -156,20 +176,42 @@ export class Upstream {
       if (t.statusCode >= 500) throw new RegistryError('UNAVAILABLE', `${what} failed (HTTP ${t.statusCode})`);
       throw new RegistryError('DENIED', `${what} refused access (HTTP ${t.statusCode})`);
     }
-    let body: unknown;
+    let body: unknown = null;
     try {
-      body = await t.body.json();
+      const bytes = await readLimited(t.body, TOKEN_BYTES, header(t.headers, 'content-length'));
+      if (bytes !== null) body = JSON.parse(bytes.toString('utf8'));
     } catch {
-      throw new RegistryError('UNAVAILABLE', `upstream ${this.name} token service sent an unreadable answer`);
+      // An unreadable answer is one without a token, below.
     }
+    if (body === null) throw new RegistryError('UNAVAILABLE', `upstream ${this.name} token service sent an unreadable answer (not JSON, or over ${TOKEN_BYTES} bytes)`);
     const token = this.tokens.put(scope, body);
     return token ? `Bearer ${token}` : null;
   }
 
-  // close ends the keep-alive connections.
+  // close ends the connections, cutting off any request still under way (a download the server stopped waiting for).
   async close(): Promise<void> {
-    await this.agent.close();
+    await this.agent.destroy();
   }
+}
+
+// readLimited reads a whole body, or returns null (and drops the body) when it is larger than limit.
+export async function readLimited(body: Readable, limit: number, declaredLength: string | undefined): Promise<Buffer | null> {
+  if (declaredLength !== undefined && Number(declaredLength) > limit) {
+    body.destroy();
+    return null;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    const buf = chunk as Buffer;
+    size += buf.length;
+    if (size > limit) {
+      body.destroy();
+      return null;
+    }
+    chunks.push(buf);
+  }
+  return Buffer.concat(chunks, size);
 }
 
 // upstreamFailure turns an upstream's non-success answer into the OCI error the client gets; it drains the body.

@@ -1,9 +1,8 @@
 // Publisher signatures found upstream: cosign's legacy sha256-<hex>.sig simple-signing manifests, and cosign v3's
 // sigstore bundles (a DSSE-signed in-toto statement) attached to the image as OCI 1.1 referrers.
 import type { KeyObject } from 'node:crypto';
-import type { Readable } from 'node:stream';
 import type { PolicyStore, Publisher } from '../../storage/policy.js';
-import { header, type Upstream } from '../mirror/upstream.js';
+import { header, readLimited, type Upstream } from '../mirror/upstream.js';
 import { isSha256Digest, parseCanonicalReference, sameRepository, type Route } from '../registry/names.js';
 import { parsePayload, parseSignatureManifest, sha256Digest, sigTag, verifyPayloadSignature } from '../signing/cosign.js';
 import { keyFingerprint, parsePublicKey } from '../signing/key.js';
@@ -327,26 +326,6 @@ function dsseSigned(bundle: Buffer, lookup: Lookup): Signed | null {
 function subjectNames(subject: unknown, lookup: Lookup): boolean {
   if (!isRecord(subject) || !isRecord(subject.digest) || `sha256:${String(subject.digest.sha256)}` !== lookup.digest) return false;
   return subject.name === undefined || subject.name === '' || (typeof subject.name === 'string' && referenceNames(subject.name, lookup));
-}
-
-// readLimited reads a whole body, or returns null (and drops the body) when it is larger than limit.
-async function readLimited(body: Readable, limit: number, declaredLength: string | undefined): Promise<Buffer | null> {
-  if (declaredLength !== undefined && Number(declaredLength) > limit) {
-    body.destroy();
-    return null;
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    const buf = chunk as Buffer;
-    size += buf.length;
-    if (size > limit) {
-      body.destroy();
-      return null;
-    }
-    chunks.push(buf);
-  }
-  return Buffer.concat(chunks, size);
 }
 
 function parseJson(bytes: Buffer): unknown {

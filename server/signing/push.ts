@@ -70,6 +70,8 @@ interface Reply {
   status: number;
   headers: IncomingHttpHeaders;
   body: Buffer;
+  // origin is where the answer came from: the registry, or a host it redirected to.
+  origin: string;
 }
 
 interface SendOptions {
@@ -316,7 +318,8 @@ export class RegistryClient {
     const scope = `repository:${repo}:pull,push`;
     const url = new URL(pathOrUrl, this.origin);
     let res = await this.exchange(url, what, opts, this.authorization(scope));
-    if (res.status === 401) {
+    // Only the registry's own challenge is answered: one from a host it redirected to must not get its credentials.
+    if (res.status === 401 && res.origin === this.origin) {
       const auth = await this.answerChallenge(res, scope, what);
       if (auth !== null) {
         res = await this.exchange(url, what, opts, auth);
@@ -355,15 +358,15 @@ export class RegistryClient {
         if (opts.method === 'HEAD') {
           res.body.resume();
         }
-        return { status: res.statusCode, headers: res.headers, body };
+        return { status: res.statusCode, headers: res.headers, body, origin: url.origin };
       }
       res.body.resume();
       if (hop >= MAX_REDIRECTS) {
         throw new RegistryRequestError(`registry ${this.registry}: ${what} failed: more than ${MAX_REDIRECTS} redirects`, res.statusCode);
       }
       url = new URL(location, url);
-      if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-        throw new RegistryRequestError(`registry ${this.registry}: ${what} failed: redirect to an unsupported URL scheme`, res.statusCode);
+      if (url.protocol !== 'https:' && (url.protocol !== 'http:' || this.secure)) {
+        throw new RegistryRequestError(`registry ${this.registry}: ${what} failed: redirect to ${url.protocol === 'http:' ? 'plain http from an https registry' : 'an unsupported URL scheme'}`, res.statusCode);
       }
     }
   }
@@ -387,6 +390,9 @@ export class RegistryClient {
       tokenUrl = new URL(realm);
     } catch {
       throw new RegistryRequestError(`registry ${this.registry}: ${what}: the auth challenge names an invalid realm`, 401);
+    }
+    if (tokenUrl.protocol !== 'https:' && (tokenUrl.protocol !== 'http:' || this.secure)) {
+      throw new RegistryRequestError(`registry ${this.registry}: ${what}: the auth challenge names a token service at a ${tokenUrl.protocol} URL; credentials go over https only`, 401);
     }
     if (challenge.params.service !== undefined) {
       tokenUrl.searchParams.set('service', challenge.params.service);

@@ -1,0 +1,187 @@
+// The upstream client against faults no real registry produces on purpose, from in-process servers: whose challenge
+// it answers (never one from a host a redirect led to), which of several challenges, where credentials may travel
+// (never into plain http from an https upstream), how much of a token answer it reads, and that close() cuts off a
+// download an upstream drips out too slowly for any read timeout.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { RegistryError } from '../server/errors.js';
+import { parseChallenge } from '../server/mirror/auth.js';
+import { Upstream } from '../server/mirror/upstream.js';
+import { createCa, issueServerCert } from '../server/pki/ca.js';
+
+type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+
+// Server is an in-process HTTP or HTTPS server whose handler a test sets, with every request it got.
+interface Server {
+  url: string;
+  seen: { url: string; authorization: string | undefined }[];
+  handle: Handler;
+  close(): Promise<void>;
+}
+
+let tmp: string;
+let caFile: string;
+let tlsFiles: { key: string; cert: string };
+const servers: Server[] = [];
+
+async function serve(tls = false): Promise<Server> {
+  const s: Server = { url: '', seen: [], handle: (_req, res) => res.end(), close: async () => {} };
+  const listener: Handler = (req, res) => {
+    s.seen.push({ url: req.url ?? '', authorization: req.headers.authorization });
+    s.handle(req, res);
+  };
+  const server = tls ? https.createServer(tlsFiles, listener) : http.createServer(listener);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  s.url = `${tls ? 'https' : 'http'}://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  s.close = async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  };
+  servers.push(s);
+  return s;
+}
+
+function upstreamFor(url: string, opts: { insecure?: boolean; readTimeoutMs?: number } = {}): Upstream {
+  return new Upstream(
+    { name: 'up', url, username: 'mirror', password: 'SECRET', ca: url.startsWith('https:') ? caFile : null, insecure: opts.insecure ?? url.startsWith('http:'), connectTimeoutMs: 2000, readTimeoutMs: opts.readTimeoutMs ?? 2000 },
+    { exchange() {}, breaker() {} },
+  );
+}
+
+before(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-upstream-auth-'));
+  const ca = createCa('upstream test CA');
+  const server = issueServerCert(ca, ['127.0.0.1']);
+  caFile = path.join(tmp, 'ca.crt');
+  fs.writeFileSync(caFile, ca.certPem);
+  tlsFiles = { key: server.keyPem, cert: server.certPem };
+});
+
+after(async () => {
+  for (const s of servers) await s.close();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('a 401 from the storage host a blob GET was redirected to is a refusal: its token service never sees the credentials', async () => {
+  const storage = await serve();
+  storage.handle = (req, res) => {
+    if (req.url?.startsWith('/token')) return void res.end(JSON.stringify({ token: 'STOLEN' }));
+    res.writeHead(401, { 'www-authenticate': `Bearer realm="${storage.url}/token"` });
+    res.end();
+  };
+  const registry = await serve();
+  registry.handle = (_req, res) => {
+    res.writeHead(307, { location: `${storage.url}/blob?sig=1` });
+    res.end();
+  };
+  const up = upstreamFor(registry.url);
+  try {
+    const res = await up.fetch('GET', '/v2/acme/app/blobs/sha256:00', 'acme/app');
+    res.body.resume();
+    assert.equal(res.status, 401);
+    assert.deepEqual(storage.seen.map((r) => r.url), ['/blob?sig=1'], 'the storage host was asked for the blob only, never for a token');
+    assert.equal(storage.seen[0].authorization, undefined, 'and got no credentials');
+    assert.match(String(registry.seen[0].authorization), /^Basic /, 'the registry itself got them');
+  } finally {
+    await up.close();
+  }
+});
+
+test('of several challenges, in one header or two, the Bearer one is answered with its own realm', async () => {
+  for (const challenges of [
+    (url: string) => [`Bearer realm="${url}/token",service="svc"`, 'Basic realm="Registry Realm"'],
+    (url: string) => [`Basic realm="Registry Realm", Bearer realm="${url}/token",service="svc"`],
+  ]) {
+    const registry = await serve();
+    registry.handle = (req, res) => {
+      if (req.url?.startsWith('/token')) return void res.end(JSON.stringify({ token: 'fresh', expires_in: 300 }));
+      if (req.headers.authorization === 'Bearer fresh') return void res.end('{}');
+      res.writeHead(401, { 'www-authenticate': challenges(registry.url) });
+      res.end();
+    };
+    const up = upstreamFor(registry.url);
+    try {
+      const res = await up.fetch('GET', '/v2/acme/app/manifests/v1', 'acme/app');
+      res.body.resume();
+      assert.equal(res.status, 200, JSON.stringify(challenges('X')));
+      const token = registry.seen.find((r) => r.url.startsWith('/token'));
+      assert.ok(token, 'the token service of the Bearer challenge was asked');
+      assert.match(token.url, /service=svc/);
+      assert.match(token.url, /scope=repository%3Aacme%2Fapp%3Apull/);
+    } finally {
+      await up.close();
+    }
+  }
+  assert.deepEqual(parseChallenge('Basic realm="r"'), { scheme: 'basic', params: { realm: 'r' } });
+  assert.deepEqual(parseChallenge('Bearer realm="https://a/t",scope="repository:x:pull,push"')?.params, { realm: 'https://a/t', scope: 'repository:x:pull,push' });
+  assert.equal(parseChallenge('Negotiate'), null);
+});
+
+test('an https upstream may not send its credentials to a plain-http token service, nor redirect into plain http', async () => {
+  const plain = await serve();
+  plain.handle = (_req, res) => res.end(JSON.stringify({ token: 'over-plain-http' }));
+  const registry = await serve(true);
+  let redirect = false;
+  registry.handle = (_req, res) => {
+    if (redirect) res.writeHead(307, { location: `${plain.url}/blob` });
+    else res.writeHead(401, { 'www-authenticate': `Bearer realm="${plain.url}/token",service="svc"` });
+    res.end();
+  };
+  const up = upstreamFor(registry.url);
+  try {
+    await assert.rejects(up.fetch('GET', '/v2/acme/app/manifests/v1', 'acme/app'), (err: unknown) => err instanceof RegistryError && /plain-http URL/.test(err.message));
+    redirect = true;
+    await assert.rejects(up.fetch('GET', '/v2/acme/app/blobs/sha256:00', 'acme/app'), (err: unknown) => err instanceof RegistryError && /redirected to a plain-http URL/.test(err.message));
+    assert.deepEqual(plain.seen, [], 'nothing reached the plain-http host');
+  } finally {
+    await up.close();
+  }
+});
+
+test('a token answer larger than 64 KiB is refused unread, not parsed', async () => {
+  const registry = await serve();
+  registry.handle = (req, res) => {
+    if (req.url?.startsWith('/token')) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      // No Content-Length: the limit must hold while reading, too.
+      res.write(`{"token":"${'x'.repeat(70 << 10)}`);
+      return void res.end('"}');
+    }
+    res.writeHead(401, { 'www-authenticate': `Bearer realm="${registry.url}/token"` });
+    res.end();
+  };
+  const up = upstreamFor(registry.url);
+  try {
+    await assert.rejects(up.fetch('GET', '/v2/acme/app/manifests/v1', 'acme/app'), /token service sent an unreadable answer \(not JSON, or over 65536 bytes\)/);
+  } finally {
+    await up.close();
+  }
+});
+
+test('close() cuts off a download that an upstream drips out too slowly for the read timeout to end', async () => {
+  const registry = await serve();
+  registry.handle = (_req, res) => {
+    res.writeHead(200, { 'content-length': 100_000 });
+    const timer = setInterval(() => res.write('x'), 100);
+    res.on('close', () => clearInterval(timer));
+  };
+  const up = upstreamFor(registry.url, { readTimeoutMs: 1000 });
+  const res = await up.fetch('GET', '/v2/acme/app/blobs/sha256:00', 'acme/app');
+  const ended = new Promise<string>((resolve) => {
+    res.body.on('error', (err: Error) => resolve(`error: ${err.name}`));
+    res.body.on('end', () => resolve('end'));
+    res.body.resume();
+  });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const started = Date.now();
+  await up.close();
+  const how = await ended;
+  assert.match(how, /^error/, 'the body fails rather than completing');
+  assert.ok(Date.now() - started < 5000, `close() returned after ${Date.now() - started} ms`);
+});
