@@ -457,4 +457,27 @@ describe('RegistryClient against registries that answer differently from distrib
       await client.close();
     }
   });
+
+  test("a 401 from a host a redirect led to is not answered: that host's token service never gets the registry's credentials", async () => {
+    const asked: string[] = [];
+    const storage = http.createServer((req, res) => {
+      asked.push(`${req.url ?? ''} ${req.headers.authorization ?? '-'}`);
+      if (req.url?.startsWith('/token')) return void res.end(JSON.stringify({ token: 'STOLEN' }));
+      res.writeHead(401, { 'www-authenticate': `Bearer realm="http://127.0.0.1:${(storage.address() as AddressInfo).port}/token"` }).end();
+    });
+    await new Promise<void>((resolve) => storage.listen(0, '127.0.0.1', resolve));
+    const registry = http.createServer((_req, res) => res.writeHead(307, { location: `http://127.0.0.1:${(storage.address() as AddressInfo).port}/blob` }).end());
+    await new Promise<void>((resolve) => registry.listen(0, '127.0.0.1', resolve));
+    const client = new RegistryClient({ registry: `127.0.0.1:${(registry.address() as AddressInfo).port}`, insecureHttp: true, username: 'signer', password: 'SECRET' });
+    try {
+      await assert.rejects(client.getBlob('team/app', ZERO_DIGEST), (err: unknown) => err instanceof RegistryRequestError && err.status === 401);
+      assert.deepEqual(asked, ['/blob -'], 'the storage host was asked for the blob, without credentials, and its token service never');
+    } finally {
+      await client.close();
+      for (const s of [storage, registry]) {
+        s.closeAllConnections();
+        await new Promise<void>((resolve) => s.close(() => resolve()));
+      }
+    }
+  });
 });
