@@ -1,5 +1,6 @@
 // Client set-up snippets for this mirror: Docker, containerd and podman, each routed so clients cannot silently
 // fall back to the public registry (SPEC §6 client-config, PROTOCOL §0).
+import crypto from 'node:crypto';
 import path from 'node:path';
 import type { Config } from './config.js';
 
@@ -12,12 +13,25 @@ export interface ClientFile {
   content: string;
 }
 
-// mirrorAddress is host:port clients use to reach airlock.
-export function mirrorAddress(config: Config, listening?: { host: string; port: number }): string {
+// mirrorAddress is host:port clients use to reach airlock: publicUrl's, else the listen address. Clients check the
+// server certificate against it, so a listen host the certificate does not name (a wildcard, or an address left out
+// of init's --host) gives way to the certificate's first name (serverNames).
+export function mirrorAddress(config: Config, listening?: { host: string; port: number }, names: readonly string[] = []): string {
   if (config.publicUrl) return new URL(config.publicUrl).host;
   const l = listening ?? config.listen;
-  const host = l.host === '0.0.0.0' || l.host === '::' ? 'localhost' : l.host.includes(':') ? `[${l.host}]` : l.host;
-  return `${host}:${l.port}`;
+  const wildcard = l.host === '0.0.0.0' || l.host === '::';
+  let host = wildcard ? (names[0] ?? 'localhost') : l.host;
+  if (names.length > 0 && !names.some((n) => n.toLowerCase() === host.toLowerCase())) host = names[0];
+  return `${host.includes(':') ? `[${host}]` : host}:${l.port}`;
+}
+
+// serverNames lists the DNS names and IP addresses a server certificate (PEM) is valid for, in its order.
+export function serverNames(certPem: string | Buffer): string[] {
+  const san = new crypto.X509Certificate(certPem).subjectAltName ?? '';
+  return san
+    .split(', ')
+    .map((entry) => /^(?:DNS|IP Address):(.+)$/.exec(entry)?.[1])
+    .filter((name): name is string => name !== undefined);
 }
 
 // isLoopback tells whether the host of a host:port address is a loopback one: localhost, 127.0.0.0/8 or ::1.

@@ -8,7 +8,7 @@ import { createAuditStore } from '../storage/audit.js';
 import { createCertStore } from '../storage/certs.js';
 import { openDatabase } from '../storage/db.js';
 import { formatVerifyResult, verifyAuditFile } from './audit/verify.js';
-import { clientFiles, clientWarnings, mirrorAddress } from './clients.js';
+import { clientFiles, clientWarnings, mirrorAddress, serverNames } from './clients.js';
 import { type Config, loadConfigFile } from './config.js';
 import { UserError, whyUnreadable } from './errors.js';
 import { defaultHosts, initDataDir } from './init.js';
@@ -87,7 +87,9 @@ async function serve(argv: string[]): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
-  const address = mirrorAddress(config, { host: config.listen.host, port: airlock.port });
+  const address = mirrorAddress(config, { host: config.listen.host, port: airlock.port }, serverNames(fs.readFileSync(config.tls.cert)));
+  // The commands below reach airlock by a name its certificate holds; where it listens can be a wildcard or another one.
+  const base = `https://${address}`;
   const admin = path.join(config.dataDir, 'pki', 'clients', 'admin');
   // containerd's snippet is for the first upstream; a configuration may name none yet (only cached content is served).
   const c = clientFiles('containerd', config, address)[0];
@@ -100,14 +102,14 @@ async function serve(argv: string[]): Promise<void> {
     [
       `airlock listening on ${airlock.url} (mutual TLS; config ${path.resolve(file)})`,
       `admin client bundle: ${admin}/{ca.crt,client.cert,client.key,client.p12}`,
-      `mirror public key:   ${config.signing.key.replace(/\.key$/, '.pub')} (also GET ${airlock.url}/api/v1/signing-key)`,
-      `console:             ${airlock.url}/ui/ (import client.p12 into the browser)`,
+      `mirror public key:   ${config.signing.key.replace(/\.key$/, '.pub')} (also GET ${base}/api/v1/signing-key)`,
+      `console:             ${base}/ui/ (import client.p12 into the browser)`,
       '',
       `Docker: /etc/docker/daemon.json {"registry-mirrors": ["https://${address}"]}, and copy the bundle to /etc/docker/certs.d/${address}/{ca.crt,client.cert,client.key}`,
       ...clientWarnings('docker', address).map((w) => `  warning: ${w}`),
       ...containerd,
       `podman/skopeo: registries.conf [[registry]] prefix="docker.io" location="${address}/docker.io", certs in /etc/containers/certs.d/${address}/`,
-      `quick check: curl --cacert ${admin}/ca.crt --cert ${admin}/client.cert --key ${admin}/client.key ${airlock.url}/v2/`,
+      `quick check: curl --cacert ${admin}/ca.crt --cert ${admin}/client.cert --key ${admin}/client.key ${base}/v2/`,
     ].join('\n'),
   );
 }

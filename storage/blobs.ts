@@ -46,7 +46,7 @@ export class BlobStore {
     fs.mkdirSync(this.tmpDir, { recursive: true });
     let removed = 0;
     for (const f of fs.readdirSync(this.tmpDir)) {
-      fs.rmSync(path.join(this.tmpDir, f), { force: true });
+      fs.rmSync(path.join(this.tmpDir, f), { force: true, recursive: true });
       removed++;
     }
     const found: [string, Entry][] = [];
@@ -132,11 +132,17 @@ export class BlobStore {
     await fsp.rm(this.pathOf(digest), { force: true });
   }
 
-  // adopt is called by a writer whose temp file was renamed into place.
+  // adopt is called by a writer whose temp file was renamed into place. A blob larger than the whole cache is not kept:
+  // evicting every other blob to make room for it would still leave the cache over its limit.
   adopt(digest: string, size: number): void {
     const old = this.index.get(digest);
     if (old) this.total -= old.size;
     this.index.delete(digest);
+    if (size > this.maxBytes) {
+      fs.rm(this.pathOf(digest), { force: true }, () => {});
+      this.onEvict(digest, size);
+      return;
+    }
     this.index.set(digest, { size, touched: Date.now() });
     this.total += size;
     this.evict();
@@ -178,6 +184,8 @@ export class BlobWriter extends Writable {
   readonly progress = new EventEmitter();
   written = 0;
   state: 'writing' | 'committed' | 'aborted' = 'writing';
+  // verified is set once every byte arrived and hashed to the digest, before the file is made durable and renamed.
+  verified = false;
   failure: Error | null = null;
   private readonly store: BlobStore;
   private readonly hash = crypto.createHash('sha256');
@@ -253,6 +261,12 @@ export class BlobWriter extends Writable {
     if (actual !== this.digest) {
       throw await this.abort(new DigestMismatchError(this.digest, actual));
     }
+    // The bytes are the blob: readers may have the last one now, while the file is made durable. Renamed before its
+    // data reached the disk, a power loss could leave a short file under the digest.
+    this.verified = true;
+    this.progress.emit('progress', this.written);
+    await this.sync();
+    if (this.state !== 'writing') throw this.failure ?? new Error(`writing blob ${this.digest} was cancelled`);
     this.closeFd();
     if (this.closeError) throw await this.abort(new Error(`writing blob ${this.digest}: ${this.closeError.message}`));
     const dest = this.store.pathOf(this.digest);
@@ -261,6 +275,21 @@ export class BlobWriter extends Writable {
     this.state = 'committed';
     this.store.adopt(this.digest, this.written);
     this.progress.emit('committed');
+  }
+
+  // sync flushes the temp file to the disk; a failure (EIO, a late ENOSPC) is kept for the commit to refuse the blob.
+  private async sync(): Promise<void> {
+    const fd = this.fd;
+    if (fd === null) return;
+    this.writing = true;
+    await new Promise<void>((resolve) =>
+      fs.fsync(fd, (err) => {
+        this.writing = false;
+        if (err) this.closeError = err;
+        if (this.state === 'aborted') this.closeFd();
+        resolve();
+      }),
+    );
   }
 
   // abort discards the temp file; readers following it see the error. Returns the error for throwing.

@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { UserError } from '../server/errors.js';
 import { MIGRATIONS } from './migrations.js';
 
 // Db is the handle every storage module receives.
@@ -10,23 +11,32 @@ export type Db = Database.Database;
 // DB_FILE is the database's file name in the data directory.
 export const DB_FILE = 'airlock.db';
 
-// openDatabase opens (creating if needed) DATADIR/airlock.db and runs the migrations it has not run yet.
+// openDatabase opens (creating if needed) DATADIR/airlock.db and runs the migrations it has not run yet. A database it
+// cannot use (not a database, unwritable, from a newer airlock) is a UserError naming the file.
 export function openDatabase(dataDir: string): Db {
   fs.mkdirSync(dataDir, { recursive: true });
-  const db = new Database(path.join(dataDir, DB_FILE));
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = NORMAL');
-  db.pragma('foreign_keys = ON');
-  db.pragma('busy_timeout = 5000');
-  migrate(db);
-  return db;
+  const file = path.join(dataDir, DB_FILE);
+  let db: Db | null = null;
+  try {
+    db = new Database(file);
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    db.pragma('foreign_keys = ON');
+    db.pragma('busy_timeout = 5000');
+    migrate(db);
+    return db;
+  } catch (err) {
+    db?.close();
+    if (err instanceof Database.SqliteError || err instanceof UserError) throw new UserError(`database ${file}: ${err.message}`);
+    throw err;
+  }
 }
 
 // migrate applies every migration past the database's user_version, each in its own transaction.
 export function migrate(db: Db): void {
   const current = db.pragma('user_version', { simple: true }) as number;
   if (current > MIGRATIONS.length) {
-    throw new Error(`database schema version ${current} is newer than this airlock (${MIGRATIONS.length}); upgrade airlock`);
+    throw new UserError(`schema version ${current} is newer than this airlock's (${MIGRATIONS.length}); upgrade airlock`);
   }
   for (let i = current; i < MIGRATIONS.length; i++) {
     db.transaction(() => {

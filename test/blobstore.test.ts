@@ -262,6 +262,32 @@ describe('the size limit', () => {
     assert.deepEqual(store.usage(), { bytes: 0, blobs: 0 });
   });
 
+  test('a blob larger than the whole limit is not kept, and evicts nothing else', async () => {
+    const dir = freshDir();
+    const store = new BlobStore(dir, 100);
+    store.init();
+    const evicted: string[] = [];
+    store.onEvict = (digest) => evicted.push(digest);
+    const small = [crypto.randomBytes(30), crypto.randomBytes(30)];
+    for (const b of small) await store.put(sha(b), b);
+    const huge = crypto.randomBytes(150);
+    await store.put(sha(huge), huge);
+    assert.deepEqual(evicted, [sha(huge)]);
+    assert.equal(store.size(sha(huge)), null);
+    await waitFor(() => !fs.existsSync(store.pathOf(sha(huge))), { timeoutMs: 2000, what: 'the oversized file to be deleted' });
+    assert.deepEqual(store.usage(), { bytes: 60, blobs: 2 }, 'the blobs that fit are all still cached');
+    for (const b of small) assert.deepEqual(await readOut(store, sha(b)), b);
+  });
+
+  test('start-up clears a stray folder under tmp/ too', () => {
+    const dir = freshDir();
+    new BlobStore(dir, BIG).init();
+    fs.mkdirSync(path.join(dir, 'blobs', 'tmp', 'stray', 'deeper'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'blobs', 'tmp', 'stray', 'deeper', 'file'), 'x');
+    assert.equal(new BlobStore(dir, BIG).init(), 1);
+    assert.deepEqual(tmpFiles(dir), []);
+  });
+
   test('remove deletes a blob and its file', async () => {
     const dir = freshDir();
     const store = new BlobStore(dir, BIG);

@@ -424,6 +424,20 @@ describe('airlock serve', () => {
     assertUserError(await airlock(['serve', '--config', file]), /signing key .*imported\.key: the mirror key must be ECDSA P-256, not ed25519/);
   });
 
+  test('serve on a database it cannot use (from a newer airlock, or not a database) is one line naming the file', async () => {
+    const dir = path.join(tmp, 'bad-db');
+    assert.equal((await airlock(['init', '--dir', dir, '--host', '127.0.0.1'])).code, 0);
+    const file = path.join(dir, 'airlock.yaml');
+    const dbFile = path.join(dir, 'airlock.db');
+    const db = openDatabase(dir);
+    db.pragma('user_version = 99');
+    db.close();
+    assertUserError(await airlock(['serve', '--config', file]), /database .*bad-db\/airlock\.db: schema version 99 is newer than this airlock's \([0-9]+\); upgrade airlock$/);
+    for (const f of [dbFile, `${dbFile}-wal`, `${dbFile}-shm`]) fs.rmSync(f, { force: true });
+    fs.writeFileSync(dbFile, 'this is not a database, and it is long enough to have a header\n'.repeat(20));
+    assertUserError(await airlock(['serve', '--config', file]), /database .*bad-db\/airlock\.db: file is not a database$/);
+  });
+
   test('serve on an address already in use is one line, and exits', async () => {
     const busy = net.createServer();
     await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));

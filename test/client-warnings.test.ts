@@ -2,7 +2,9 @@
 // and then pulls from Docker Hub instead, so the client snippets for Docker say so for such an address.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { clientWarnings, isLoopback } from '../server/clients.js';
+import type { Config } from '../server/config.js';
+import { clientWarnings, isLoopback, mirrorAddress, serverNames } from '../server/clients.js';
+import { createCa, issueServerCert } from '../server/pki/ca.js';
 
 test('loopback addresses are localhost, 127.0.0.0/8 and ::1, with any port', () => {
   for (const a of ['127.0.0.1:5443', '127.1.2.3:443', 'localhost:5443', 'LOCALHOST:1', '[::1]:5443']) assert.equal(isLoopback(a), true, a);
@@ -18,4 +20,17 @@ test('only Docker on a loopback address gets a warning, naming the address and t
   assert.match(w ?? '', /publicUrl/);
   assert.deepEqual(clientWarnings('docker', 'mirror.internal:5443'), []);
   for (const kind of ['containerd', 'podman'] as const) assert.deepEqual(clientWarnings(kind, '127.0.0.1:5443'), []);
+});
+
+test("the mirror address is publicUrl's, else the listen address when the server certificate names it, else its first name", () => {
+  const cert = issueServerCert(createCa('names CA'), ['mirror.internal', '10.0.0.5', 'localhost']);
+  const names = serverNames(cert.certPem);
+  assert.deepEqual(names, ['mirror.internal', '10.0.0.5', 'localhost']);
+  const config = (listen: string, publicUrl: string | null = null): Config =>
+    ({ publicUrl, listen: { host: listen.slice(0, listen.lastIndexOf(':')), port: Number(listen.slice(listen.lastIndexOf(':') + 1)) } }) as Config;
+  assert.equal(mirrorAddress(config('10.0.0.5:5443'), undefined, names), '10.0.0.5:5443');
+  assert.equal(mirrorAddress(config('0.0.0.0:5443'), undefined, names), 'mirror.internal:5443', 'a wildcard is no address to connect to');
+  assert.equal(mirrorAddress(config('127.0.0.1:5443'), undefined, names), 'mirror.internal:5443', 'the certificate does not name 127.0.0.1');
+  assert.equal(mirrorAddress(config('0.0.0.0:5443', 'https://registry.example:8443'), undefined, names), 'registry.example:8443');
+  assert.equal(mirrorAddress(config('0.0.0.0:5443')), 'localhost:5443', 'without the names, as before');
 });

@@ -19,7 +19,7 @@ import { type HttpResult, registryRequest, startRegistry } from './harness/regis
 const sha = (b: Buffer): string => `sha256:${crypto.createHash('sha256').update(b).digest('hex')}`;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
-type Mode = 'ok' | 'wrong-bytes' | 'cut' | 'drip' | '429' | '500' | '503' | 'redirect';
+type Mode = 'ok' | 'wrong-bytes' | 'cut' | 'drip' | 'slow' | '429' | '500' | '503' | 'redirect';
 
 // FakeUpstream serves blobs and manifests from memory, misbehaving per digest, and counts requests.
 class FakeUpstream {
@@ -117,6 +117,13 @@ class FakeUpstream {
       setTimeout(() => res.destroy(), 50);
       return;
     }
+    if (mode === 'slow') {
+      // Slow but within the read timeout: the rest comes after 600 ms.
+      res.write(bytes.subarray(0, 1024));
+      const timer = setTimeout(() => res.end(bytes.subarray(1024)), 600);
+      res.on('close', () => clearTimeout(timer));
+      return;
+    }
     if (mode === 'drip') {
       res.write(bytes.subarray(0, 1024));
       const timer = setTimeout(() => res.end(bytes.subarray(1024)), 3000);
@@ -188,6 +195,8 @@ before(async () => {
   addImage('redirected', [crypto.randomBytes(100_000)]);
   addImage('headless', [crypto.randomBytes(50_000)]);
   addImage('notmp', [crypto.randomBytes(50_000)]);
+  addImage('truncated', [crypto.randomBytes(80_000)]);
+  addImage('revoked', [crypto.randomBytes(60_000)]);
   const pins = Object.entries(images).map(([name, i]) => `docker.io/library/${name}@${i.manifest}`);
   t = await startTestAirlock({
     dir: path.join(tmp, 'airlock'),
@@ -351,6 +360,42 @@ describe('pull-through', () => {
     const again = await blobGet('notmp', d);
     assert.equal(again.status, 200);
     assert.deepEqual(again.body, images.notmp.bytes[0]);
+  });
+
+  test('a cached file of another size than the manifest declares is dropped and the blob fetched again', async () => {
+    const { layers, bytes } = images.truncated;
+    assert.deepEqual((await blobGet('truncated', layers[0])).body, bytes[0]);
+    await waitFor(() => t.airlock.services.blobs.size(layers[0]) !== null, { timeoutMs: 5000, what: 'blob cached' });
+    // As a power loss before the data reached the disk would leave it (the rename kept, the bytes not).
+    fs.truncateSync(t.airlock.services.blobs.pathOf(layers[0]), 1000);
+    await t.restart();
+    const before = fake.count('GET', layers[0]);
+    const again = await blobGet('truncated', layers[0]);
+    assert.equal(again.status, 200);
+    assert.deepEqual(again.body, bytes[0], 'the whole blob, not the short file');
+    assert.equal(fake.count('GET', layers[0]), before + 1, 'fetched again from the upstream');
+    await waitFor(() => t.airlock.services.blobs.size(layers[0]) === bytes[0].length, { timeoutMs: 5000, what: 'the blob cached again, whole' });
+    assert.match(fs.readFileSync(t.logPath, 'utf8'), /cached blob has the wrong size/);
+  });
+
+  test('a layer still downloading when its image is revoked does not stay in the cache', async () => {
+    const { manifest, layers } = images.revoked;
+    fake.modes.set(layers[0], 'slow');
+    const pulling = blobGet('revoked', layers[0]);
+    await waitFor(() => fake.count('GET', layers[0]) > 0, { timeoutMs: 5000, what: 'the download to start' });
+    const r = await t.request('admin', '/api/v1/images/revoke', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ repository: 'docker.io/library/revoked', digest: manifest, reason: 'test' }),
+    });
+    assert.equal(r.status, 200, r.body.toString());
+    await pulling;
+    await waitFor(() => t.airlock.services.mirror.inflight.size === 0, { timeoutMs: 5000, what: 'the download to end' });
+    await waitFor(() => t.airlock.services.blobs.size(layers[0]) === null && !fs.existsSync(t.airlock.services.blobs.pathOf(layers[0])), {
+      timeoutMs: 5000,
+      what: 'the revoked layer to be gone from the cache',
+    });
+    fake.modes.delete(layers[0]);
   });
 
   test('a 500 for one request does not open the breaker', async () => {

@@ -159,7 +159,11 @@ export async function imageRoutes(app: FastifyInstance, s: Services): Promise<vo
     let bytes = 0;
     for (const b of candidates.keys()) {
       const size = s.blobs.size(b);
-      if (size === null) continue;
+      if (size === null) {
+        // Still downloading: it would land in the cache after the revocation; it is removed when the download ends.
+        void s.mirror.inflight.ended(b)?.then(() => s.blobs.remove(b));
+        continue;
+      }
       await s.blobs.remove(b);
       blobs++;
       bytes += size;

@@ -30,6 +30,16 @@ export class Inflight {
     return { download: p, joined: false };
   }
 
+  // ended resolves once the download of digest under way has ended, whatever its outcome; null when none is.
+  ended(digest: string): Promise<void> | null {
+    const p = this.downloads.get(digest);
+    if (!p) return null;
+    return p.then((d) => d.done).then(
+      () => {},
+      () => {},
+    );
+  }
+
   // size is how many downloads are under way.
   get size(): number {
     return this.downloads.size;
@@ -116,7 +126,7 @@ export function followWriter(writer: BlobWriter, start: number, end: number | nu
         }
         // Until the whole blob is verified, the last byte asked for is held back: with a Content-Length sent, a client
         // that received every byte would take the response as complete, so a digest mismatch must leave it one byte short.
-        const verified = writer.state === 'committed';
+        const verified = writer.verified;
         const last = end ?? (writer.expectedSize !== null ? writer.expectedSize - 1 : null);
         if (last !== null && position > last) return 0;
         const available = verified || last === null ? writer.written : Math.min(writer.written, last);

@@ -205,6 +205,13 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     // The admitting manifest's descriptor says what the blob is and how big it must be.
     const declared = s.content.ref(parent, digest);
     const sizeHint = (): number | null => declared?.size ?? null;
+    // A cached file of another size than the manifest declares is not the blob (cut short, or truncated on the disk
+    // since): it is dropped, and the blob fetched again.
+    const onDisk = s.blobs.size(digest);
+    if (onDisk !== null && declared?.size != null && onDisk !== declared.size) {
+      s.logger.warn({ digest, size: onDisk, declared: declared.size }, 'cached blob has the wrong size; dropped, to be fetched again');
+      await s.blobs.remove(digest);
+    }
     const cachedSize = s.mirror.blobSize(digest);
     const size = cachedSize ?? sizeHint();
     const etag = `"${digest}"`;
