@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { type BlobBody, fileBody } from './chunks.js';
 
 const TOUCH_PERSIST_MS = 10 * 60 * 1000;
@@ -76,6 +77,17 @@ export class BlobStore {
   // size is a cached blob's size, or null when it is not cached.
   size(digest: string): number | null {
     return this.index.get(digest)?.size ?? null;
+  }
+
+  // intact hashes a cached blob's file again and tells whether it still holds the blob (false when it is gone).
+  async intact(digest: string): Promise<boolean> {
+    const hash = crypto.createHash('sha256');
+    try {
+      await pipeline(fs.createReadStream(this.pathOf(digest), { highWaterMark: 1 << 20 }), hash);
+    } catch {
+      return false;
+    }
+    return `sha256:${hash.digest('hex')}` === digest;
   }
 
   // usage is the cache's total size and blob count.

@@ -288,6 +288,19 @@ describe('the size limit', () => {
     assert.deepEqual(tmpFiles(dir), []);
   });
 
+  test('intact hashes a cached file again: true while it holds the blob, false once it was cut or is gone', async () => {
+    const dir = freshDir();
+    const store = new BlobStore(dir, BIG);
+    store.init();
+    const x = crypto.randomBytes(3 << 20);
+    await store.put(sha(x), x);
+    assert.equal(await store.intact(sha(x)), true);
+    fs.truncateSync(store.pathOf(sha(x)), 1000);
+    assert.equal(await store.intact(sha(x)), false);
+    fs.rmSync(store.pathOf(sha(x)));
+    assert.equal(await store.intact(sha(x)), false);
+  });
+
   test('remove deletes a blob and its file', async () => {
     const dir = freshDir();
     const store = new BlobStore(dir, BIG);

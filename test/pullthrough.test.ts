@@ -375,7 +375,7 @@ describe('pull-through', () => {
     assert.deepEqual(again.body, bytes[0], 'the whole blob, not the short file');
     assert.equal(fake.count('GET', layers[0]), before + 1, 'fetched again from the upstream');
     await waitFor(() => t.airlock.services.blobs.size(layers[0]) === bytes[0].length, { timeoutMs: 5000, what: 'the blob cached again, whole' });
-    assert.match(fs.readFileSync(t.logPath, 'utf8'), /cached blob has the wrong size/);
+    assert.match(fs.readFileSync(t.logPath, 'utf8'), /cached blob has the wrong size and content/);
   });
 
   test('a layer still downloading when its image is revoked does not stay in the cache', async () => {

@@ -3,7 +3,7 @@ import { isRole, normalizeSerial, type Role } from './ca.js';
 
 // Identity is who a verified client certificate says the caller is; role is null when its OU is not a known role.
 // notAfter is when the certificate expires (milliseconds since the epoch): OpenSSL checks it at a full handshake only,
-// so a keep-alive connection or a resumed TLS session would outlive it without a check of its own (stillValid).
+// so a keep-alive connection or a resumed TLS session would outlive it without a check of its own (whyRefused).
 export interface Identity {
   cn: string;
   serial: string;

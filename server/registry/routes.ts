@@ -205,11 +205,11 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     // The admitting manifest's descriptor says what the blob is and how big it must be.
     const declared = s.content.ref(parent, digest);
     const sizeHint = (): number | null => declared?.size ?? null;
-    // A cached file of another size than the manifest declares is not the blob (cut short, or truncated on the disk
-    // since): it is dropped, and the blob fetched again.
+    // A cached file of another size than the manifest declares is hashed again: one that no longer holds the blob (cut
+    // short, or truncated on the disk since) is dropped and the blob fetched again. One that does is served as it is.
     const onDisk = s.blobs.size(digest);
-    if (onDisk !== null && declared?.size != null && onDisk !== declared.size) {
-      s.logger.warn({ digest, size: onDisk, declared: declared.size }, 'cached blob has the wrong size; dropped, to be fetched again');
+    if (onDisk !== null && declared?.size != null && onDisk !== declared.size && !(await s.blobs.intact(digest))) {
+      s.logger.warn({ digest, size: onDisk, declared: declared.size }, 'cached blob has the wrong size and content; dropped, to be fetched again');
       await s.blobs.remove(digest);
     }
     const cachedSize = s.mirror.blobSize(digest);
