@@ -221,12 +221,17 @@ describe('writing blobs', () => {
 });
 
 describe('the size limit', () => {
-  test('evicts the least recently used blob first, and open() of an evicted blob returns null', async () => {
-    const dir = freshDir();
-    const store = new BlobStore(dir, 100);
+  // limitedStore is a new store of maxBytes that lists the digests it evicts.
+  function limitedStore(maxBytes: number): { store: BlobStore; evicted: string[] } {
+    const store = new BlobStore(freshDir(), maxBytes);
     store.init();
     const evicted: string[] = [];
     store.onEvict = (digest) => evicted.push(digest);
+    return { store, evicted };
+  }
+
+  test('evicts the least recently used blob first, and open() of an evicted blob returns null', async () => {
+    const { store, evicted } = limitedStore(100);
     const a = crypto.randomBytes(40);
     const b = crypto.randomBytes(40);
     const c = crypto.randomBytes(40);
@@ -263,11 +268,7 @@ describe('the size limit', () => {
   });
 
   test('a blob larger than the whole limit is not kept, and evicts nothing else', async () => {
-    const dir = freshDir();
-    const store = new BlobStore(dir, 100);
-    store.init();
-    const evicted: string[] = [];
-    store.onEvict = (digest) => evicted.push(digest);
+    const { store, evicted } = limitedStore(100);
     const small = [crypto.randomBytes(30), crypto.randomBytes(30)];
     for (const b of small) await store.put(sha(b), b);
     const huge = crypto.randomBytes(150);
