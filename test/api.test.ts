@@ -256,8 +256,18 @@ describe('pins', () => {
     });
   }
 
+  test('a JSON body is still required where the route needs one, and prototype keys are refused', async () => {
+    const empty = await call('admin', 'POST', '/api/v1/pins', undefined, { 'content-type': 'application/json' });
+    assert.equal(empty.status, 400);
+    for (const body of ['{"__proto__":{"x":1},"repository":"docker.io/library/alpine"}', '{"constructor":{"prototype":{"x":1}}}', '{not json']) {
+      const r = await registryRequest(t.bundle('admin').endpoint, '/api/v1/pins', { method: 'POST', headers: { 'content-type': 'application/json' }, body, answerChallenge: false });
+      assert.equal(r.status, 400, body);
+    }
+  });
+
   test('deleting a pin answers 204, then 404; a pin from the configuration cannot be deleted', async () => {
-    assert.equal((await call('admin', 'DELETE', `/api/v1/pins/${id}`)).status, 204);
+    // Sent as scripts often do, saying JSON without a body: that is no body, not a malformed one.
+    assert.equal((await call('admin', 'DELETE', `/api/v1/pins/${id}`, undefined, { 'content-type': 'application/json' })).status, 204);
     assert.equal((await call('admin', 'DELETE', `/api/v1/pins/${id}`)).status, 404);
     const list = await call('audit', 'GET', '/api/v1/pins');
     const pins = list.json.pins as { id: number; source: string }[];
