@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import nodeHttps from 'node:https';
 import path from 'node:path';
-import type { AddressInfo, Socket } from 'node:net';
+import net, { type AddressInfo, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import type { Logger } from 'pino';
@@ -51,6 +51,9 @@ export interface StartOptions {
 
 // startAirlock opens everything and listens; close() stops cleanly.
 export async function startAirlock(config: Config, opts: StartOptions = {}): Promise<Airlock> {
+  // A second airlock started on an address in use would fail only at listen, after it had removed the downloads under
+  // way in the data directory and applied its own policy seeds: the address is tried before anything is touched.
+  await probeListen(config);
   const logger = opts.logger ?? createLogger(config.log.level);
   const db = openDatabase(config.dataDir);
   const content = createContentStore(db);
@@ -221,8 +224,7 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
     await app.listen({ host: config.listen.host, port: config.listen.port });
   } catch (err) {
     await close();
-    const e = err as NodeJS.ErrnoException;
-    throw new UserError(`listen ${config.listen.host}:${config.listen.port}: ${e.code === 'EADDRINUSE' ? 'the address is already in use' : e.code === 'EADDRNOTAVAIL' ? 'no interface of this machine has that address' : e.message}`);
+    throw listenError(config, err as NodeJS.ErrnoException);
   }
   const address = app.server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
@@ -307,6 +309,23 @@ const peerAddresses = new WeakMap<object, string>();
 function remoteAddress(socket: TLSSocket): string | null {
   const parent = (socket as TLSSocket & { _parent?: object })._parent;
   return socket.remoteAddress ?? (parent ? peerAddresses.get(parent) : undefined) ?? null;
+}
+
+// probeListen binds the listen address for a moment, so that an address in use is refused before start-up changes
+// anything; port 0 (any free port) needs no probe.
+async function probeListen(config: Config): Promise<void> {
+  if (config.listen.port === 0) return;
+  const probe = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', (err: NodeJS.ErrnoException) => reject(listenError(config, err)));
+    probe.listen({ host: config.listen.host, port: config.listen.port, exclusive: true }, () => probe.close(() => resolve()));
+  });
+}
+
+// listenError words a failure to listen on the configured address.
+function listenError(config: Config, e: NodeJS.ErrnoException): UserError {
+  const why = e.code === 'EADDRINUSE' ? 'the address is already in use' : e.code === 'EADDRNOTAVAIL' ? 'no interface of this machine has that address' : e.message;
+  return new UserError(`listen ${config.listen.host}:${config.listen.port}: ${why}`);
 }
 
 async function withDeadline(p: Promise<unknown>, ms: number): Promise<void> {

@@ -445,7 +445,13 @@ describe('airlock serve', () => {
     try {
       const file = path.join(data, 'busy.yaml');
       fs.writeFileSync(file, fs.readFileSync(configPath, 'utf8').replace('listen: 127.0.0.1:5443', `listen: 127.0.0.1:${port}`));
+      // As if another airlock were running on this data directory: its download under way must survive.
+      const inProgress = path.join(data, 'blobs', 'tmp', 'download-under-way');
+      fs.mkdirSync(path.dirname(inProgress), { recursive: true });
+      fs.writeFileSync(inProgress, 'half a blob');
       assertUserError(await airlock(['serve', '--config', file]), new RegExp(`listen 127\\.0\\.0\\.1:${port}: the address is already in use`));
+      assert.ok(fs.existsSync(inProgress), 'a serve that cannot listen changes nothing in the data directory');
+      fs.rmSync(inProgress);
     } finally {
       await new Promise<void>((resolve) => busy.close(() => resolve()));
     }
