@@ -8,7 +8,7 @@ import { createAuditStore } from '../storage/audit.js';
 import { createCertStore } from '../storage/certs.js';
 import { openDatabase } from '../storage/db.js';
 import { formatVerifyResult, verifyAuditFile } from './audit/verify.js';
-import { clientFiles, clientWarnings, mirrorAddress, serverNames } from './clients.js';
+import { clientFiles, clientWarnings, mirrorAddress } from './clients.js';
 import { type Config, loadConfigFile } from './config.js';
 import { UserError, whyUnreadable } from './errors.js';
 import { defaultHosts, initDataDir } from './init.js';
@@ -87,7 +87,7 @@ async function serve(argv: string[]): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
-  const address = mirrorAddress(config, { host: config.listen.host, port: airlock.port }, serverNames(fs.readFileSync(config.tls.cert)));
+  const address = mirrorAddress(config, { host: config.listen.host, port: airlock.port }, airlock.services.serverNames);
   // The commands below reach airlock by a name its certificate holds; where it listens can be a wildcard or another one.
   const base = `https://${address}`;
   const admin = path.join(config.dataDir, 'pki', 'clients', 'admin');

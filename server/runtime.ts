@@ -14,6 +14,7 @@ import { createContentStore } from '../storage/content.js';
 import { DB_FILE, dataVersion, openDatabase } from '../storage/db.js';
 import { createPolicyStore } from '../storage/policy.js';
 import { buildApp } from './app.js';
+import { serverNames } from './clients.js';
 import { createRecorder, freshContext, identityOf, type Recorder, routeLabel } from './record.js';
 import { AuditLog } from './audit/log.js';
 import type { Config } from './config.js';
@@ -148,8 +149,10 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
   metrics.cacheBytes.set(u0.bytes);
   metrics.cacheBlobs.set(u0.blobs);
 
+  const serverCert = fs.readFileSync(config.tls.cert);
   const services: Services = {
     config, logger, db, content, policyStore, certs, auditStore, blobs, upstreams, mirror, policy, signer, audit, metrics, authority, revoked, startedAt: new Date(),
+    serverNames: serverNames(serverCert),
     driftCheckMs: opts.driftCheckMs ?? 60000,
     answerRemembered: () => false,
   };
@@ -159,7 +162,7 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
 
   const https = {
     key: fs.readFileSync(config.tls.key),
-    cert: fs.readFileSync(config.tls.cert),
+    cert: serverCert,
     ca: config.tls.clientCa.map((f) => fs.readFileSync(f)),
     requestCert: true,
     rejectUnauthorized: true,

@@ -37,6 +37,8 @@ export interface Services {
   authority: CertAuthority;
   revoked: RevokedSerials;
   startedAt: Date;
+  // serverNames are the names and addresses the server certificate holds (clients.ts serverNames), read at start.
+  serverNames: readonly string[];
   // driftCheckMs is how often at most a pinned tag's upstream is asked whether it moved.
   driftCheckMs: number;
   // answerRemembered answers a request for a remembered manifest straight from Node's request event, and tells

@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import swagger from '@fastify/swagger';
 import type { FastifyInstance, FastifySchema } from 'fastify';
-import { type ClientKind, clientFiles, clientWarnings, DEFAULT_CERT_DIR, mirrorAddress, serverNames } from '../clients.js';
+import { type ClientKind, clientFiles, clientWarnings, DEFAULT_CERT_DIR, mirrorAddress } from '../clients.js';
 import type { Services } from '../services.js';
 import { certRoutes } from './certs.js';
 import { checkBodyFields, invalidField } from './common.js';
@@ -146,8 +146,7 @@ async function clientRoutes(app: FastifyInstance, s: Services): Promise<void> {
     },
     async (req) => {
       const listening = app.server.address() as AddressInfo | null;
-      const names = serverNames(fs.readFileSync(s.config.tls.cert));
-      const address = mirrorAddress(s.config, { host: s.config.listen.host, port: listening?.port ?? s.config.listen.port }, names);
+      const address = mirrorAddress(s.config, { host: s.config.listen.host, port: listening?.port ?? s.config.listen.port }, s.serverNames);
       const kind = req.query.kind;
       return { kind, address, files: clientFiles(kind, s.config, address, req.query.certDir), warnings: clientWarnings(kind, address) };
     },
