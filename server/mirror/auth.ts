@@ -30,6 +30,13 @@ export function parseChallenge(header: string | string[] | undefined): Challenge
   return chosen ? { scheme: chosen.scheme as Challenge['scheme'], params: chosen.params } : null;
 }
 
+// schemeAllowed tells whether a registry may point a client at URL u (a redirect, a token service): https, or http
+// when the registry itself is reached over plain http. An https registry must not lead requests, or credentials, into
+// plain text.
+export function schemeAllowed(u: URL, plainHttp: boolean): boolean {
+  return u.protocol === 'https:' || (u.protocol === 'http:' && plainHttp);
+}
+
 // TOKEN_MARGIN_MS is how long before expiry a cached token is no longer used.
 const TOKEN_MARGIN_MS = 10000;
 

@@ -8,7 +8,7 @@ import type { IncomingHttpHeaders } from 'undici/types/header.js';
 import type { UpstreamConfig } from '../config.js';
 import { RegistryError } from '../errors.js';
 import { Breaker } from './breaker.js';
-import { parseChallenge, TokenCache } from './auth.js';
+import { parseChallenge, schemeAllowed, TokenCache } from './auth.js';
 
 // UpstreamResponse is an upstream's answer; the caller must consume or destroy body.
 export interface UpstreamResponse {
@@ -128,10 +128,9 @@ export class Upstream {
     }
   }
 
-  // allowedUrl refuses a URL an upstream points airlock at (a redirect, a token service) unless it is https, or http for
-  // an upstream configured insecure: an https upstream must not lead its requests, or its credentials, into plain text.
+  // allowedUrl refuses a URL an upstream points airlock at (a redirect, a token service) that schemeAllowed refuses.
   private allowedUrl(u: URL, what: string): URL {
-    if (u.protocol === 'https:' || (u.protocol === 'http:' && this.insecure)) return u;
+    if (schemeAllowed(u, this.insecure)) return u;
     const why = u.protocol === 'http:' ? 'a plain-http URL, and the upstream is not configured insecure' : 'an unsupported URL scheme';
     throw new RegistryError('UNAVAILABLE', `upstream ${this.name} ${what} ${why}`);
   }

@@ -4,7 +4,7 @@ import crypto from 'node:crypto';
 import tls from 'node:tls';
 import { Agent, request } from 'undici';
 import type { IncomingHttpHeaders } from 'undici/types/header.js';
-import { parseChallenge, TokenCache } from '../mirror/auth.js';
+import { parseChallenge, schemeAllowed, TokenCache } from '../mirror/auth.js';
 
 const USER_AGENT = 'airlock/0.1 (sign)';
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -365,7 +365,7 @@ export class RegistryClient {
         throw new RegistryRequestError(`registry ${this.registry}: ${what} failed: more than ${MAX_REDIRECTS} redirects`, res.statusCode);
       }
       url = new URL(location, url);
-      if (url.protocol !== 'https:' && (url.protocol !== 'http:' || this.secure)) {
+      if (!schemeAllowed(url, !this.secure)) {
         throw new RegistryRequestError(`registry ${this.registry}: ${what} failed: redirect to ${url.protocol === 'http:' ? 'plain http from an https registry' : 'an unsupported URL scheme'}`, res.statusCode);
       }
     }
@@ -391,7 +391,7 @@ export class RegistryClient {
     } catch {
       throw new RegistryRequestError(`registry ${this.registry}: ${what}: the auth challenge names an invalid realm`, 401);
     }
-    if (tokenUrl.protocol !== 'https:' && (tokenUrl.protocol !== 'http:' || this.secure)) {
+    if (!schemeAllowed(tokenUrl, !this.secure)) {
       throw new RegistryRequestError(`registry ${this.registry}: ${what}: the auth challenge names a token service at a ${tokenUrl.protocol} URL; credentials go over https only`, 401);
     }
     if (challenge.params.service !== undefined) {
