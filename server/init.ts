@@ -5,6 +5,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { createCertStore } from '../storage/certs.js';
 import { openDatabase } from '../storage/db.js';
+import { lockDataDir } from '../storage/lock.js';
 import { UserError } from './errors.js';
 import { CertAuthority } from './pki/authority.js';
 import { createCa, issueServerCert, writeClientBundle } from './pki/ca.js';
@@ -51,48 +52,54 @@ export function initDataDir(o: InitOptions): InitResult {
   } catch (err) {
     throw new UserError(`--host: ${(err as Error).message}`);
   }
-  fs.mkdirSync(pki, { recursive: true, mode: 0o700 });
-  fs.mkdirSync(path.join(dir, 'keys'), { recursive: true, mode: 0o700 });
-  fs.writeFileSync(caCert, ca.certPem);
-  fs.writeFileSync(path.join(pki, 'ca.key'), ca.keyPem, { mode: 0o600 });
-  fs.writeFileSync(path.join(pki, 'server.crt'), server.certPem);
-  fs.writeFileSync(path.join(pki, 'server.key'), server.keyPem, { mode: 0o600 });
-
-  const keyPrefix = path.join(dir, 'keys', 'mirror');
-  if (o.force) {
-    fs.rmSync(`${keyPrefix}.key`, { force: true });
-    fs.rmSync(`${keyPrefix}.pub`, { force: true });
-  }
-  writeSigningKey(keyPrefix, o.keyPassword);
-
-  const db = openDatabase(dir);
+  // A server running on this directory would go on with the old CA and key in memory: init waits for it to stop.
+  const lock = lockDataDir(dir);
   try {
-    const authority = new CertAuthority(ca, createCertStore(db));
-    const admin = authority.issue('admin', 'admin', 365, 'airlock init');
-    const adminBundle = path.join(pki, 'clients', 'admin');
-    writeClientBundle(adminBundle, admin, ca.certPem, o.p12Password);
+    fs.mkdirSync(pki, { recursive: true, mode: 0o700 });
+    fs.mkdirSync(path.join(dir, 'keys'), { recursive: true, mode: 0o700 });
+    fs.writeFileSync(caCert, ca.certPem);
+    fs.writeFileSync(path.join(pki, 'ca.key'), ca.keyPem, { mode: 0o600 });
+    fs.writeFileSync(path.join(pki, 'server.crt'), server.certPem);
+    fs.writeFileSync(path.join(pki, 'server.key'), server.keyPem, { mode: 0o600 });
 
-    const config = path.join(dir, 'airlock.yaml');
-    if (!fs.existsSync(config) || o.force) {
-      const doc = {
-        listen: o.listen ?? '127.0.0.1:5443',
-        dataDir: '.',
-        tls: { cert: 'pki/server.crt', key: 'pki/server.key', clientCa: 'pki/ca.crt' },
-        signing: { key: 'keys/mirror.key' },
-        upstreams: [
-          { name: 'docker.io', url: 'https://registry-1.docker.io' },
-          { name: 'ghcr.io', url: 'https://ghcr.io' },
-          { name: 'quay.io', url: 'https://quay.io' },
-          { name: 'registry.k8s.io', url: 'https://registry.k8s.io' },
-        ],
-        defaultUpstream: 'docker.io',
-        policy: { pins: [], publishers: [] },
-        cache: { maxBytes: '50GiB' },
-      };
-      fs.writeFileSync(config, `# airlock configuration (SPEC §2). Secrets go in environment variables named by *Env fields.\n${YAML.stringify(doc)}`);
+    const keyPrefix = path.join(dir, 'keys', 'mirror');
+    if (o.force) {
+      fs.rmSync(`${keyPrefix}.key`, { force: true });
+      fs.rmSync(`${keyPrefix}.pub`, { force: true });
     }
-    return { dir, config, adminBundle, hosts };
+    writeSigningKey(keyPrefix, o.keyPassword);
+
+    const db = openDatabase(dir);
+    try {
+      const authority = new CertAuthority(ca, createCertStore(db));
+      const admin = authority.issue('admin', 'admin', 365, 'airlock init');
+      const adminBundle = path.join(pki, 'clients', 'admin');
+      writeClientBundle(adminBundle, admin, ca.certPem, o.p12Password);
+
+      const config = path.join(dir, 'airlock.yaml');
+      if (!fs.existsSync(config) || o.force) {
+        const doc = {
+          listen: o.listen ?? '127.0.0.1:5443',
+          dataDir: '.',
+          tls: { cert: 'pki/server.crt', key: 'pki/server.key', clientCa: 'pki/ca.crt' },
+          signing: { key: 'keys/mirror.key' },
+          upstreams: [
+            { name: 'docker.io', url: 'https://registry-1.docker.io' },
+            { name: 'ghcr.io', url: 'https://ghcr.io' },
+            { name: 'quay.io', url: 'https://quay.io' },
+            { name: 'registry.k8s.io', url: 'https://registry.k8s.io' },
+          ],
+          defaultUpstream: 'docker.io',
+          policy: { pins: [], publishers: [] },
+          cache: { maxBytes: '50GiB' },
+        };
+        fs.writeFileSync(config, `# airlock configuration (SPEC §2). Secrets go in environment variables named by *Env fields.\n${YAML.stringify(doc)}`);
+      }
+      return { dir, config, adminBundle, hosts };
+    } finally {
+      db.close();
+    }
   } finally {
-    db.close();
+    lock.release();
   }
 }

@@ -12,6 +12,7 @@ import { BlobStore } from '../storage/blobs.js';
 import { createCertStore } from '../storage/certs.js';
 import { createContentStore } from '../storage/content.js';
 import { DB_FILE, dataVersion, openDatabase } from '../storage/db.js';
+import { type DataDirLock, lockDataDir } from '../storage/lock.js';
 import { createPolicyStore } from '../storage/policy.js';
 import { buildApp } from './app.js';
 import { serverNames } from './clients.js';
@@ -53,8 +54,19 @@ export interface StartOptions {
 // startAirlock opens everything and listens; close() stops cleanly.
 export async function startAirlock(config: Config, opts: StartOptions = {}): Promise<Airlock> {
   // A second airlock started on an address in use would fail only at listen, after it had removed the downloads under
-  // way in the data directory and applied its own policy seeds: the address is tried before anything is touched.
+  // way in the data directory and applied its own policy seeds: the address is tried before anything is touched, and
+  // so is the data directory's lock (another server on the same directory but another address).
   await probeListen(config);
+  const lock = lockDataDir(config.dataDir);
+  try {
+    return await start(config, opts, lock);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}
+
+async function start(config: Config, opts: StartOptions, lock: DataDirLock): Promise<Airlock> {
   const logger = opts.logger ?? createLogger(config.log.level);
   const db = openDatabase(config.dataDir);
   const content = createContentStore(db);
@@ -221,6 +233,7 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
     await audit.close();
     await auditWriter.close();
     db.close();
+    lock.release();
     await new Promise<void>((resolve) => logger.flush(() => resolve()));
   };
   try {

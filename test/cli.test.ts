@@ -457,6 +457,33 @@ describe('airlock serve', () => {
     }
   });
 
+  test('a second serve, or an init --force, on a data directory a running server holds is refused and changes nothing', async () => {
+    const { proc } = await serveOn('holder');
+    const inProgress = path.join(data, 'blobs', 'tmp', 'download-under-way');
+    fs.writeFileSync(inProgress, 'half a blob');
+    const caBefore = fs.readFileSync(path.join(data, 'pki', 'ca.crt'), 'utf8');
+    try {
+      const second = path.join(data, 'second.yaml');
+      fs.writeFileSync(second, fs.readFileSync(configPath, 'utf8').replace('listen: 127.0.0.1:5443', 'listen: 127.0.0.1:0'));
+      const locked = /data directory .*\/data is in use by another running airlock serve \(.*airlock\.lock is locked\); stop it first$/;
+      assertUserError(await airlock(['serve', '--config', second]), locked);
+      assertUserError(await airlock(['init', '--dir', data, '--force', '--host', '127.0.0.1']), locked);
+      assert.ok(fs.existsSync(inProgress), "the running server's download under way is left alone");
+      assert.equal(fs.readFileSync(path.join(data, 'pki', 'ca.crt'), 'utf8'), caBefore, 'the CA is not replaced under a running server');
+      // CLI commands that share the database with a running server still work.
+      const issued = await airlock(['cert', 'issue', '--config', configPath, '--name', 'while-serving', '--role', 'pull', '--out', path.join(tmp, 'while-serving')]);
+      assert.equal(issued.code, 0, issued.stderr);
+    } finally {
+      process.kill(proc.pid, 'SIGTERM');
+      assert.equal(await exitWithin(proc, 15_000), 0, proc.output());
+    }
+    // The stopped server let go of the directory: the next one starts, and clears the unfinished download.
+    const { proc: next } = await serveOn('after-holder');
+    assert.ok(!fs.existsSync(inProgress), 'the next server removed the download the stopped one left');
+    process.kill(next.pid, 'SIGTERM');
+    assert.equal(await exitWithin(next, 15_000), 0, next.output());
+  });
+
   test('serve with no upstreams configured says so in its banner and stops with exit 0 on SIGTERM', async () => {
     const { proc } = await serveOn('serve-no-upstreams', (text) => text.replace(/^upstreams:\n(?:  .*\n)+/m, '').replace(/^defaultUpstream: .*\n/m, ''));
     assert.match(proc.output(), /containerd: no upstream is configured; add one under upstreams in /);

@@ -1,0 +1,40 @@
+// The data directory's lock: one running server per data directory. Two servers on one directory would each chain
+// audit events from the same last hash (a fork no export verifies), and each would clear the other's downloads under
+// way at start. SQLite's own file lock holds it: the kernel releases it when the process ends however it ends, and it
+// works across processes and containers that share the directory.
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { UserError } from '../server/errors.js';
+
+// LOCK_FILE is the lock's file name in the data directory.
+export const LOCK_FILE = 'airlock.lock';
+
+// DataDirLock is held until release().
+export interface DataDirLock {
+  release(): void;
+}
+
+// lockDataDir takes the data directory's lock, or says that a running server holds it.
+export function lockDataDir(dataDir: string): DataDirLock {
+  const file = path.join(dataDir, LOCK_FILE);
+  let db: Database.Database | null = null;
+  try {
+    fs.mkdirSync(dataDir, { recursive: true });
+    db = new Database(file, { timeout: 0 });
+    db.pragma('locking_mode = EXCLUSIVE');
+    db.exec('BEGIN EXCLUSIVE');
+  } catch (err) {
+    db?.close();
+    const busy = err instanceof Database.SqliteError && err.code.startsWith('SQLITE_BUSY');
+    if (busy) throw new UserError(`data directory ${dataDir} is in use by another running airlock serve (${file} is locked); stop it first`);
+    if (err instanceof Database.SqliteError || (err as NodeJS.ErrnoException).code) throw new UserError(`lock ${file}: ${(err as Error).message}`);
+    throw err;
+  }
+  const held = db;
+  return {
+    release: () => {
+      if (held.open) held.close();
+    },
+  };
+}
