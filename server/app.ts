@@ -45,10 +45,22 @@ export async function buildApp(app: FastifyInstance, s: Services, record: Record
     reply.raw.once('close', () => record(req.airlock, req.method, req.url, req.ip, reply.statusCode, !reply.raw.writableFinished, reply.elapsedTime));
     const registry = req.url.startsWith('/v2');
     if (registry) reply.header('docker-distribution-api-version', 'registry/2.0');
+    if (s.closing) {
+      const why = 'airlock is shutting down; try again';
+      reply.header('connection', 'close');
+      if (registry) return done(new RegistryError('UNAVAILABLE', why));
+      // A change refused this way is audited; a read is logged.
+      if (req.method !== 'GET' && req.method !== 'HEAD') Object.assign(req.airlock, { action: 'admin.refused', reference: `${req.method} ${req.url.split('?')[0].slice(0, 200)}`, decision: 'deny', reason: 'shutting down' });
+      return done(new ApiError('UNAVAILABLE', why));
+    }
     if (!identity || identity.role === null) {
       const err = 'the client certificate names no airlock role (pull, audit or admin)';
       if (registry) return done(new RegistryError('DENIED', err));
-      if (!req.url.startsWith('/healthz')) return done(new ApiError('FORBIDDEN', err));
+      if (!req.url.startsWith('/healthz')) {
+        // Refused like a role that is too weak, and audited as such (the /v2 refusal is audited as a registry request).
+        Object.assign(req.airlock, { action: 'admin.refused', reference: `${req.method} ${req.url.split('?')[0].slice(0, 200)}`, decision: 'deny', reason: 'the certificate names no role' });
+        return done(new ApiError('FORBIDDEN', err));
+      }
     }
     done();
   });

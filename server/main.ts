@@ -222,7 +222,8 @@ async function sign(argv: string[]): Promise<void> {
     caPath: str(values.ca),
     certDir: str(values['cert-dir']),
   });
-  console.log(`signed ${reference}: pushed ${r.signatureTag} (${r.signatureDigest})`);
+  if (r.added) console.log(`signed ${reference}: pushed ${r.signatureTag} (${r.signatureDigest})`);
+  else console.log(`signed ${reference} already: ${r.signatureTag} (${r.signatureDigest}) holds this key's signature; nothing pushed`);
 }
 
 async function audit(argv: string[]): Promise<number> {

@@ -167,6 +167,7 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
     serverNames: serverNames(serverCert),
     driftCheckMs: opts.driftCheckMs ?? 60000,
     answerRemembered: () => false,
+    closing: false,
   };
 
   // The one recorder of responses: Fastify's, remembered answers and requests Fastify refuses before routing.
@@ -207,7 +208,8 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
     exposeHeadRoutes: false,
     routerOptions: { maxParamLength: 2048 },
     bodyLimit: 1 << 20,
-    return503OnClosing: true,
+    // Fastify's own 503 while closing would skip the hooks that record every request: the app refuses them instead.
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
     // Fastify types this option as a generic function that no concrete handler satisfies.
     frameworkErrors: ((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => frameworkError(err, req, reply, record)) as never,
@@ -221,8 +223,9 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
-    // From now on every request goes to Fastify, which answers 503 while it closes.
+    // From now on every request goes to Fastify, and the app answers it 503 (app.ts), recorded like any other.
     services.answerRemembered = () => false;
+    services.closing = true;
     revoked.stop();
     await app.close();
     await withDeadline(mirror.inflight.settle(), 30000);

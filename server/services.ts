@@ -44,6 +44,8 @@ export interface Services {
   // answerRemembered answers a request for a remembered manifest straight from Node's request event, and tells
   // whether it did; registry/routes.ts sets it.
   answerRemembered: (req: IncomingMessage, res: ServerResponse) => boolean;
+  // closing is set when the server starts to stop: requests still arriving are refused with 503 (and recorded).
+  closing: boolean;
 }
 
 // RevokedSerials is the in-memory set of revoked client certificate serials, refreshed from the database.

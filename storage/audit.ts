@@ -29,10 +29,13 @@ const event = (r: AuditRow): AuditEvent => ({
   reference: r.reference, digest: r.digest, decision: r.decision, reason: r.reason, status: r.status, bytes: r.bytes, prev: r.prev, hash: r.hash,
 });
 
-// OUTBOX_KEYS are the fields a queued event may carry (the chain adds seq, time, prev and hash).
-const OUTBOX_KEYS = new Set(['action', 'actor', 'actorSerial', 'role', 'ip', 'repository', 'reference', 'digest', 'decision', 'reason', 'status', 'bytes']);
+// OUTBOX_TEXT and OUTBOX_COUNTS are the fields a queued event may carry besides its action (the chain adds seq, time,
+// prev and hash).
+const OUTBOX_TEXT = new Set(['actor', 'actorSerial', 'role', 'ip', 'repository', 'reference', 'digest', 'decision', 'reason']);
+const OUTBOX_COUNTS = new Set(['status', 'bytes']);
 
-// parseFields reads a queued event's fields, or null when the row holds anything else.
+// parseFields reads a queued event's fields, or null when the row holds anything else. Each field must have its
+// column's type: one row that the audit table refused would hold back every event queued with it, at every start.
 function parseFields(text: string): AuditFields | null {
   let v: unknown;
   try {
@@ -42,8 +45,12 @@ function parseFields(text: string): AuditFields | null {
   }
   if (!v || typeof v !== 'object' || Array.isArray(v)) return null;
   const o = v as Record<string, unknown>;
-  if (typeof o.action !== 'string') return null;
-  for (const [k, x] of Object.entries(o)) if (!OUTBOX_KEYS.has(k) || !(x === null || typeof x === 'string' || typeof x === 'number')) return null;
+  if (typeof o.action !== 'string' || o.action === '') return null;
+  for (const [k, x] of Object.entries(o)) {
+    if (k === 'action' || x === null) continue;
+    const fits = OUTBOX_TEXT.has(k) ? typeof x === 'string' : OUTBOX_COUNTS.has(k) && typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+    if (!fits) return null;
+  }
   return o as AuditFields;
 }
 

@@ -103,6 +103,10 @@ export function createPolicyStore(db: Db) {
     ),
     pinFind: db.prepare<[string, string, string], PinRow>("SELECT * FROM pins WHERE repository = ? AND digest = ? AND coalesce(tag, '') = ?"),
     pinDelete: db.prepare<[number]>('DELETE FROM pins WHERE id = ?'),
+    pinAdopt: db.prepare<[string | null, string | null, number]>("UPDATE pins SET source = 'api', note = coalesce(?, note), created_by = ? WHERE id = ?"),
+    reqReopen: db.prepare<[string, string]>(
+      "UPDATE requests SET status = 'pending', decided_by = NULL, decided_at = NULL WHERE repository = ? AND digest = ? AND status = 'approved'",
+    ),
     reqByPair: db.prepare<[string, string], RequestRow>('SELECT * FROM requests WHERE repository = ? AND digest = ?'),
     reqById: db.prepare<[number], RequestRow>('SELECT * FROM requests WHERE id = ?'),
     reqInsert: db.prepare<[string, string, string | null, string | null, string, string]>(
@@ -177,15 +181,26 @@ export function createPolicyStore(db: Db) {
       return r ? pin(r) : null;
     },
     // addPin creates a pin, or returns the identical one that exists; a tag already pinned elsewhere is a conflict (null).
+    // An API pin identical to an approval's pin takes it over (created): the admin's pin must outlive a later deny.
     addPin: (p: { repository: string; digest: string; tag: string | null; note: string | null; source: Pin['source']; createdBy: string | null }): { pin: Pin; created: boolean } | null => {
       const existing = s.pinFind.get(p.repository, p.digest, p.tag ?? '');
+      if (existing && existing.source === 'approval' && p.source === 'api') {
+        s.pinAdopt.run(p.note, p.createdBy, existing.id);
+        return { pin: pin(s.pinById.get(existing.id) as PinRow), created: true };
+      }
       if (existing) return { pin: pin(existing), created: false };
       if (p.tag !== null && s.pinForTag.get(p.repository, p.tag)) return null;
       const info = s.pinInsert.run(p.repository, p.digest, p.tag, p.note, p.source, p.createdBy, now());
       const row = s.pinById.get(Number(info.lastInsertRowid));
       return row ? { pin: pin(row), created: true } : null;
     },
-    deletePin: (id: number): boolean => s.pinDelete.run(id).changes > 0,
+    // deletePin removes a pin; the request an approval pin came from is pending again, as the approval no longer holds.
+    deletePin: db.transaction((id: number): boolean => {
+      const p = s.pinById.get(id);
+      if (!p || s.pinDelete.run(id).changes === 0) return false;
+      if (p.source === 'approval') s.reqReopen.run(p.repository, p.digest);
+      return true;
+    }),
 
     // recordRefusal creates or bumps the approval request for a refused (repository, digest).
     recordRefusal: (repository: string, digest: string, tag: string | null, requestedBy: string | null): ApprovalRequest => {

@@ -627,3 +627,102 @@ describe('audit export', () => {
     assert.match(String(bad.json.error?.message), /since/);
   });
 });
+
+describe('what a policy change leaves behind', () => {
+  const adopted = makeImage([crypto.randomBytes(333)]);
+  const reopened = makeImage([crypto.randomBytes(444)]);
+  const seed = async (img: Image): Promise<number> => {
+    const s = t.airlock.services;
+    for (const l of img.layers) await s.blobs.put(sha(l), l);
+    const p = parseManifest(img.manifest, null);
+    s.content.saveManifest(REPO, { digest: img.digest, mediaType: p.mediaType, size: img.manifest.length, bytes: img.manifest }, p.refs, p.subject, p.artifactType);
+    const refused = await pull(img.digest);
+    assert.equal(refused.status, 403);
+    return JSON.parse(refused.body.toString()).errors[0].detail.request as number;
+  };
+  type Listed = { digest: string; admission: string; signature: string };
+  const listed = async (img: Image): Promise<Listed | undefined> =>
+    ((await call('audit', 'GET', '/api/v1/images')).json.images as Listed[]).find((i) => i.digest === img.digest);
+
+  test("an admin's pin of an approved digest outlives a deny of the request, and the image is signed anew as pinned", async () => {
+    const id = await seed(adopted);
+    assert.equal((await call('admin', 'POST', `/api/v1/requests/${id}/approve`)).status, 200);
+    assert.equal((await pull(adopted.digest)).status, 200);
+    const before = await listed(adopted);
+    assert.equal(before?.admission, 'approval');
+    const p = await call('admin', 'POST', '/api/v1/pins', { repository: REPO, digest: adopted.digest, note: 'kept by hand' });
+    assert.equal(p.status, 201);
+    assert.equal(p.json.source, 'api');
+    assert.equal(p.json.note, 'kept by hand');
+    assert.equal((await pull(adopted.digest)).status, 200);
+    const now = await listed(adopted);
+    assert.equal(now?.admission, 'pin', 'admitted by the pin now, without a restart');
+    assert.notEqual(now?.signature, before?.signature, 'and signed anew');
+    assert.equal((await call('admin', 'POST', `/api/v1/requests/${id}/deny`, { reason: 'the request was wrong' })).status, 200);
+    assert.equal((await pull(adopted.digest)).status, 200, "the admin's pin still admits it");
+  });
+
+  test('deleting the pin an approval made puts its request back to pending, and it can be approved again', async () => {
+    const id = await seed(reopened);
+    assert.equal((await call('admin', 'POST', `/api/v1/requests/${id}/approve`)).status, 200);
+    const pin = ((await call('audit', 'GET', '/api/v1/pins')).json.pins as { id: number; digest: string }[]).find((x) => x.digest === reopened.digest);
+    assert.ok(pin);
+    assert.equal((await call('admin', 'DELETE', `/api/v1/pins/${pin.id}`)).status, 204);
+    assert.equal((await pull(reopened.digest)).status, 403);
+    const pending = (await call('audit', 'GET', '/api/v1/requests?status=pending')).json.requests as { id: number; decidedBy: string | null }[];
+    assert.ok(pending.some((r) => r.id === id && r.decidedBy === null), 'the request is pending again');
+    assert.equal((await call('admin', 'POST', `/api/v1/requests/${id}/approve`)).status, 200);
+    assert.equal((await pull(reopened.digest)).status, 200);
+  });
+
+  test('a revoked digest cannot be pinned, and a Docker short name is no canonical name for a revocation', async () => {
+    const digest = sha(Buffer.from('revoked ahead of time'));
+    assert.equal((await call('admin', 'POST', '/api/v1/images/revoke', { repository: REPO, digest, reason: 'known bad' })).status, 200);
+    const pin = await call('admin', 'POST', '/api/v1/pins', { repository: REPO, digest });
+    assert.equal(pin.status, 409);
+    assert.match(String(pin.json.error?.message), /revoked/);
+    for (const repository of ['library/app', 'bitnami/redis']) {
+      const r = await call('admin', 'POST', '/api/v1/images/revoke', { repository, digest: pinned.digest, reason: 'short name' });
+      assert.equal(r.status, 400, repository);
+      assert.equal(r.json.error?.field, '/repository');
+      assert.match(String(r.json.error?.message), /is not a registry host: give the canonical name, the upstream first, like docker\.io\//);
+    }
+    assert.equal((await pull(pinned.digest)).status, 200, 'nothing was revoked');
+    // A host that is no longer configured may still be revoked ahead of time.
+    assert.equal((await call('admin', 'POST', '/api/v1/images/revoke', { repository: 'quay.io/old/app', digest, reason: 'gone' })).status, 200);
+  });
+
+  test('an unknown query parameter is refused with 400 naming it, instead of being ignored', async () => {
+    const r = await call('audit', 'GET', '/api/v1/audit?sinse=2030-01-01T00:00:00Z');
+    assert.equal(r.status, 400);
+    assert.equal(r.json.error?.field, '/sinse');
+    assert.match(String(r.json.error?.message), /is not a known query parameter \(known: since, until, format\)/);
+    assert.equal((await call('audit', 'GET', '/api/v1/requests?statuss=pending')).status, 400);
+  });
+
+  test('a time between two milliseconds counts as the later one in an export range', async () => {
+    await t.airlock.services.audit.stored();
+    const head = t.airlock.services.audit.head();
+    const event = t.airlock.services.auditStore.get(head.seq);
+    assert.ok(event);
+    const sub = (iso: string): string => iso.replace(/Z$/, '0005Z');
+    const until = await call('audit', 'GET', `/api/v1/audit?since=${event.time}&until=${sub(event.time)}`);
+    assert.equal(until.status, 200);
+    assert.ok(until.body.toString().includes(`"seq":${head.seq},`), 'an event at 10:00:00.000 is before until=10:00:00.0005');
+    const since = await call('audit', 'GET', `/api/v1/audit?since=${sub(event.time)}`);
+    assert.equal(since.status, 200);
+    assert.ok(!since.body.toString().includes(`"seq":${head.seq},`), 'and not after since=10:00:00.0005');
+  });
+
+  test('a publisher key text keeps only its public keys: a private key pasted with one is not stored or shown', async () => {
+    const pair = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const text = `${pair.publicKey.export({ type: 'spki', format: 'pem' })}${pair.privateKey.export({ type: 'pkcs8', format: 'pem' })}`;
+    const r = await call('admin', 'POST', '/api/v1/publishers', { name: 'careless', publicKey: text, repositories: ['ghcr.io/careless/*'] });
+    assert.equal(r.status, 201);
+    const shown = ((await call('audit', 'GET', '/api/v1/publishers')).json.publishers as { name: string; publicKey: string }[]).find((p) => p.name === 'careless');
+    assert.ok(shown);
+    assert.doesNotMatch(shown.publicKey, /PRIVATE/);
+    assert.equal(shown.publicKey, pair.publicKey.export({ type: 'spki', format: 'pem' }));
+    assert.doesNotMatch(JSON.stringify(t.airlock.services.policyStore.publisher('careless')), /PRIVATE/);
+  });
+});

@@ -244,7 +244,8 @@ describe('mutual TLS over a real socket', () => {
     }
   });
 
-  test('a certificate whose OU names no role is 403 on the registry and the API', async () => {
+  test('a certificate whose OU names no role is 403 on the registry and the API, and each refusal is audited', async () => {
+    const seq = lastSeq();
     for (const client of [forgeClientCert('eve', ['root']), forgeClientCert('nobody', []), forgeClientCert('greedy', ['pull', 'admin'])]) {
       const v2 = await get(client, '/v2/');
       assert.equal(status(v2), 403);
@@ -255,6 +256,18 @@ describe('mutual TLS over a real socket', () => {
       assert.equal(status(api), 403);
       assert.ok(!('error' in api));
       assert.equal(JSON.parse(api.body.toString()).error.code, 'FORBIDDEN');
+      assert.equal(status(await get(client, '/metrics')), 403);
+    }
+    const events = await eventsAfter(seq);
+    for (const cn of ['eve', 'nobody', 'greedy']) {
+      const mine = events.filter((e) => e.actor === cn);
+      assert.ok(mine.some((e) => e.action === 'v2.get' && e.decision === 'deny' && e.status === 403), `${cn}: the registry refusal is audited`);
+      for (const route of ['GET /api/v1/pins', 'GET /metrics']) {
+        assert.ok(
+          mine.some((e) => e.action === 'admin.refused' && e.reference === route && e.decision === 'deny' && e.status === 403),
+          `${cn}: ${route} is audited as admin.refused: ${JSON.stringify(mine)}`,
+        );
+      }
     }
   });
 });

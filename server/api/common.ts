@@ -34,33 +34,46 @@ export function canonicalOf(s: Services, value: string, field: string, requireUp
   }
   const upstream = repository.slice(0, repository.indexOf('/'));
   const names = s.config.upstreams.map((u) => u.name);
+  const configured = `configured: ${names.join(', ') || 'none'}`;
+  // A Docker short name (library/alpine, bitnami/redis) starts with a path component, not a host: taken as written it
+  // would name an image nobody pulls, and a revocation of it would stop nothing.
+  if (!names.includes(upstream) && !/[.:]/.test(upstream) && upstream !== 'localhost') {
+    throw invalidField('body', field, `"${upstream}" is not a registry host: give the canonical name, the upstream first, like docker.io/${truncate(value, 64)} (${configured})`);
+  }
   if (requireUpstream && !names.includes(upstream)) {
-    throw invalidField('body', field, `"${upstream}" is not a configured upstream (configured: ${names.join(', ') || 'none'})`);
+    throw invalidField('body', field, `"${upstream}" is not a configured upstream (${configured})`);
   }
   return repository;
 }
 
-interface BodySchema {
+interface ObjectSchema {
   properties?: Record<string, unknown>;
   required?: string[];
   additionalProperties?: boolean;
 }
 
-// checkBodyFields is a preValidation hook: Fastify's validator strips unknown properties silently (removeAdditional),
-// so a body schema with additionalProperties: false is enforced here, naming the unknown property; an absent body
-// counts as {} when the schema requires nothing.
-export async function checkBodyFields(req: FastifyRequest): Promise<void> {
-  const schema = req.routeOptions.schema?.body as BodySchema | undefined;
+// checkKnownFields is a preValidation hook: Fastify's validator strips unknown properties silently (removeAdditional),
+// so a body or query string schema with additionalProperties: false is enforced here, naming the unknown property (a
+// misspelt ?sinse= would otherwise export everything); an absent body counts as {} when the schema requires nothing.
+export async function checkKnownFields(req: FastifyRequest): Promise<void> {
+  const query = req.routeOptions.schema?.querystring as ObjectSchema | undefined;
+  if (query?.additionalProperties === false) refuseUnknown('querystring', query, req.query);
+  const schema = req.routeOptions.schema?.body as ObjectSchema | undefined;
   if (!schema || schema.additionalProperties !== false) return;
   if (req.body === undefined || req.body === null) {
     if ((schema.required ?? []).length === 0) req.body = {};
     return;
   }
-  if (typeof req.body !== 'object' || Array.isArray(req.body)) return;
+  refuseUnknown('body', schema, req.body);
+}
+
+function refuseUnknown(context: 'body' | 'querystring', schema: ObjectSchema, value: unknown): void {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return;
   const known = Object.keys(schema.properties ?? {});
-  for (const key of Object.keys(req.body)) {
+  for (const key of Object.keys(value)) {
     if (!known.includes(key)) {
-      throw invalidField('body', `/${truncate(key, 64)}`, `is not a known property (known: ${known.join(', ')})`);
+      const what = context === 'body' ? 'property' : 'query parameter';
+      throw invalidField(context, `/${truncate(key, 64)}`, `is not a known ${what} (known: ${known.join(', ')})`);
     }
   }
 }

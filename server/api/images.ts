@@ -96,7 +96,8 @@ export async function imageRoutes(app: FastifyInstance, s: Services): Promise<vo
         summary: 'Revoke an image',
         description:
           'Stops serving (repository, digest) whatever else admits it, drops its signature, and deletes the cached blobs no other admitted image references. ' +
-          'A digest never pulled may be revoked ahead of time. Revoking it again answers 409.',
+          'A digest never pulled may be revoked ahead of time. Revoking it again answers 409. The repository is the canonical name, its upstream first ' +
+          '(docker.io/library/alpine, not library/alpine, which answers 400); an upstream no longer configured is allowed.',
         tags: TAGS,
         body: obj({ repository: REPOSITORY, digest: DIGEST, reason: NOTE }),
         response: { 200: revocation, ...errors },

@@ -33,7 +33,8 @@ export async function pinRoutes(app: FastifyInstance, s: Services): Promise<void
         summary: 'Add a pin',
         description:
           'Admits (repository, digest); with tag, the tag is served from this digest without asking the upstream. The repository is canonicalised and its upstream must be configured. ' +
-          'An identical pin answers 200 with it; a tag already pinned to another digest answers 409.',
+          'An identical pin answers 200 with it; an identical pin an approval made becomes an API pin (201), which a later deny of the request leaves in place. ' +
+          'A tag already pinned to another digest, or a revoked digest, answers 409.',
         tags: TAGS,
         body: obj({ repository: REPOSITORY, digest: DIGEST, tag: TAG, note: NOTE }, ['tag', 'note']),
         response: { 200: pin, 201: pin, ...errors },
@@ -43,6 +44,8 @@ export async function pinRoutes(app: FastifyInstance, s: Services): Promise<void
       const repository = canonicalOf(s, req.body.repository, '/repository', true);
       const tag = req.body.tag ?? null;
       Object.assign(req.airlock, { repository, digest: req.body.digest, reference: tag, reason: req.body.note ?? null });
+      const revoked = s.policyStore.revocation(repository, req.body.digest);
+      if (revoked) throw new ApiError('CONFLICT', `${repository}@${req.body.digest} was revoked at ${revoked.revokedAt} (${revoked.reason}); a revoked image cannot be pinned`);
       const added = s.policyStore.addPin({ repository, digest: req.body.digest, tag, note: req.body.note ?? null, source: 'api', createdBy: actorOf(req) });
       if (!added) {
         const other = tag === null ? null : s.policyStore.pinForTag(repository, tag);
@@ -59,7 +62,8 @@ export async function pinRoutes(app: FastifyInstance, s: Services): Promise<void
       config: { role: 'admin', action: 'admin.pin.delete' },
       schema: {
         summary: 'Delete a pin',
-        description: 'Pins from the configuration file cannot be deleted here (they come back at the next start): 409.',
+        description:
+          'Pins from the configuration file cannot be deleted here (they come back at the next start): 409. Deleting the pin an approval made puts its request back to pending.',
         tags: TAGS,
         params: idParam,
         response: { 204: { type: 'null', description: 'deleted' }, ...errors },

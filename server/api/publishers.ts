@@ -2,7 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Publisher } from '../../storage/policy.js';
 import { ApiError } from '../errors.js';
-import { publisherFingerprints } from '../policy/publishers.js';
+import { publisherKeys } from '../policy/publishers.js';
 import type { Services } from '../services.js';
 import { actorOf } from './common.js';
 import { errors, GLOB, list, obj, publisher, PUBLISHER_NAME } from './schemas.js';
@@ -39,7 +39,8 @@ export async function publisherRoutes(app: FastifyInstance, s: Services): Promis
       schema: {
         summary: 'Add a publisher',
         description:
-          'Trusts a cosign public key (PEM, one or more PUBLIC KEY blocks) for the repositories matching the globs. A key that does not parse answers 422; an existing name answers 409.',
+          'Trusts a cosign public key (PEM, one or more PUBLIC KEY blocks) for the repositories matching the globs. A key that does not parse answers 422; an existing name answers 409. ' +
+          'Only the usable PUBLIC KEY blocks are kept, written out again (anything else in the text, comments or a private key pasted by mistake, is dropped).',
         tags: TAGS,
         body: obj({
           name: PUBLISHER_NAME,
@@ -53,13 +54,13 @@ export async function publisherRoutes(app: FastifyInstance, s: Services): Promis
       const { name, publicKey, repositories } = req.body;
       Object.assign(req.airlock, { reference: name, reason: repositories.join(' ') });
       if (s.policyStore.publisher(name)) throw new ApiError('CONFLICT', `publisher ${name} already exists; delete it first to replace its key`);
-      let fingerprints: string[];
+      let keys: { publicKey: string; fingerprint: string };
       try {
-        fingerprints = publisherFingerprints(publicKey);
+        keys = publisherKeys(publicKey);
       } catch (err) {
         throw new ApiError('UNPROCESSABLE', (err as Error).message);
       }
-      s.policyStore.addPublisher({ name, publicKey, fingerprint: fingerprints.join(','), repositories: [...new Set(repositories)], source: 'api', createdBy: actorOf(req) });
+      s.policyStore.addPublisher({ name, ...keys, repositories: [...new Set(repositories)], source: 'api', createdBy: actorOf(req) });
       s.policy.changed();
       const added = s.policyStore.publisher(name);
       if (!added) throw new ApiError('INTERNAL', `publisher ${name} was not stored`);

@@ -10,7 +10,7 @@ import type { FastifyInstance, FastifySchema } from 'fastify';
 import { type ClientKind, clientFiles, clientWarnings, DEFAULT_CERT_DIR, mirrorAddress } from '../clients.js';
 import type { Services } from '../services.js';
 import { certRoutes } from './certs.js';
-import { checkBodyFields, invalidField } from './common.js';
+import { checkKnownFields, invalidField } from './common.js';
 import { imageRoutes } from './images.js';
 import { pinRoutes } from './pins.js';
 import { publisherRoutes } from './publishers.js';
@@ -55,7 +55,7 @@ export async function apiRoutes(app: FastifyInstance, s: Services): Promise<void
   });
 
   app.addHook('onRequest', requireRole);
-  app.addHook('preValidation', checkBodyFields);
+  app.addHook('preValidation', checkKnownFields);
 
   // An empty body that says it is JSON (a DELETE from a script that always sends the header) is no body, as it is
   // without the header; anything else goes to Fastify's own JSON parser, with its prototype-poisoning checks.
@@ -213,10 +213,13 @@ function packageVersion(): string {
 }
 
 // isoTime normalises an RFC 3339 time for comparison with stored event times; a leap second (:60), which JavaScript
-// dates cannot hold, counts as the first instant of the next minute.
+// dates cannot hold, counts as the first instant of the next minute. Event times have milliseconds, so a time between
+// two milliseconds counts as the later one: an event at 10:00:00.000 is before until=10:00:00.0005, and not after
+// since=10:00:00.0005.
 function isoTime(value: string, field: string): string {
   const leap = /^(.*T\d{2}:\d{2}):60(\.\d+)?(.*)$/.exec(value);
   const d = leap ? new Date(new Date(`${leap[1]}:59${leap[3]}`).getTime() + 1000) : new Date(value);
   if (Number.isNaN(d.getTime())) throw invalidField('querystring', `/${field}`, 'must be an RFC 3339 date-time');
-  return d.toISOString();
+  const beyondMs = /[1-9]/.test(/T[0-9:]+\.([0-9]+)/.exec(value)?.[1]?.slice(3) ?? '');
+  return new Date(d.getTime() + (beyondMs ? 1 : 0)).toISOString();
 }

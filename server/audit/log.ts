@@ -95,14 +95,23 @@ export class AuditLog {
     }
     const upTo = rows[rows.length - 1].id;
     this.queuedSeen = upTo;
-    void this.stored().then((ok) => {
-      try {
-        if (ok) this.store.unqueue(upTo);
-      } catch (err) {
-        // The database went away (a stop): the rows stay and are chained again at the next start.
-        this.onError(err as Error, 0);
-      }
-    });
+    // The rows go only once their events are stored, however long the writes take (a full disk): gone before, an event
+    // could be lost; left after, it would be chained again at the next start.
+    const unqueue = (): void => {
+      void this.stored().then((ok) => {
+        if (!ok) {
+          if (!this.finished) unqueue();
+          return;
+        }
+        try {
+          this.store.unqueue(upTo);
+        } catch (err) {
+          // The database went away (a stop): the rows stay and are chained again at the next start.
+          this.onError(err as Error, 0);
+        }
+      });
+    };
+    unqueue();
     return rows.length;
   }
 

@@ -1,6 +1,5 @@
 import type { KeyObject } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import { createInterface } from 'node:readline';
 import {
   AUDIT_FIELDS,
   ZERO_HASH,
@@ -65,10 +64,19 @@ function isNullableText(v: unknown): boolean {
 // another. Values here are flat primitives, so the pairs in the text are the
 // top-level commas (outside strings) plus one.
 function pairCount(text: string): number {
-  const withoutStrings = text.replace(/"(?:[^"\\]|\\.)*"/g, '""');
   let commas = 0;
-  for (const ch of withoutStrings) if (ch === ',') commas++;
+  for (const ch of outsideStrings(text)) if (ch === ',') commas++;
   return commas + 1;
+}
+
+// airlock writes its numbers as plain integers. JSON.parse reads 200.0 and 2e2 as 200 too, while a tool that hashes
+// the numbers as written would not: only plain integers are accepted, so that every verifier agrees.
+function plainIntegers(text: string): boolean {
+  return !/[.eE+]/.test(outsideStrings(text).replace(/\b(?:null|true|false)\b/g, ''));
+}
+
+function outsideStrings(text: string): string {
+  return text.replace(/"(?:[^"\\]|\\.)*"/g, '""');
 }
 
 function fieldSetError(obj: Record<string, unknown>, fields: readonly string[]): string | null {
@@ -127,6 +135,7 @@ function parseLine(text: string): ParsedLine {
   if (typeof obj.prev !== 'string' || !HEX64.test(obj.prev)) return invalid('prev is not 64 hex digits');
   if (typeof obj.hash !== 'string' || !HEX64.test(obj.hash)) return invalid('hash is not 64 hex digits');
   if (pairCount(text) !== AUDIT_FIELDS.length) return invalid('event has a duplicate key');
+  if (!plainIntegers(text)) return invalid('a number is not written as a plain integer');
   // Every field was checked above, so the object is an AuditEvent.
   return { kind: 'event', event: obj as unknown as AuditEvent };
 }
@@ -214,17 +223,47 @@ export async function verifyAuditExport(
   return { ok: true, events, firstSeq, lastSeq: last.seq, checkpoint, signatureVerified };
 }
 
+// MAX_LINE bounds a line of an export: an event is well under 64 KiB, and a file without line breaks must not be read
+// into one string.
+const MAX_LINE = 1 << 20;
+
+class LineTooLong extends Error {
+  constructor(readonly line: number) {
+    super(`line ${line} is longer than ${MAX_LINE} characters: not an audit export`);
+  }
+}
+
 /** verifyAuditFile verifies the JSONL export at `path`, streaming it; a missing or unreadable file rejects. */
 export async function verifyAuditFile(path: string, publicKey: KeyObject | null): Promise<VerifyResult> {
   const handle = await open(path, 'r');
   const stream = handle.createReadStream({ encoding: 'utf8' });
-  const lines = createInterface({ input: stream, crlfDelay: Infinity });
   try {
-    return await verifyAuditExport(lines, publicKey);
+    return await verifyAuditExport(splitLines(stream), publicKey);
+  } catch (err) {
+    if (err instanceof LineTooLong) return { ok: false, badSeq: null, line: err.line, error: err.message };
+    throw err;
   } finally {
-    lines.close();
     stream.destroy();
   }
+}
+
+// splitLines yields the lines of a text stream (LF or CRLF), refusing one longer than MAX_LINE.
+async function* splitLines(input: AsyncIterable<string>): AsyncGenerator<string> {
+  let rest = '';
+  let line = 0;
+  for await (const chunk of input) {
+    const text = rest + chunk;
+    let start = 0;
+    for (let end = text.indexOf('\n'); end >= 0; end = text.indexOf('\n', start)) {
+      line++;
+      if (end - start > MAX_LINE) throw new LineTooLong(line);
+      yield text.slice(start, end > start && text.charCodeAt(end - 1) === 13 ? end - 1 : end);
+      start = end + 1;
+    }
+    rest = text.slice(start);
+    if (rest.length > MAX_LINE) throw new LineTooLong(line + 1);
+  }
+  if (rest !== '') yield rest;
 }
 
 /** formatVerifyResult is the one-line summary `airlock audit verify` prints. */

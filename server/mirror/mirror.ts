@@ -132,6 +132,18 @@ export class Mirror {
     }
   }
 
+  // learnTagIndex fetches and stores what a tag points at for clients that take indexes, when that is not digest (the
+  // platform manifest a client without index support was given): policy then knows that digest is listed in the
+  // index, which may be admitted. An upstream that cannot tell leaves things as they were.
+  async learnTagIndex(route: Route, tag: string, digest: string): Promise<void> {
+    try {
+      const full = await this.resolveTag(route, tag, null);
+      if (full.digest !== digest) await this.manifest(route, full.digest);
+    } catch {
+      // The refusal that follows says what is known.
+    }
+  }
+
   // peekTag asks the upstream for a tag's digest without fetching the manifest (for drift checks); null when it cannot tell.
   async peekTag(route: Route, tag: string): Promise<string | null> {
     try {

@@ -22,6 +22,7 @@ export interface Verdict extends Decision {
 }
 
 const MAX_INDEX_DEPTH = 3;
+const MAX_REEVALUATIONS = 3;
 
 // Policy decides admission; its caches are dropped whenever the live policy changes (changed()).
 export class Policy {
@@ -41,10 +42,12 @@ export class Policy {
     this.hooks = hooks;
   }
 
-  // changed drops every cached decision; called after any change to pins, publishers, requests or revocations.
+  // changed drops every cached decision; called after any change to pins, publishers, requests or revocations. The
+  // admissions recorded are checked again too: one admitted another way now is recorded and signed anew.
   changed(): void {
     this.generation++;
     this.decisions.clear();
+    this.recorded.clear();
     this.blobDecisions.clear();
     this.tagPins.clear();
   }
@@ -62,7 +65,14 @@ export class Policy {
 
   // admit decides for a manifest a client asked for, and records the first admission or the refusal's request.
   async admit(route: Route, digest: string, ctx: { tag: string | null; actor: string | null }): Promise<Verdict> {
-    const decision = await this.evaluate(route, digest);
+    // A decision that waited for the upstream (a publisher signature) while an admin changed the policy (a revocation)
+    // is made again on the new policy before anything is recorded or served.
+    let decision: Decision;
+    for (let attempt = 0; ; attempt++) {
+      const generation = this.generation;
+      decision = await this.evaluate(route, digest);
+      if (generation === this.generation || attempt === MAX_REEVALUATIONS) break;
+    }
     const key = `${route.repository}@${digest}`;
     if (decision.admitted) {
       if (!this.recorded.has(key)) {

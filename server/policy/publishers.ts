@@ -18,6 +18,8 @@ const STATEMENT_TYPES = new Set(['https://in-toto.io/Statement/v1', 'https://in-
 const COSIGN_SIGN_PREDICATE = 'https://sigstore.dev/cosign/sign/v1';
 
 const MANIFEST_LIMIT = 4 * 1024 * 1024;
+// A bundle's referrer manifest holds one layer (about 1 KiB): 32 of them at MANIFEST_LIMIT would be 128 MiB a look-up.
+const BUNDLE_MANIFEST_LIMIT = 64 * 1024;
 const PAYLOAD_LIMIT = 64 * 1024;
 const BUNDLE_LIMIT = 1024 * 1024;
 // A hostile upstream could list thousands of signatures; real images carry a handful.
@@ -58,6 +60,13 @@ export function splitPublicKeys(pem: string): KeyObject[] {
 // publisherFingerprints are the fingerprints of every key in a publisher's key text, in order.
 export function publisherFingerprints(pem: string): string[] {
   return splitPublicKeys(pem).map(keyFingerprint);
+}
+
+// publisherKeys is what airlock keeps of a publisher's key text: its usable public keys, written out again as PEM, and
+// their fingerprints. Nothing else of the text is kept or shown (a private key pasted with the public one, say).
+export function publisherKeys(pem: string): { publicKey: string; fingerprint: string } {
+  const keys = splitPublicKeys(pem);
+  return { publicKey: keys.map((k) => k.export({ type: 'spki', format: 'pem' }) as string).join(''), fingerprint: keys.map(keyFingerprint).join(',') };
 }
 
 // A message some upstream artifact claims names (repository, digest), with the signatures over it to try.
@@ -228,7 +237,7 @@ export class UpstreamSignatureVerifier implements PublisherVerifier {
   }
 
   private async bundle(lookup: Lookup, referrer: string): Promise<Signed | null> {
-    const manifest = await this.get(lookup, `/v2/${lookup.route.path}/manifests/${referrer}`, OCI_MANIFEST, MANIFEST_LIMIT, NOT_FOUND);
+    const manifest = await this.get(lookup, `/v2/${lookup.route.path}/manifests/${referrer}`, OCI_MANIFEST, BUNDLE_MANIFEST_LIMIT, NOT_FOUND);
     if (!Buffer.isBuffer(manifest) || sha256Digest(manifest) !== referrer) return null;
     const layer = bundleLayer(manifest);
     const bundle = layer ? await this.blob(lookup, layer, BUNDLE_LIMIT) : null;

@@ -1,7 +1,7 @@
 // seedPolicy applies the configuration's policy seeds at start without duplicating what the API created.
 import type { PolicyStore } from '../../storage/policy.js';
 import type { Config } from '../config.js';
-import { publisherFingerprints } from './publishers.js';
+import { publisherKeys } from './publishers.js';
 
 // seedPolicy makes the policy entries that came from the configuration match it: missing pins are added, pins and
 // publishers removed from the file are removed, changed publishers are refreshed. Entries made by the API are left alone.
@@ -31,13 +31,15 @@ export function seedPolicy(config: Config, store: PolicyStore): { changes: numbe
   }
   for (const p of config.policy.publishers) {
     // Validation refused any configuration whose publisher key text holds no usable key, so this parses.
-    const fingerprint = publisherFingerprints(p.publicKey).join(',');
+    const { publicKey, fingerprint } = publisherKeys(p.publicKey);
     const existing = store.publisher(p.name);
     if (!existing) {
-      store.addPublisher({ name: p.name, publicKey: p.publicKey, fingerprint, repositories: p.repositories, source: 'config', createdBy: null });
+      store.addPublisher({ name: p.name, publicKey, fingerprint, repositories: p.repositories, source: 'config', createdBy: null });
       changes++;
-    } else if (existing.source === 'config' && (existing.fingerprint !== fingerprint || JSON.stringify(existing.repositories) !== JSON.stringify(p.repositories))) {
-      store.updateSeededPublisher({ name: p.name, publicKey: p.publicKey, fingerprint, repositories: p.repositories });
+    } else if (existing.source !== 'config') {
+      problems.push(`publisher ${p.name}: a publisher of that name was added through the API; delete it there, or rename this one`);
+    } else if (existing.fingerprint !== fingerprint || existing.publicKey !== publicKey || JSON.stringify(existing.repositories) !== JSON.stringify(p.repositories)) {
+      store.updateSeededPublisher({ name: p.name, publicKey, fingerprint, repositories: p.repositories });
       changes++;
     }
   }

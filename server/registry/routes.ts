@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../errors.js';
 import type { Recorder } from '../record.js';
 import type { Services } from '../services.js';
-import { MEDIA } from './manifest.js';
+import { acceptsIndexes, MEDIA } from './manifest.js';
 import { isDigestLike, isTag, parseDigest, type Route, routeName, truncate } from './names.js';
 import { parseRange } from './range.js';
 import { RememberedAnswers } from './remembered.js';
@@ -65,6 +65,8 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
   // route resolves a request's name (and ns) to its upstream; an ns that routed is echoed in OCI-Namespace.
   const route = (req: FastifyRequest, reply: FastifyReply, name: string): Route => {
     const ns = (req.query as Record<string, unknown>).ns;
+    // Taken as absent, a repeated ns would route the name to the default upstream instead of the one it names.
+    if (Array.isArray(ns)) throw new RegistryError('NAME_INVALID', 'ns is given more than once; give the upstream registry once');
     const r = routeName(name, typeof ns === 'string' ? ns : undefined, table);
     req.airlock.repository = r.repository;
     if (typeof ns === 'string') reply.header('oci-namespace', ns);
@@ -142,8 +144,12 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
         pinnedTag = true;
         checkDrift(r, tag, pinned);
       } else {
-        const accept = req.headers.accept;
-        digest = (await s.mirror.resolveTag(r, tag, Array.isArray(accept) ? accept.join(', ') : accept ?? null)).digest;
+        const header = req.headers.accept;
+        const accept = Array.isArray(header) ? header.join(', ') : header ?? null;
+        digest = (await s.mirror.resolveTag(r, tag, accept)).digest;
+        // A client that takes no index gets one platform's manifest; it is admitted when listed in an admitted index,
+        // which airlock must know whether or not a client that takes indexes pulled the tag before.
+        if (accept !== null && !acceptsIndexes(accept) && !(await s.policy.evaluate(r, digest)).admitted) await s.mirror.learnTagIndex(r, tag, digest);
       }
     }
     req.airlock.digest = digest;
@@ -226,7 +232,8 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
       return;
     }
     let range = null;
-    if (size !== null) {
+    // Range is defined for GET only (RFC 9110 §14.2): a HEAD answers as the whole blob's GET would, whatever it asks.
+    if (size !== null && !head) {
       const parsed = parseRange(req.headers.range, size);
       if (parsed === 'invalid') {
         throw new RegistryError('RANGE_INVALID', `range "${truncate(req.headers.range ?? '')}" is not satisfiable for a blob of ${size} bytes`, null, { 'content-range': `bytes */${size}` });

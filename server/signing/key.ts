@@ -145,12 +145,12 @@ export function generateSigningKey(password: string): { privatePem: string; publ
   };
 }
 
-// writeSigningKey writes a new key pair to PREFIX.key (mode 0600) and PREFIX.pub, never replacing an existing PREFIX.key.
+// writeSigningKey writes a new key pair to PREFIX.key (mode 0600) and PREFIX.pub, never replacing an existing file.
 export function writeSigningKey(prefix: string, password: string): { keyPath: string; pubPath: string } {
   const keyPath = `${prefix}.key`;
   const pubPath = `${prefix}.pub`;
-  if (fs.existsSync(keyPath)) {
-    throw new Error(`refusing to overwrite existing signing key ${keyPath}`);
+  for (const existing of [keyPath, pubPath]) {
+    if (fs.existsSync(existing)) throw new Error(`refusing to overwrite existing signing key ${existing}`);
   }
   const { privatePem, publicPem } = generateSigningKey(password);
   fs.mkdirSync(path.dirname(keyPath), { recursive: true });
@@ -168,7 +168,7 @@ export function writeSigningKey(prefix: string, password: string): { keyPath: st
   } finally {
     fs.closeSync(fd);
   }
-  fs.writeFileSync(pubPath, publicPem, { mode: 0o644 });
+  fs.writeFileSync(pubPath, publicPem, { mode: 0o644, flag: 'wx' });
   return { keyPath, pubPath };
 }
 
