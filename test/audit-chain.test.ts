@@ -463,3 +463,44 @@ test('hashEvent agrees with the general RFC 8785 canonicaliser for generated eve
     { numRuns: 500 },
   );
 });
+
+test('a number not written as a plain integer fails: 200.0 and 2e2 read as 200 but would hash otherwise elsewhere', async () => {
+  for (const spelling of ['200.0', '2e2', '2E2', '200.00000000000001']) {
+    const edited = [...intact];
+    const status = JSON.parse(edited[39]).status as number | null;
+    assert.equal(status, 200);
+    edited[39] = edited[39].replace('"status":200,', `"status":${spelling},`);
+    assertFailsAt(await verifyLines(edited), 40, /a number is not written as a plain integer/);
+  }
+});
+
+test('a line longer than 1 MiB fails with one line, without reading it into memory', async () => {
+  const path = join(dir, 'one-long-line.jsonl');
+  writeFileSync(path, `${intact[0]}\n${'x'.repeat(3 * 1024 * 1024)}`);
+  const r = await verifyAuditFile(path, mirrorPublic);
+  assertFailsAt(r, null, /line 2 is longer than 1048576 characters: not an audit export/);
+});
+
+test('scripts/verify-audit.sh (python3 and openssl) and airlock audit verify agree', async () => {
+  const pem = join(dir, 'script-mirror.pub');
+  writeFileSync(pem, mirrorPublic.export({ type: 'spki', format: 'pem' }).toString());
+  const cases: Array<[string, string[], boolean]> = [
+    ['intact', intact, true],
+    ['sub-range', exportLines(50, 120), true],
+    ['a blank line after the checkpoint', [...intact, ''], true],
+    ['edited field', editLine(intact, 39, (o) => { o.decision = 'allow-edited'; }), false],
+    ['a duplicate key showing another value', intact.map((l, i) => (i === 39 ? l.replace('{"seq"', '{"decision":"forged","seq"') : l)), false],
+    ['a float', intact.map((l, i) => (i === 39 ? l.replace('"status":200,', '"status":200.0,') : l)), false],
+    ['a line that is not an object', intact.map((l, i) => (i === 39 ? '[]' : l)), false],
+    ['an extra field', editLine(intact, 39, (o) => { o.extra = 1; }), false],
+    ['no checkpoint', intact.slice(0, -1), false],
+  ];
+  for (const [name, lines, ok] of cases) {
+    const file = writeExport(lines);
+    const ours = await verifyAuditFile(file, mirrorPublic);
+    assert.equal(ours.ok, ok, `airlock: ${name}: ${formatVerifyResult(ours)}`);
+    const script = spawnSync('sh', ['scripts/verify-audit.sh', file, pem], { encoding: 'utf8' });
+    assert.equal(script.status === 0, ok, `script: ${name}: ${script.stdout}${script.stderr}`);
+    if (!ok) assert.doesNotMatch(script.stderr, /Traceback/, `script: ${name} fails with one line: ${script.stderr}`);
+  }
+});

@@ -233,3 +233,41 @@ describe('an export of a time range', () => {
     }
   });
 });
+
+describe('events the command line queued', () => {
+  test('a queued row whose fields do not fit the audit columns is chained as audit.outbox, and the rows around it are stored', async () => {
+    const { db, store } = freshStore();
+    try {
+      store.queue({ action: 'admin.cert.issue', actor: 'cli', reference: 'before', decision: 'allow' });
+      // An edited database: each row is JSON of the right shape with a value the audit table would refuse.
+      const put = db.prepare('INSERT INTO audit_outbox (fields, created_at) VALUES (?, ?)');
+      for (const fields of [{ action: 'x', status: 'abc' }, { action: 'x', bytes: 1.5 }, { action: 'x', actor: 5 }, { action: '' }, { action: 'x', bytes: -1 }]) {
+        put.run(JSON.stringify(fields), new Date().toISOString());
+      }
+      store.queue({ action: 'admin.cert.revoke', actor: 'cli', reference: 'after', decision: 'allow', status: 200, bytes: 0 });
+      const key = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+      const log = new AuditLog(store, key, keyIdOf(key));
+      log.open();
+      assert.equal(log.chainQueued(), 7);
+      assert.equal(await log.stored(), true);
+      const stored = [...store.range('', '9999', Number.MAX_SAFE_INTEGER)];
+      assert.deepEqual(
+        stored.map((e) => [e.action, e.reference]),
+        [['admin.cert.issue', 'before'], ...Array(5).fill(['audit.outbox', null]), ['admin.cert.revoke', 'after']],
+      );
+      for (const e of stored.filter((x) => x.action === 'audit.outbox')) assert.match(String(e.reason), /^queued row [0-9]+ is not an audit event; dropped$/);
+      await waitUntil(() => store.queued(0).length === 0, 'the queued rows go once their events are stored');
+      await log.close();
+    } finally {
+      db.close();
+    }
+  });
+});
+
+async function waitUntil(check: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!check()) {
+    if (Date.now() > deadline) assert.fail(what);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

@@ -225,6 +225,12 @@ describe('airlock key generate', () => {
     const before = fs.readFileSync(`${prefix}.key`);
     assertUserError(await airlock(['key', 'generate', '--out', prefix]), /refusing to overwrite/);
     assert.deepEqual(fs.readFileSync(`${prefix}.key`), before);
+    // A publisher's public key kept next to where a new pair would go is not replaced either.
+    const lone = path.join(tmp, 'lone');
+    fs.writeFileSync(`${lone}.pub`, 'a public key kept here\n');
+    assertUserError(await airlock(['key', 'generate', '--out', lone]), /refusing to overwrite existing signing key .*lone\.pub/);
+    assert.equal(fs.readFileSync(`${lone}.pub`, 'utf8'), 'a public key kept here\n');
+    assert.ok(!fs.existsSync(`${lone}.key`));
     assertUserError(await airlock(['key', 'generate']), /--out is required/);
     assertUserError(await airlock(['key', 'make', '--out', prefix]), /unknown command "key make"/);
   });

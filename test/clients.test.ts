@@ -21,7 +21,7 @@ import {
   type ImageManifest,
   type Podman,
 } from './harness/clients.js';
-import { ALL_MANIFEST_TYPES, buildImage, buildIndex, fetchManifest, inspectDigest, MEDIA_TYPES, pushImage } from './harness/images.js';
+import { ALL_MANIFEST_TYPES, buildImage, buildIndex, fetchManifest, inspectDigest, MEDIA_TYPES, pushImage, skopeoCopy } from './harness/images.js';
 import { stopAll } from './harness/proc.js';
 import { startRegistry, type Registry } from './harness/registry.js';
 
@@ -223,13 +223,34 @@ describe('a tag asked for by a client that takes no index', () => {
     const narrow = await t.request('pull', '/v2/library/multilist/manifests/1', { headers: { accept: MEDIA_TYPES.dockerManifest } });
     assert.equal(narrow.status, 403, narrow.body.toString());
     assert.ok(narrow.body.toString().includes(amd.digest), narrow.body.toString());
-    assert.equal(content.tag(repo, '1'), null, "a one-platform answer is not kept as the tag's digest");
+    // Refused, airlock asked what the tag is for everyone (the list, which might have been admitted): that, not the
+    // one-platform answer, is kept as the tag's digest.
+    assert.equal(content.tag(repo, '1'), digests.multilist, "a one-platform answer is not kept as the tag's digest");
     const full = await t.request('pull', '/v2/library/multilist/manifests/1', { headers: { accept: ALL_MANIFEST_TYPES } });
     assert.equal(full.status, 403);
     assert.ok(full.body.toString().includes(digests.multilist), full.body.toString());
     assert.equal(content.tag(repo, '1'), digests.multilist, 'an answer to an Accept that takes indexes is');
     await t.request('pull', '/v2/library/multilist/manifests/1', { headers: { accept: `${MEDIA_TYPES.dockerManifest}, */*` } });
     assert.equal(content.tag(repo, '1'), digests.multilist, 'a bare */* does not take indexes either');
+  });
+
+  test('gets the platform manifest of an admitted index that no client has pulled through airlock yet', async () => {
+    const repo = 'docker.io/library/multilist2';
+    await skopeoCopy(`docker://${upstream.host}/library/multilist:1`, `docker://${upstream.host}/library/multilist2:1`, { srcCertDir: upstream.certDir, destCertDir: upstream.certDir, all: true });
+    assert.equal(await inspectDigest(upstream, 'library/multilist2', '1'), digests.multilist);
+    const list = JSON.parse((await fetchManifest(upstream, 'library/multilist2', '1')).bytes.toString()) as ImageIndex;
+    const amd = list.manifests.find((m) => m.platform?.architecture === 'amd64');
+    assert.ok(amd);
+    const s = t.airlock.services;
+    s.policyStore.addPin({ repository: repo, digest: digests.multilist, tag: null, note: 'the index, by digest', source: 'api', createdBy: 'test' });
+    s.policy.changed();
+    assert.equal(s.content.holds(repo, digests.multilist), null, 'airlock has not seen the index in this repository');
+    const narrow = await t.request('pull', '/v2/library/multilist2/manifests/1', { headers: { accept: MEDIA_TYPES.dockerManifest } });
+    assert.equal(narrow.status, 200, narrow.body.toString());
+    assert.equal(narrow.headers['docker-content-digest'], amd.digest);
+    assert.equal(narrow.headers['content-type'], MEDIA_TYPES.dockerManifest);
+    assert.equal(s.content.tag(repo, '1'), digests.multilist, "the tag's digest for everyone is the index");
+    assert.equal(s.policyStore.requestFor(repo, amd.digest), null, 'and no approval request was made for the platform manifest');
   });
 });
 

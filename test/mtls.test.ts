@@ -272,6 +272,28 @@ describe('mutual TLS over a real socket', () => {
   });
 });
 
+describe('a server that is stopping', () => {
+  test('refuses requests with 503 and Connection: close, and records each one', async () => {
+    const s = t.airlock.services;
+    const seq = lastSeq();
+    s.closing = true;
+    try {
+      const v2 = await get(bundleOf('pull'), '/v2/');
+      assert.equal(status(v2), 503);
+      assert.equal(JSON.parse((v2 as { body: Buffer }).body.toString()).errors[0].code, 'UNAVAILABLE');
+      assert.equal((v2 as { headers: IncomingHttpHeaders }).headers.connection, 'close');
+      const change = await get(bundleOf('admin'), '/api/v1/pins/1', { method: 'DELETE' });
+      assert.equal(status(change), 503);
+      assert.equal(JSON.parse((change as { body: Buffer }).body.toString()).error.code, 'UNAVAILABLE');
+    } finally {
+      s.closing = false;
+    }
+    const events = await eventsAfter(seq);
+    assert.ok(events.some((e) => e.action === 'v2.get' && e.status === 503 && e.actor === 'test-pull'), JSON.stringify(events));
+    assert.ok(events.some((e) => e.action === 'admin.refused' && e.reference === 'DELETE /api/v1/pins/1' && e.reason === 'shutting down' && e.status === 503), JSON.stringify(events));
+  });
+});
+
 describe('revocation by the CLI while the server runs', () => {
   test('airlock cert revoke makes new connections fail within one second, and an open keep-alive connection on its next request', async (ctx) => {
     const victim = bundleOf('pull', 'revoke-me');

@@ -1,5 +1,6 @@
 // The admission rule and repository globs as pure functions, and the configuration's policy seeds over a real SQLite file.
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -118,6 +119,63 @@ describe('seedPolicy', () => {
       assert.equal(seedPolicy(seeds([]), store).changes, 1);
       assert.deepEqual(store.pins(), []);
       assert.deepEqual(store.drift(), []);
+    } finally {
+      db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('policy changes during a decision', () => {
+  test('a revocation made while a publisher signature was being looked up upstream wins: nothing is admitted or signed', async () => {
+    const { createContentStore } = await import('../storage/content.js');
+    const { Policy } = await import('../server/policy/policy.js');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-race-'));
+    const db = openDatabase(dir);
+    try {
+      const store = createPolicyStore(db);
+      const repository = 'ghcr.io/acme/app';
+      const digest = `sha256:${'c'.repeat(64)}`;
+      store.addPublisher({ name: 'acme', publicKey: 'PEM', fingerprint: 'sha256:acme', repositories: ['ghcr.io/acme/*'], source: 'api', createdBy: null });
+      const signed: string[] = [];
+      const policy = new Policy(store, createContentStore(db), { admitted: (_r, d) => signed.push(d) });
+      let lookups = 0;
+      policy.publisherVerifier = {
+        verify: async () => {
+          lookups++;
+          if (lookups === 1) {
+            // The admin revokes the image while the upstream is being asked.
+            store.revoke(repository, digest, 'bad', 'admin');
+            policy.changed();
+          }
+          return { name: 'acme', fingerprint: 'sha256:acme' };
+        },
+      };
+      const v = await policy.admit({ upstream: 'ghcr.io', path: 'acme/app', repository }, digest, { tag: null, actor: 'puller' });
+      assert.equal(v.admitted, false);
+      assert.equal(v.reason, 'revoked');
+      assert.deepEqual(signed, []);
+      assert.equal(store.admission(repository, digest), null);
+    } finally {
+      db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('seedPolicy and API publishers', () => {
+  test('a configured publisher named like one added through the API is reported, not dropped in silence', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-seed-pub-'));
+    const db = openDatabase(dir);
+    try {
+      const store = createPolicyStore(db);
+      const pem = (): string => crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }) as string;
+      store.addPublisher({ name: 'acme', publicKey: pem(), fingerprint: 'sha256:api', repositories: ['ghcr.io/old/*'], source: 'api', createdBy: 'admin' });
+      const seeds = { policy: { pins: [], publishers: [{ name: 'acme', publicKey: pem(), repositories: ['ghcr.io/acme/*'] }] } } as unknown as Parameters<typeof seedPolicy>[0];
+      const r = seedPolicy(seeds, store);
+      assert.equal(r.changes, 0);
+      assert.deepEqual(r.problems, ['publisher acme: a publisher of that name was added through the API; delete it there, or rename this one']);
+      assert.deepEqual(store.publisher('acme')?.repositories, ['ghcr.io/old/*']);
     } finally {
       db.close();
       fs.rmSync(dir, { recursive: true, force: true });

@@ -237,6 +237,15 @@ describe('registry read API', () => {
     assert.equal(event?.actor, 'test-pull');
   });
 
+  test("HEAD ignores Range, an unsatisfiable one too: it answers as the whole blob's GET would", async () => {
+    for (const range of ['bytes=999999-', 'bytes=0-9']) {
+      const r = await t.request('pull', `/v2/library/seeded/blobs/${sha(blob2k)}`, { method: 'HEAD', headers: { range } });
+      assert.equal(r.status, 200, range);
+      assert.equal(r.headers['content-length'], '2048', range);
+      assert.equal(r.headers['content-range'], undefined, range);
+    }
+  });
+
   test('a Range that is not in bytes is ignored and the whole blob is sent', async () => {
     const r = await t.request('pull', `/v2/library/seeded/blobs/${sha(blob2k)}`, { headers: { range: 'items=1-2' } });
     assert.equal(r.status, 200);
@@ -406,6 +415,10 @@ describe('registry read API', () => {
     const upper = await t.request('pull', '/v2/Docker.io/library/seeded/manifests/1.0');
     assert.equal(upper.status, 400);
     assert.equal(JSON.parse(upper.body.toString()).errors[0].code, 'NAME_INVALID', 'a name is lowercase, its upstream prefix too');
+    // Taken as absent, a repeated ns would route the name to the default upstream instead.
+    const twice = await t.request('pull', '/v2/library/seeded/manifests/1.0?ns=docker.io&ns=docker.io');
+    assert.equal(twice.status, 400);
+    assert.match(JSON.parse(twice.body.toString()).errors[0].message, /ns is given more than once/);
     const unknownNs = await t.request('pull', '/v2/library/seeded/manifests/1.0?ns=quay.io');
     assert.equal(unknownNs.status, 404);
     const e = JSON.parse(unknownNs.body.toString()).errors[0];

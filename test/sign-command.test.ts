@@ -180,6 +180,13 @@ describe('airlock sign', () => {
     assert.equal(again.signatures, 1);
     assert.equal(again.signatureDigest, first.signatureDigest);
     assert.equal((await fetchManifest(registry, 'team/again', first.signatureTag)).digest, first.signatureDigest);
+    // The command line says so, rather than claiming a push.
+    const cli = await run(process.execPath, ['--import', 'tsx', 'server/main.ts', 'sign', '--key', keyA.keyPath, '--ca', registry.caPath, ref], {
+      env: { ...process.env, AIRLOCK_KEY_PASSWORD: keyA.password },
+      timeoutMs: 60_000,
+    });
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.equal(cli.stdout.trim(), `signed ${ref} already: ${first.signatureTag} (${first.signatureDigest}) holds this key's signature; nothing pushed`);
   });
 
   test('a signature made by cosign keeps its layer and annotations when airlock appends one with payload annotations', async () => {
