@@ -1,6 +1,7 @@
 // Client set-up snippets for this mirror: Docker, containerd and podman, each routed so clients cannot silently
 // fall back to the public registry (SPEC §6 client-config, PROTOCOL §0).
 import crypto from 'node:crypto';
+import net from 'node:net';
 import path from 'node:path';
 import type { Config } from './config.js';
 
@@ -19,8 +20,8 @@ export interface ClientFile {
 export function mirrorAddress(config: Config, listening?: { host: string; port: number }, names: readonly string[] = []): string {
   if (config.publicUrl) return new URL(config.publicUrl).host;
   const l = listening ?? config.listen;
-  const wildcard = l.host === '0.0.0.0' || l.host === '::';
-  let host = wildcard ? (names[0] ?? 'localhost') : l.host;
+  const wildcard = l.host === '0.0.0.0' || canonicalHost(l.host) === '::';
+  let host = wildcard ? (names[0] ?? 'localhost') : canonicalHost(l.host);
   if (names.length > 0 && !names.some((n) => n.toLowerCase() === host.toLowerCase())) host = names[0];
   return `${host.includes(':') ? `[${host}]` : host}:${l.port}`;
 }
@@ -31,12 +32,19 @@ export function serverNames(certPem: string | Buffer): string[] {
   return san
     .split(', ')
     .map((entry) => /^(?:DNS|IP Address):(.+)$/.exec(entry)?.[1])
-    .filter((name): name is string => name !== undefined);
+    .filter((name): name is string => name !== undefined)
+    .map(canonicalHost);
+}
+
+// canonicalHost writes an IPv6 address in its one short form (0:0:0:0:0:0:0:1, as a certificate holds it, is ::1), so
+// addresses compare equal however they were written; anything else is returned as it is.
+function canonicalHost(host: string): string {
+  return net.isIPv6(host) ? new URL(`https://[${host}]/`).hostname.slice(1, -1) : host;
 }
 
 // isLoopback tells whether the host of a host:port address is a loopback one: localhost, 127.0.0.0/8 or ::1.
 export function isLoopback(address: string): boolean {
-  const host = address.startsWith('[') ? address.slice(1, address.indexOf(']')) : address.slice(0, address.lastIndexOf(':'));
+  const host = canonicalHost(address.startsWith('[') ? address.slice(1, address.indexOf(']')) : address.slice(0, address.lastIndexOf(':')));
   return host.toLowerCase() === 'localhost' || host === '::1' || /^127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$/.test(host);
 }
 

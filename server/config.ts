@@ -1,11 +1,12 @@
 // The configuration: one YAML schema, validated completely at start-up, every bad field reported by path, then frozen.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import YAML from 'yaml';
 import { UserError, whyUnreadable } from './errors.js';
 import { publisherFingerprints } from './policy/publishers.js';
-import { canonicalRepository, parseCanonicalReference } from './registry/names.js';
+import { canonicalRepository, normalizeHost, parseCanonicalReference } from './registry/names.js';
 
 // UpstreamConfig is one registry airlock pulls from.
 export interface UpstreamConfig {
@@ -50,6 +51,8 @@ export interface Config {
 
 const TOP_KEYS = ['listen', 'dataDir', 'publicUrl', 'tls', 'signing', 'upstreams', 'defaultUpstream', 'policy', 'cache', 'log'];
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+// HOST_NAME is a DNS name: dot-separated labels of letters, digits and inner hyphens.
+const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const UNITS: Record<string, number> = { '': 1, B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KIB: 2 ** 10, MIB: 2 ** 20, GIB: 2 ** 30, TIB: 2 ** 40 };
 
 type Env = Record<string, string | undefined>;
@@ -63,7 +66,7 @@ export function parseSize(value: unknown): number | null {
   const unit = UNITS[m[2].toUpperCase()];
   if (unit === undefined) return null;
   const n = Math.floor(Number(m[1]) * unit);
-  return n > 0 ? n : null;
+  return n > 0 && Number.isSafeInteger(n) ? n : null;
 }
 
 // Validator collects every problem of a configuration, each named by its path.
@@ -111,7 +114,10 @@ class Validator {
     }
     const secret = env[name];
     if (secret === undefined) {
-      if (this.requireSecrets) this.add(where, `environment variable ${name} is not set`);
+      // A name as environment variables are usually written is repeated; anything else is not: a token pasted where its
+      // variable's name belongs would land in the log.
+      const shown = /^[A-Z_][A-Z0-9_]{0,63}$/.test(name) ? `environment variable ${name}` : 'the environment variable it names (not in capitals: is a secret written here instead of its name?)';
+      if (this.requireSecrets) this.add(where, `${shown} is not set`);
       return null;
     }
     return secret;
@@ -167,6 +173,7 @@ export function validateConfig(doc: unknown, base: string, env: Env, file: strin
 
   const listen = parseListen(v, top.listen ?? '127.0.0.1:5443');
   const dataDir = path.resolve(base, v.string('dataDir', top.dataDir ?? '.', true) ?? '.');
+  if (fs.existsSync(dataDir) && !fs.statSync(dataDir).isDirectory()) v.add('dataDir', `${dataDir} is not a directory`);
 
   let publicUrl: string | null = null;
   const pu = v.string('publicUrl', top.publicUrl, false);
@@ -237,7 +244,12 @@ function parseListen(v: Validator, value: unknown): { host: string; port: number
   if (!m) return { host: '127.0.0.1', port: 5443 };
   const port = Number(m[2]);
   if (port > 65535) v.add('listen', 'port must be 0..65535');
-  return { host: m[1].replace(/^\[|\]$/g, ''), port };
+  const host = m[1].replace(/^\[|\]$/g, '');
+  const bracketed = m[1].startsWith('[');
+  if (bracketed ? net.isIPv6(host) === false : !(net.isIPv4(host) || (!/^[0-9.]+$/.test(host) && HOST_NAME.test(host)))) {
+    v.add('listen', `"${host}" is not ${bracketed ? 'an IPv6 address' : 'an IPv4 address or a host name'}`);
+  }
+  return { host, port };
 }
 
 // checkTls reads the TLS files that exist: a PEM private key and the PEM certificate it belongs to, and PEM CA
@@ -270,7 +282,13 @@ function parseUpstreams(v: Validator, value: unknown, base: string, env: Env): U
       return;
     }
     const name = v.string(`${where}.name`, o.name, true);
-    if (name !== null && !/^[a-z0-9.-]+(?::[0-9]+)?$/.test(name)) v.add(`${where}.name`, 'must be a registry host name, like docker.io or ghcr.io');
+    const port = name === null ? null : /:([0-9]+)$/.exec(name)?.[1];
+    if (name !== null && (!/^[a-z0-9.-]+(?::[0-9]+)?$/.test(name) || !HOST_NAME.test(name.replace(/:[0-9]+$/, '')) || (port !== undefined && Number(port) > 65535))) {
+      v.add(`${where}.name`, 'must be a registry host name, like docker.io or ghcr.io');
+    } else if (name !== null && normalizeHost(name) !== name) {
+      // Image names fold these into docker.io, so an upstream of that name could never be routed to.
+      v.add(`${where}.name`, `"${name}" is Docker Hub; name it docker.io`);
+    }
     if (name !== null && out.some((u) => u.name === name)) v.add(`${where}.name`, `duplicate upstream "${name}"`);
     const url = v.string(`${where}.url`, o.url, true);
     let insecure = false;
@@ -330,6 +348,8 @@ function parsePolicy(v: Validator, value: unknown, base: string, upstreams: stri
           const ref = parseCanonicalReference(s);
           if (ref.digest === null) throw new Error('a pin needs a digest: REPOSITORY[:TAG]@sha256:<hex>');
           checkUpstream(ref.repository, upstreams);
+          const other = ref.tag === null ? undefined : pins.find((x) => x.repository === ref.repository && x.tag === ref.tag && x.digest !== ref.digest);
+          if (other) throw new Error(`${ref.repository}:${ref.tag} is pinned to ${other.digest} by an earlier pin; a tag is pinned to one digest`);
           pins.push({ repository: ref.repository, tag: ref.tag, digest: ref.digest });
         } catch (err) {
           v.add(where, (err as Error).message);
@@ -344,21 +364,22 @@ function parsePolicy(v: Validator, value: unknown, base: string, upstreams: stri
         const where = `policy.publishers[${i}]`;
         const po = v.object(where, p, ['name', 'key', 'repositories']);
         if (!po) {
-          v.add(where, 'must be a mapping');
+          if (p === null || p === undefined) v.add(where, 'must be a mapping');
           return;
         }
         const name = v.string(`${where}.name`, po.name, true);
         if (name !== null && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) v.add(`${where}.name`, 'must be 1-64 letters, digits, dots, dashes or underscores');
+        if (name !== null && publishers.some((x) => x.name === name)) v.add(`${where}.name`, `duplicate publisher "${name}"`);
         const keyFile = v.file(`${where}.key`, po.key, base, true, true);
         let publicKey = '';
-        if (keyFile !== null && fs.existsSync(keyFile)) {
-          publicKey = fs.readFileSync(keyFile, 'utf8');
+        v.pem(`${where}.key`, keyFile, 'a file of PEM public keys', (text) => {
+          publicKey = text;
           try {
-            publisherFingerprints(publicKey);
+            publisherFingerprints(text);
           } catch (err) {
             v.add(`${where}.key`, `${keyFile}: ${(err as Error).message}`);
           }
-        }
+        });
         const repositories: string[] = [];
         if (!Array.isArray(po.repositories) || po.repositories.length === 0) v.add(`${where}.repositories`, 'must be a non-empty list of repository globs');
         else

@@ -43,6 +43,10 @@ export function initDataDir(o: InitOptions): InitResult {
   const pki = path.join(dir, 'pki');
   const caCert = path.join(pki, 'ca.crt');
   if (fs.existsSync(caCert) && !o.force) throw new UserError(`${caCert} exists; refusing to overwrite the CA (use --force to replace everything)`);
+  const keyPrefix = path.join(dir, 'keys', 'mirror');
+  for (const f of [`${keyPrefix}.key`, `${keyPrefix}.pub`]) {
+    if (fs.existsSync(f) && !o.force) throw new UserError(`${f} exists; refusing to overwrite the mirror signing key (use --force to replace everything)`);
+  }
   const hosts = o.hosts.length > 0 ? o.hosts : defaultHosts();
   // Everything that can be refused is made before anything is written: a bad --host leaves no half-made directory.
   const ca = createCa('airlock CA');
@@ -55,14 +59,16 @@ export function initDataDir(o: InitOptions): InitResult {
   // A server running on this directory would go on with the old CA and key in memory: init waits for it to stop.
   const lock = lockDataDir(dir);
   try {
-    fs.mkdirSync(pki, { recursive: true, mode: 0o700 });
-    fs.mkdirSync(path.join(dir, 'keys'), { recursive: true, mode: 0o700 });
+    // Modes are set, not only asked for at creation: --force writes over files and folders that may have others.
+    for (const d of [pki, path.join(dir, 'keys')]) {
+      fs.mkdirSync(d, { recursive: true, mode: 0o700 });
+      fs.chmodSync(d, 0o700);
+    }
     fs.writeFileSync(caCert, ca.certPem);
-    fs.writeFileSync(path.join(pki, 'ca.key'), ca.keyPem, { mode: 0o600 });
+    writePrivate(path.join(pki, 'ca.key'), ca.keyPem);
     fs.writeFileSync(path.join(pki, 'server.crt'), server.certPem);
-    fs.writeFileSync(path.join(pki, 'server.key'), server.keyPem, { mode: 0o600 });
+    writePrivate(path.join(pki, 'server.key'), server.keyPem);
 
-    const keyPrefix = path.join(dir, 'keys', 'mirror');
     if (o.force) {
       fs.rmSync(`${keyPrefix}.key`, { force: true });
       fs.rmSync(`${keyPrefix}.pub`, { force: true });
@@ -102,4 +108,10 @@ export function initDataDir(o: InitOptions): InitResult {
   } finally {
     lock.release();
   }
+}
+
+// writePrivate writes a private key readable by its owner only, whatever mode an earlier file there had.
+function writePrivate(file: string, pem: string): void {
+  fs.writeFileSync(file, pem, { mode: 0o600 });
+  fs.chmodSync(file, 0o600);
 }

@@ -74,7 +74,12 @@ async function serve(argv: string[]): Promise<void> {
   const airlock = await startAirlock(config);
   let stopping = false;
   const stop = (signal: string): void => {
-    if (stopping) return;
+    if (stopping) {
+      // A second signal: no more waiting for slow clients and downloads. The audit log and the database still close.
+      airlock.services.logger.warn({ signal }, 'stopping now: cutting open connections and downloads');
+      airlock.hurry();
+      return;
+    }
     stopping = true;
     airlock.services.logger.info({ signal }, 'stopping: finishing downloads in flight');
     airlock.close().then(
@@ -108,7 +113,9 @@ async function serve(argv: string[]): Promise<void> {
       `Docker: /etc/docker/daemon.json {"registry-mirrors": ["https://${address}"]}, and copy the bundle to /etc/docker/certs.d/${address}/{ca.crt,client.cert,client.key}`,
       ...clientWarnings('docker', address).map((w) => `  warning: ${w}`),
       ...containerd,
-      `podman/skopeo: registries.conf [[registry]] prefix="docker.io" location="${address}/docker.io", certs in /etc/containers/certs.d/${address}/`,
+      config.upstreams.length === 0
+        ? `podman/skopeo: no upstream is configured; add one under upstreams in ${path.resolve(file)}`
+        : `podman/skopeo: /etc/containers/registries.conf.d/airlock.conf, a [[registry]] per upstream, like prefix="${config.upstreams[0].name}" location="${address}/${config.upstreams[0].name}" (all of them: GET ${base}/api/v1/client-config?kind=podman); certs in /etc/containers/certs.d/${address}/`,
       `quick check: curl --cacert ${admin}/ca.crt --cert ${admin}/client.cert --key ${admin}/client.key ${base}/v2/`,
     ].join('\n'),
   );
@@ -145,6 +152,9 @@ function cert(argv: string[]): void {
     if (!/^[0-9]{1,4}$/.test(daysText)) throw new UserError('--days must be a whole number of days');
     const caKey = path.join(config.dataDir, 'pki', 'ca.key');
     if (!fs.existsSync(caKey)) throw new UserError(`the CA key ${caKey} is not on this machine; issue certificates where the CA key lives`);
+    const out = str(values.out) ?? path.join(config.dataDir, 'pki', 'clients', name);
+    // Another bundle there (init's admin bundle, say) would be replaced, and with it the only copy of its private key.
+    if (fs.existsSync(path.join(out, 'client.key'))) throw new UserError(`${path.resolve(out)} already holds a client bundle; choose another --out or --name, or remove it first`);
     const db = openDatabase(config.dataDir);
     try {
       const authority = new CertAuthority({ certPem: fs.readFileSync(config.tls.clientCa[0], 'utf8'), keyPem: fs.readFileSync(caKey, 'utf8') }, createCertStore(db));
@@ -157,7 +167,6 @@ function cert(argv: string[]): void {
       // The server chains these events (SPEC §7: every admin action is one) within a second, or at its next start.
       const audit = createAuditStore(db);
       audit.queue({ action: 'admin.cert.issue', actor: localActor(), reference: issued.serial, decision: 'allow', reason: `${name} (${role}) for ${daysText} days, with airlock cert issue` });
-      const out = str(values.out) ?? path.join(config.dataDir, 'pki', 'clients', name);
       try {
         writeClientBundle(out, issued, issued.caPem, env.AIRLOCK_P12_PASSWORD ?? '');
       } catch (err) {
@@ -188,8 +197,9 @@ function cert(argv: string[]): void {
       } catch (err) {
         throw new UserError(`--serial: ${(err as Error).message}`);
       }
-      if (r === 'revoked') createAuditStore(db).queue({ action: 'admin.cert.revoke', actor: localActor(), reference: normalizeSerial(serial), decision: 'allow', reason });
-      console.log(r === 'revoked' ? `revoked ${serial.toLowerCase()}; a running server refuses it within one second` : `${serial.toLowerCase()} was already revoked`);
+      const canonical = normalizeSerial(serial);
+      if (r === 'revoked') createAuditStore(db).queue({ action: 'admin.cert.revoke', actor: localActor(), reference: canonical, decision: 'allow', reason });
+      console.log(r === 'revoked' ? `revoked ${canonical}; a running server refuses it within one second` : `${canonical} was already revoked`);
     } finally {
       db.close();
     }

@@ -42,6 +42,8 @@ export interface Airlock {
   url: string;
   port: number;
   close(): Promise<void>;
+  // hurry makes a close under way stop waiting: open connections and downloads are cut, the audit log still closes.
+  hurry(): void;
 }
 
 // StartOptions let tests and main.ts choose the logger and extra routes.
@@ -214,12 +216,14 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
     // Fastify types this option as a generic function that no concrete handler satisfies.
     frameworkErrors: ((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => frameworkError(err, req, reply, record)) as never,
   }) as unknown as FastifyInstance;
-  watchTls(app, services);
+  const connections = watchTls(app, services);
 
   await buildApp(app, services, record, async (a) => {
     if (opts.extraRoutes) await opts.extraRoutes(a, services);
   });
   let closed = false;
+  let hurry = (): void => {};
+  const hurried = new Promise<void>((resolve) => (hurry = resolve));
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
@@ -227,8 +231,14 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
     services.answerRemembered = () => false;
     services.closing = true;
     revoked.stop();
-    await app.close();
-    await withDeadline(mirror.inflight.settle(), 30000);
+    // Fastify's close waits for every response under way, a slow client's long download too, unless hurried.
+    const appClosed = app.close();
+    await Promise.race([appClosed, hurried]);
+    app.server.closeAllConnections();
+    await appClosed;
+    // The server says it closed before its sockets have; a response cut off is recorded when its socket closes.
+    await drained(connections, 5000);
+    await withDeadline(Promise.race([mirror.inflight.settle(), hurried]), 30000);
     // A download still running (an upstream that sends a byte now and then, never idle long enough for its read
     // timeout) is cut off now; it ends as a fault, audited before the log closes.
     for (const u of upstreams.values()) await u.close();
@@ -249,7 +259,7 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   logger.info({ listen: `${host}:${address.port}` }, 'airlock is listening');
 
-  return { services, app, url: `https://${host}:${address.port}`, port: address.port, close };
+  return { services, app, url: `https://${host}:${address.port}`, port: address.port, close, hurry: () => hurry() };
 }
 
 function loadCa(config: Config): { certPem: string; keyPem: string } {
@@ -283,8 +293,10 @@ function watchRevocations(db: Services['db'], certs: Services['certs'], onCommit
   };
 }
 
-// watchTls audits refused handshakes and closes connections whose certificate was revoked.
-function watchTls(app: FastifyInstance, s: Services): void {
+// watchTls audits refused handshakes and closes connections whose certificate was revoked; it returns the open
+// connections.
+function watchTls(app: FastifyInstance, s: Services): Set<TLSSocket> {
+  const open = new Set<TLSSocket>();
   app.server.on('connection', (raw: Socket) => {
     if (raw.remoteAddress) peerAddresses.set(raw, raw.remoteAddress);
   });
@@ -295,6 +307,8 @@ function watchTls(app: FastifyInstance, s: Services): void {
     s.audit.append({ action: 'tls.refused', ip: remoteAddress(socket), decision: 'deny', reason: why });
   });
   app.server.on('secureConnection', (socket: TLSSocket) => {
+    open.add(socket);
+    socket.once('close', () => open.delete(socket));
     const id = identityOf(socket) ?? identityFromPeer(socket.getPeerCertificate());
     // A resumed session skips the certificate checks of a full handshake: revocation and expiry are checked here.
     const refused = id && whyRefused(id, s.revoked);
@@ -304,6 +318,7 @@ function watchTls(app: FastifyInstance, s: Services): void {
       socket.destroy();
     }
   });
+  return open;
 }
 
 // frameworkError answers requests Fastify refuses before routing (a malformed percent-escape) with airlock's error
@@ -345,6 +360,12 @@ async function probeListen(config: Config): Promise<void> {
 function listenError(config: Config, e: NodeJS.ErrnoException): UserError {
   const why = e.code === 'EADDRINUSE' ? 'the address is already in use' : e.code === 'EADDRNOTAVAIL' ? 'no interface of this machine has that address' : e.message;
   return new UserError(`listen ${config.listen.host}:${config.listen.port}: ${why}`);
+}
+
+// drained resolves once the set is empty, or after ms.
+async function drained(set: Set<unknown>, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (set.size > 0 && Date.now() < end) await new Promise((resolve) => setTimeout(resolve, 5));
 }
 
 async function withDeadline(p: Promise<unknown>, ms: number): Promise<void> {

@@ -34,3 +34,13 @@ test("the mirror address is publicUrl's, else the listen address when the server
   assert.equal(mirrorAddress(config('0.0.0.0:5443', 'https://registry.example:8443'), undefined, names), 'registry.example:8443');
   assert.equal(mirrorAddress(config('0.0.0.0:5443')), 'localhost:5443', 'without the names, as before');
 });
+
+test('IPv6 addresses compare in their short form, however the certificate or the configuration writes them', () => {
+  const cert = issueServerCert(createCa('v6 CA'), ['::1', 'mirror.internal']);
+  const names = serverNames(cert.certPem);
+  assert.deepEqual(names, ['::1', 'mirror.internal'], 'the certificate holds 0:0:0:0:0:0:0:1');
+  const config = { publicUrl: null, listen: { host: '0:0:0:0:0:0:0:1', port: 5443 } } as unknown as Parameters<typeof mirrorAddress>[0];
+  assert.equal(mirrorAddress(config, undefined, names), '[::1]:5443');
+  assert.equal(isLoopback('[0:0:0:0:0:0:0:1]:5443'), true);
+  assert.equal(clientWarnings('docker', '[0:0:0:0:0:0:0:1]:5443').length, 1);
+});

@@ -252,6 +252,32 @@ describe('a tag asked for by a client that takes no index', () => {
     assert.equal(s.content.tag(repo, '1'), digests.multilist, "the tag's digest for everyone is the index");
     assert.equal(s.policyStore.requestFor(repo, amd.digest), null, 'and no approval request was made for the platform manifest');
   });
+
+  test("of a pinned tag gets distribution's answer: a list's linux/amd64 manifest, MANIFEST_UNKNOWN for an OCI index", async () => {
+    const s = t.airlock.services;
+    const list = JSON.parse((await fetchManifest(upstream, 'library/multilist', '1')).bytes.toString()) as ImageIndex;
+    const amd = list.manifests.find((m) => m.platform?.architecture === 'amd64');
+    assert.ok(amd);
+    s.policyStore.addPin({ repository: 'docker.io/library/multilist', digest: digests.multilist, tag: 'pinned', note: null, source: 'api', createdBy: 'test' });
+    s.policy.changed();
+    const narrow = { accept: MEDIA_TYPES.dockerManifest };
+    // Full Accept first, so that its answer is remembered; a narrow client must still not get the list from memory.
+    for (let i = 0; i < 2; i++) {
+      const full = await t.request('pull', '/v2/library/multilist/manifests/pinned', { headers: { accept: ALL_MANIFEST_TYPES } });
+      assert.equal(full.status, 200);
+      assert.equal(full.headers['docker-content-digest'], digests.multilist);
+      const one = await t.request('pull', '/v2/library/multilist/manifests/pinned', { headers: narrow });
+      assert.equal(one.status, 200, one.body.toString());
+      assert.equal(one.headers['docker-content-digest'], amd.digest);
+      assert.equal(one.headers['content-type'], MEDIA_TYPES.dockerManifest);
+    }
+    const oci = await t.request('pull', '/v2/library/multi/manifests/latest', { headers: narrow });
+    assert.equal(oci.status, 404);
+    assert.match(JSON.parse(oci.body.toString()).errors[0].message, /is an OCI index, and the Accept header does not take OCI indexes/);
+    const any = await t.request('pull', '/v2/library/multi/manifests/latest');
+    assert.equal(any.status, 200, 'without an Accept header the index is served');
+    assert.equal(any.headers['docker-content-digest'], digests.multi);
+  });
 });
 
 describe('containerd 1.6 through airlock', () => {

@@ -223,7 +223,64 @@ describe('configuration validation', () => {
     assert.equal(parseSize('500MB'), 500e6);
     assert.equal(parseSize('1.5KiB'), 1536);
     assert.equal(parseSize(1048576), 1048576);
-    for (const bad of ['lots', '', '0', '-5MB', '5 parsecs', 0, -1, 1.5, null, true]) assert.equal(parseSize(bad), null, String(bad));
+    for (const bad of ['lots', '', '0', '-5MB', '5 parsecs', 0, -1, 1.5, null, true, '100000000TiB']) assert.equal(parseSize(bad), null, String(bad));
+  });
+
+  test('hosts, upstream names, conflicting tag pins, duplicate publishers and a dataDir that is a file are refused', () => {
+    const base = dataDir('names');
+    fs.writeFileSync(path.join(base, 'acme.pub'), ACME_PUB);
+    fs.mkdirSync(path.join(base, 'keydir'), { recursive: true });
+    fs.writeFileSync(path.join(base, 'plain-file'), 'not a directory\n');
+    const other = `sha256:${'b'.repeat(64)}`;
+    const msg = problemsOf(
+      {
+        listen: '1.2.3.4.5:1',
+        dataDir: 'plain-file',
+        tls: { cert: 'pki/server.crt', key: 'pki/server.key', clientCa: 'pki/ca.crt' },
+        signing: { key: 'keys/mirror.key' },
+        upstreams: [
+          { name: 'docker.io', url: 'https://a.example' },
+          { name: 'index.docker.io', url: 'https://b.example' },
+          { name: 'a..b', url: 'https://c.example' },
+          { name: 'a.io:99999', url: 'https://d.example' },
+          { name: '-', url: 'https://e.example' },
+        ],
+        policy: {
+          pins: [`docker.io/library/alpine:3.20@${DIGEST}`, `docker.io/library/alpine:3.20@${other}`],
+          publishers: [
+            { name: 'acme', key: 'acme.pub', repositories: ['ghcr.io/acme/*'] },
+            { name: 'acme', key: 'acme.pub', repositories: ['quay.io/acme/*'] },
+            { name: 'dir', key: 'keydir', repositories: ['quay.io/dir/*'] },
+            5,
+          ],
+        },
+      },
+      base,
+    );
+    for (const p of [
+      'listen: "1.2.3.4.5" is not an IPv4 address or a host name',
+      `dataDir: ${path.join(base, 'plain-file')} is not a directory`,
+      'upstreams[1].name: "index.docker.io" is Docker Hub; name it docker.io',
+      'upstreams[2].name: must be a registry host name',
+      'upstreams[3].name: must be a registry host name',
+      'upstreams[4].name: must be a registry host name',
+      `policy.pins[1]: docker.io/library/alpine:3.20 is pinned to ${DIGEST} by an earlier pin`,
+      'policy.publishers[1].name: duplicate publisher "acme"',
+      `policy.publishers[2].key: cannot read ${path.join(base, 'keydir')}`,
+    ]) {
+      assert.ok(msg.includes(p), `"${p}" in ${msg}`);
+    }
+    assert.equal(msg.split('policy.publishers[3]: must be a mapping').length, 2, `reported once: ${msg}`);
+    for (const listen of ['-foo:1', '[:::]:1', '[1.2.3.4]:1']) assert.match(problemsOf({ listen }, base), /listen: /, listen);
+    for (const listen of ['0.0.0.0:5443', '[::]:5443', 'mirror.internal:5443', 'localhost:0']) {
+      assert.doesNotMatch(problemsOf({ listen, upstreams: 'x' }, base), /listen: /, listen);
+    }
+  });
+
+  test('an *Env naming an unset variable in anything but capitals is not repeated: it may be the secret itself', () => {
+    const msg = problemsOf({ upstreams: [{ name: 'ghcr.io', url: 'https://ghcr.io', usernameEnv: 'GHCR_USER', passwordEnv: 'ghp_s3cretT0kenPastedHere' }] }, dataDir('pasted'), { GHCR_USER: 'robot' });
+    assert.match(msg, /upstreams\[0\]\.passwordEnv: the environment variable it names \(not in capitals: is a secret written here instead of its name\?\) is not set/);
+    assert.ok(!msg.includes('ghp_s3cret'), msg);
   });
 });
 

@@ -114,6 +114,13 @@ test('a client certificate issued for N days expires N days from now', () => {
   assert.ok(new Date(x509.validFrom).getTime() <= Date.now());
 });
 
+test('no certificate outlives the CA that issued it', () => {
+  const caEnd = new Date(new crypto.X509Certificate(ca.certPem).validTo).getTime();
+  for (const pem of [issueClientCert(ca, 'longlived', 'pull', 3650).certPem, issueServerCert(ca, ['localhost'], 3650).certPem]) {
+    assert.ok(new Date(new crypto.X509Certificate(pem).validTo).getTime() <= caEnd);
+  }
+});
+
 test('serials are random, distinct, positive, about 128 bits and match what node:crypto reads', () => {
   const issued = [client, ...Array.from({ length: 5 }, (_, i) => issueClientCert(ca, `user${i}`, 'pull'))];
   const serials = issued.map((c) => c.serial);

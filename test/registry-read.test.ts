@@ -450,3 +450,56 @@ describe('registry read API', () => {
     }
   });
 });
+
+// Last: it stops the server the tests above share.
+describe('stopping while a client holds a download open', () => {
+  test('close waits for the download; hurry cuts it, and the audit log still closes with the download recorded', async () => {
+    const b = t.bundle('pull');
+    const u = new URL(`${t.url}/v2/library/seeded/blobs/${sha(huge)}`);
+    let req: ReturnType<typeof https.get> | undefined;
+    let response: { resume(): void; readableLength: number } | undefined;
+    let receiving = (): void => {};
+    const received = new Promise<void>((resolve) => (receiving = resolve));
+    const ended = new Promise<string>((resolve) => {
+      req = https.get(
+        { host: u.hostname, port: u.port, path: u.pathname, ca: fs.readFileSync(b.endpoint.caPath ?? ''), cert: fs.readFileSync(b.endpoint.clientCertPath ?? ''), key: fs.readFileSync(b.endpoint.clientKeyPath ?? '') },
+        (res) => {
+          // The client takes one chunk and then reads no more: the response can never finish.
+          res.once('data', () => {
+            res.pause();
+            receiving();
+          });
+          response = res;
+        },
+      );
+      req.on('socket', (socket) => socket.on('close', () => resolve('closed by the server')));
+    });
+    await received;
+    let closed = false;
+    const closing = t.airlock.close().then(() => (closed = true));
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    assert.equal(closed, false, 'close waits for the response under way');
+    const started = Date.now();
+    t.airlock.hurry();
+    await closing;
+    assert.ok(Date.now() - started < 10_000, `hurried close took ${Date.now() - started} ms`);
+    // The client sees the end once it reads what was sent before it: fewer bytes than the blob has.
+    response?.resume();
+    assert.equal(await ended, 'closed by the server');
+    req?.destroy();
+    // The audit log closed cleanly: reopened, its stored chain ends in a checkpoint over its last event, the cut download.
+    const { openDatabase } = await import('../storage/db.js');
+    const { createAuditStore } = await import('../storage/audit.js');
+    const db = openDatabase(path.join(tmp, 'airlock'));
+    try {
+      const store = createAuditStore(db);
+      const last = store.last();
+      assert.ok(last);
+      assert.equal(store.lastCheckpoint()?.seq, last.seq, 'a final checkpoint signs the last event');
+      const cut = [...store.range('', '9999', Number.MAX_SAFE_INTEGER)].reverse().find((e) => e.action === 'pull.blob' && e.digest === sha(huge));
+      assert.equal(cut?.reason, 'aborted');
+    } finally {
+      db.close();
+    }
+  });
+});

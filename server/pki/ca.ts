@@ -93,7 +93,7 @@ export function issueServerCert(ca: CertKeyPair, hosts: string[], days = 825): C
   const cert = forge.pki.createCertificate();
   cert.publicKey = keys.publicKey;
   cert.serialNumber = randomSerialHex();
-  setValidity(cert, ...validityFromDays(days));
+  setValidity(cert, ...withinCa(ca, validityFromDays(days)));
   cert.setSubject([dnField('commonName', unique[0]), dnField('organizationName', 'airlock')]);
   cert.setIssuer(signer.cert.subject.attributes);
   cert.setExtensions([
@@ -111,7 +111,13 @@ export function issueServerCert(ca: CertKeyPair, hosts: string[], days = 825): C
 // issueClientCert signs a client certificate for mutual TLS: CN is the name, OU the role.
 export function issueClientCert(ca: CertKeyPair, name: string, role: Role, days = 365): IssuedClientCert {
   checkDays(days);
-  return issueClientCertWithValidity(ca, name, role, ...validityFromDays(days));
+  return issueClientCertWithValidity(ca, name, role, ...withinCa(ca, validityFromDays(days)));
+}
+
+// withinCa ends a validity no later than the CA's own: a certificate outliving its CA fails verification anyway.
+function withinCa(ca: CertKeyPair, [notBefore, notAfter]: [Date, Date]): [Date, Date] {
+  const caEnd = new Date(new crypto.X509Certificate(ca.certPem).validTo);
+  return [notBefore, notAfter.getTime() > caEnd.getTime() ? caEnd : notAfter];
 }
 
 // issueClientCertWithValidity is issueClientCert with explicit dates, so tests can make an expired certificate.

@@ -109,3 +109,16 @@ export function acceptsIndexes(accept: string): boolean {
   const types = new Set(accept.split(',').map((part) => part.split(';')[0].trim().toLowerCase()));
   return types.has(MEDIA.ociIndex) && types.has(MEDIA.dockerList);
 }
+
+// acceptsType tells whether an Accept header names a media type, literally (as distribution matches them).
+export function acceptsType(accept: string, type: string): boolean {
+  return accept.split(',').some((part) => part.split(';')[0].trim().toLowerCase() === type);
+}
+
+// defaultPlatform is the digest of an index's linux/amd64 manifest, which distribution serves for a Docker manifest
+// list to a client that does not take lists; null when it lists none.
+export function defaultPlatform(bytes: Buffer): string | null {
+  const doc = JSON.parse(bytes.toString('utf8')) as { manifests?: { digest?: unknown; platform?: { os?: unknown; architecture?: unknown } }[] };
+  const m = (doc.manifests ?? []).find((d) => d?.platform?.os === 'linux' && d.platform.architecture === 'amd64');
+  return typeof m?.digest === 'string' && isSha256Digest(m.digest) ? m.digest : null;
+}

@@ -10,6 +10,7 @@ import { whyRefused } from '../pki/identity.js';
 import { freshContext, identityOf, type Recorder, routeLabel } from '../record.js';
 import type { Services } from '../services.js';
 import type { Route } from './names.js';
+import { acceptsType, MEDIA } from './manifest.js';
 import { manifestHeaders, notModified } from './send.js';
 
 // MAX_REMEMBERED bounds the remembered answers; past it they are forgotten and relearned.
@@ -33,6 +34,9 @@ export type DriftCheck = (r: Route, tag: string, pinned: string) => void;
 // Remembered is an answer with what its responses say besides the body, made once.
 interface Remembered {
   answer: Answer;
+  // indexType is the media type of an index answered for a pinned tag: a client whose Accept names types but not
+  // this one is answered by the full path (registry/routes.ts platformManifest).
+  indexType: string | null;
   label: string;
   headers: Record<string, string | number>;
   notModifiedHeaders: Record<string, string>;
@@ -58,7 +62,8 @@ export class RememberedAnswers {
     // Fastify's path gets the API version header from the app's onRequest hook.
     const notModifiedHeaders: Record<string, string> = { 'docker-distribution-api-version': 'registry/2.0', ...manifestHeaders(m.digest, m.mediaType) };
     if (answer.namespace !== null) notModifiedHeaders['oci-namespace'] = answer.namespace;
-    this.answers.set(url, { answer, label: routeLabel(url), headers: { ...notModifiedHeaders, 'content-length': m.bytes.length }, notModifiedHeaders });
+    const indexType = answer.tag !== null && (m.mediaType === MEDIA.ociIndex || m.mediaType === MEDIA.dockerList) ? m.mediaType : null;
+    this.answers.set(url, { answer, indexType, label: routeLabel(url), headers: { ...notModifiedHeaders, 'content-length': m.bytes.length }, notModifiedHeaders });
   }
 
   // answer serves a remembered answer to a GET or HEAD from a client whose certificate names a role and is not
@@ -70,6 +75,10 @@ export class RememberedAnswers {
     const url = req.url ?? '';
     const known = this.answers.get(url);
     if (known === undefined || known.answer.generation !== this.s.policy.generation) return false;
+    if (known.indexType !== null) {
+      const accept = req.headers.accept;
+      if (accept !== undefined && !acceptsType(accept, known.indexType)) return false;
+    }
     const identity = identityOf(req.socket as TLSSocket);
     if (identity === null || identity.role === null || whyRefused(identity, this.s.revoked) !== null) return false;
     const started = performance.now();

@@ -1,9 +1,11 @@
 // The OCI distribution pull API under /v2/ (SPEC §3, §4): routing, admission, and the exact bytes with every header.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { StoredManifest } from '../../storage/content.js';
 import { RegistryError } from '../errors.js';
+import type { Source } from '../mirror/mirror.js';
 import type { Recorder } from '../record.js';
 import type { Services } from '../services.js';
-import { acceptsIndexes, MEDIA } from './manifest.js';
+import { acceptsIndexes, acceptsType, defaultPlatform, MEDIA } from './manifest.js';
 import { isDigestLike, isTag, parseDigest, type Route, routeName, truncate } from './names.js';
 import { parseRange } from './range.js';
 import { RememberedAnswers } from './remembered.js';
@@ -130,6 +132,8 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     let digest: string;
     let tag: string | null = null;
     let pinnedTag = false;
+    const acceptHeader = req.headers.accept;
+    const accept = Array.isArray(acceptHeader) ? acceptHeader.join(', ') : acceptHeader ?? null;
     if (isDigestLike(ref)) {
       digest = parseDigest(ref);
       // airlock's own signature, asked for by the digest the referrers API lists: served as under its .sig tag.
@@ -144,8 +148,6 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
         pinnedTag = true;
         checkDrift(r, tag, pinned);
       } else {
-        const header = req.headers.accept;
-        const accept = Array.isArray(header) ? header.join(', ') : header ?? null;
         digest = (await s.mirror.resolveTag(r, tag, accept)).digest;
         // A client that takes no index gets one platform's manifest; it is admitted when listed in an admitted index,
         // which airlock must know whether or not a client that takes indexes pulled the tag before.
@@ -157,15 +159,31 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
       throw new RegistryError('MANIFEST_UNKNOWN', `${r.repository}@${digest} is a blob, not a manifest`);
     }
     const generation = s.policy.generation;
-    const { manifest: m, source } = await s.mirror.manifest(r, digest);
+    let { manifest: m, source } = await s.mirror.manifest(r, digest);
     await admitManifest(req, r, digest, tag);
+    // A pinned tag is served from the index it is pinned to; to a client whose Accept names types but not that index's
+    // type, what the upstream would have answered instead (an unpinned tag gets that answer from the upstream itself).
+    const substituted = pinnedTag && accept !== null && (m.mediaType === MEDIA.ociIndex || m.mediaType === MEDIA.dockerList) && !acceptsType(accept, m.mediaType);
+    if (substituted) ({ manifest: m, source } = await platformManifest(req, r, tag as string, m));
     req.airlock.source = source;
     s.metrics.cache.inc('manifest', source === 'upstream' ? 'miss' : 'hit');
-    if ((tag === null || pinnedTag) && generation === s.policy.generation) {
+    if ((tag === null || pinnedTag) && !substituted && generation === s.policy.generation) {
       const ns = (req.query as Record<string, unknown>).ns;
       remembered.remember(req.url, { generation, route: r, ref, tag, reason: req.airlock.reason ?? 'pin', manifest: m, namespace: typeof ns === 'string' ? ns : null });
     }
     sendManifest(req, reply, m.digest, m.mediaType, m.bytes, head);
+  };
+
+  // platformManifest is distribution's answer for a tag of an index to a client that does not take it: a Docker
+  // manifest list's linux/amd64 manifest, admitted as listed in the list; for an OCI index, MANIFEST_UNKNOWN.
+  const platformManifest = async (req: FastifyRequest, r: Route, tag: string, index: StoredManifest): Promise<{ manifest: StoredManifest; source: Source }> => {
+    if (index.mediaType === MEDIA.ociIndex) throw new RegistryError('MANIFEST_UNKNOWN', `${r.repository}:${tag} is an OCI index, and the Accept header does not take OCI indexes`);
+    const child = defaultPlatform(index.bytes);
+    if (child === null) throw new RegistryError('MANIFEST_UNKNOWN', `${r.repository}:${tag} is a manifest list without a linux/amd64 manifest, and the Accept header does not take manifest lists`);
+    req.airlock.digest = child;
+    const answer = await s.mirror.manifest(r, child);
+    await admitManifest(req, r, child, tag);
+    return answer;
   };
 
   const sendManifest = (req: FastifyRequest, reply: FastifyReply, digest: string, mediaType: string, bytes: Buffer, head: boolean): void => {
