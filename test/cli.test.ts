@@ -199,6 +199,25 @@ describe('airlock init', () => {
     assert.ok(!admin.verify(oldCa.publicKey));
     assert.notEqual(fs.readFileSync(path.join(dir, 'keys', 'mirror.pub'), 'utf8'), oldPub);
   });
+
+  test('init --force gives the private keys and their folders owner-only modes again', async () => {
+    const dir = path.join(tmp, 'loosened');
+    assert.equal((await airlock(['init', '--dir', dir, '--host', 'localhost'])).code, 0);
+    for (const f of ['pki/ca.key', 'pki/server.key']) fs.chmodSync(path.join(dir, f), 0o644);
+    for (const d of ['pki', 'keys']) fs.chmodSync(path.join(dir, d), 0o755);
+    assert.equal((await airlock(['init', '--dir', dir, '--host', 'localhost', '--force'])).code, 0);
+    for (const f of ['pki/ca.key', 'pki/server.key', 'keys/mirror.key']) assert.equal(mode(path.join(dir, f)), 0o600, f);
+    for (const d of ['pki', 'keys']) assert.equal(mode(path.join(dir, d)), 0o700, d);
+  });
+
+  test('init next to an existing mirror key refuses before writing anything, and keeps the key', async () => {
+    const dir = path.join(tmp, 'has-key');
+    assert.equal((await airlock(['key', 'generate', '--out', path.join(dir, 'keys', 'mirror')])).code, 0);
+    const key = fs.readFileSync(path.join(dir, 'keys', 'mirror.key'));
+    assertUserError(await airlock(['init', '--dir', dir]), /keys\/mirror\.key exists; refusing to overwrite the mirror signing key \(use --force to replace everything\)$/);
+    assert.deepEqual(fs.readdirSync(dir), ['keys'], 'no CA, no database, no half-made directory');
+    assert.deepEqual(fs.readFileSync(path.join(dir, 'keys', 'mirror.key')), key);
+  });
 });
 
 describe('airlock key generate', () => {
@@ -254,6 +273,11 @@ describe('airlock cert', () => {
     assert.ok(days > 29.9 && days < 30.1, `valid for 30 days, got ${days}`);
     assert.equal(mode(path.join(out, 'client.key')), 0o600);
     assert.ok(!fs.existsSync(path.join(data, 'pki', 'clients', 'bob')), 'nothing is written to the default place');
+    // A second certificate into the same folder would replace the first one's only private key: refused, nothing issued.
+    const key = fs.readFileSync(path.join(out, 'client.key'));
+    assertUserError(await airlock(['cert', 'issue', '--config', configPath, '--name', 'bob2', '--role', 'admin', '--out', out]), /bob-bundle already holds a client bundle; choose another --out or --name, or remove it first$/);
+    assert.deepEqual(fs.readFileSync(path.join(out, 'client.key')), key);
+    assertUserError(await airlock(['cert', 'issue', '--config', configPath, '--name', 'admin', '--role', 'pull']), /clients\/admin already holds a client bundle/);
   });
 
   test('issue without --out writes into DATADIR/pki/clients/NAME', async () => {
@@ -294,9 +318,10 @@ describe('airlock cert', () => {
   test('revoke accepts the printed serial once, reports a repeat, and refuses a malformed serial with one line', async () => {
     const issued = await airlock(['cert', 'issue', '--config', configPath, '--name', 'erin', '--role', 'pull', '--out', path.join(tmp, 'erin')]);
     const serial = issued.stdout.trim();
-    const r = await airlock(['cert', 'revoke', '--config', configPath, '--serial', serial.toUpperCase(), '--reason', 'laptop lost']);
+    const spelled = `0x00${serial.toUpperCase().replace(/(..)(?=.)/g, '$1:')}`;
+    const r = await airlock(['cert', 'revoke', '--config', configPath, '--serial', spelled, '--reason', 'laptop lost']);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, new RegExp(`revoked ${serial}`));
+    assert.match(r.stdout, new RegExp(`^revoked ${serial}; `), 'the serial as issued, however it was spelt');
     const again = await airlock(['cert', 'revoke', '--config', configPath, '--serial', serial]);
     assert.equal(again.code, 0, again.stderr);
     assert.match(again.stdout, /already revoked/);
@@ -333,6 +358,7 @@ describe('airlock serve', () => {
     assert.ok(out.includes(`admin client bundle: ${admin}/{ca.crt,client.cert,client.key,client.p12}`), out);
     assert.ok(out.includes(`config ${file}`));
     assert.match(out, /containerd: /);
+    assert.match(out, /podman\/skopeo: \/etc\/containers\/registries\.conf\.d\/airlock\.conf, a \[\[registry\]\] per upstream, like prefix="docker\.io" location="127\.0\.0\.1:[0-9]+\/docker\.io"/);
     assert.match(out, /\n {2}warning: dockerd sends no client certificate to the loopback address 127\.0\.0\.1:[0-9]+ /);
     // Every address the log names is the TLS one (Fastify, handed the server, would otherwise say http://).
     assert.match(out, /"msg":"Server listening at https:\/\/127\.0\.0\.1:[0-9]+"/);
@@ -493,6 +519,7 @@ describe('airlock serve', () => {
   test('serve with no upstreams configured says so in its banner and stops with exit 0 on SIGTERM', async () => {
     const { proc } = await serveOn('serve-no-upstreams', (text) => text.replace(/^upstreams:\n(?:  .*\n)+/m, '').replace(/^defaultUpstream: .*\n/m, ''));
     assert.match(proc.output(), /containerd: no upstream is configured; add one under upstreams in /);
+    assert.match(proc.output(), /podman\/skopeo: no upstream is configured; add one under upstreams in /);
     process.kill(proc.pid, 'SIGTERM');
     assert.equal(await exitWithin(proc, 15_000), 0, proc.output());
   });
