@@ -19,7 +19,7 @@ import { type HttpResult, registryRequest, startRegistry } from './harness/regis
 const sha = (b: Buffer): string => `sha256:${crypto.createHash('sha256').update(b).digest('hex')}`;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
-type Mode = 'ok' | 'wrong-bytes' | 'cut' | 'drip' | 'slow' | '429' | '500' | '503' | 'redirect';
+type Mode = 'ok' | 'wrong-bytes' | 'cut' | 'drip' | 'slow' | '429' | '500' | '503' | 'redirect' | 'no-length';
 
 // FakeUpstream serves blobs and manifests from memory, misbehaving per digest, and counts requests.
 class FakeUpstream {
@@ -103,7 +103,8 @@ class FakeUpstream {
       res.statusCode = 404;
       return void res.end('{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}');
     }
-    const headers: Record<string, string | number> = { 'content-length': bytes.length, 'docker-content-digest': digest };
+    const headers: Record<string, string | number> = { 'docker-content-digest': digest };
+    if (mode !== 'no-length') headers['content-length'] = bytes.length;
     headers['content-type'] = kind === 'manifests' ? OCI_MANIFEST : 'application/octet-stream';
     res.writeHead(200, headers);
     if (req.method === 'HEAD') return void res.end();
@@ -197,6 +198,21 @@ before(async () => {
   addImage('notmp', [crypto.randomBytes(50_000)]);
   addImage('truncated', [crypto.randomBytes(80_000)]);
   addImage('revoked', [crypto.randomBytes(60_000)]);
+  // sizeless: a manifest whose layer descriptor gives no size, served without Content-Length.
+  const sizeless = crypto.randomBytes(70_000);
+  const sizelessDigest = fake.addBlob(sizeless);
+  fake.modes.set(sizelessDigest, 'no-length');
+  const cfg = Buffer.from('{"architecture":"amd64","os":"linux","sizeless":true}');
+  const sizelessManifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: fake.addBlob(cfg), size: cfg.length },
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sizelessDigest }],
+    }),
+  );
+  fake.manifests.set(sha(sizelessManifest), sizelessManifest);
+  images.sizeless = { manifest: sha(sizelessManifest), layers: [sizelessDigest], bytes: [sizeless] };
   const pins = Object.entries(images).map(([name, i]) => `docker.io/library/${name}@${i.manifest}`);
   t = await startTestAirlock({
     dir: path.join(tmp, 'airlock'),
@@ -297,6 +313,22 @@ describe('pull-through', () => {
     const again = await blobGet('poison', d);
     assert.equal(again.status, 200);
     assert.equal(sha(again.body), d);
+  });
+
+  test('a Range of a blob whose size nothing tells is answered with the whole blob, from one download, even when the cache cannot keep it', async () => {
+    const s = t.airlock.services;
+    const { layers, bytes } = images.sizeless;
+    const limit = s.blobs.maxBytes;
+    s.blobs.maxBytes = 1024;
+    try {
+      const r = await blobGet('sizeless', layers[0], { range: 'bytes=0-9' });
+      assert.equal(r.status, 200, r.body.toString());
+      assert.deepEqual(r.body, bytes[0]);
+      assert.equal(fake.count('GET', layers[0]), 1);
+      assert.equal(s.blobs.size(layers[0]), null, 'larger than the cache: not kept');
+    } finally {
+      s.blobs.maxBytes = limit;
+    }
   });
 
   test('a connection cut mid-blob aborts the client and caches nothing', async () => {
