@@ -12,7 +12,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { RegistryError } from '../server/errors.js';
 import { parseChallenge } from '../server/mirror/auth.js';
-import { Upstream } from '../server/mirror/upstream.js';
+import { retryAfterSeconds, Upstream } from '../server/mirror/upstream.js';
 import { createCa, issueServerCert } from '../server/pki/ca.js';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
@@ -184,4 +184,13 @@ test('close() cuts off a download that an upstream drips out too slowly for the 
   const how = await ended;
   assert.match(how, /^error/, 'the body fails rather than completing');
   assert.ok(Date.now() - started < 5000, `close() returned after ${Date.now() - started} ms`);
+});
+
+test("an upstream's Retry-After is passed on in seconds, given as seconds or as an HTTP date, at most a day", () => {
+  assert.equal(retryAfterSeconds('17'), 17);
+  assert.equal(retryAfterSeconds('999999'), 86400);
+  const inNinety = retryAfterSeconds(new Date(Date.now() + 90_000).toUTCString());
+  assert.ok(inNinety >= 88 && inNinety <= 90, String(inNinety));
+  assert.equal(retryAfterSeconds(new Date(Date.now() - 60_000).toUTCString()), 0);
+  for (const junk of [undefined, '', 'soon', '-5', '1.5', '2026-13-45']) assert.equal(retryAfterSeconds(junk), 60, String(junk));
 });

@@ -236,8 +236,16 @@ export function discard(res: UpstreamResponse): void {
   res.body.destroy();
 }
 
-// rateLimited is the error for an upstream's 429, passing on its Retry-After in seconds (60 when it gave none usable).
+// rateLimited is the error for an upstream's 429, passing on its Retry-After in seconds: given as seconds or as an
+// HTTP date (RFC 9110 §10.2.3), at most a day; 60 when it gave none usable.
 function rateLimited(upstream: string, headers: IncomingHttpHeaders): RegistryError {
-  const retry = header(headers, 'retry-after');
-  return new RegistryError('TOOMANYREQUESTS', `upstream ${upstream} is rate-limiting requests`, null, { 'retry-after': retry && /^[0-9]{1,6}$/.test(retry) ? retry : '60' });
+  return new RegistryError('TOOMANYREQUESTS', `upstream ${upstream} is rate-limiting requests`, null, { 'retry-after': String(retryAfterSeconds(header(headers, 'retry-after'))) });
+}
+
+export function retryAfterSeconds(value: string | undefined): number {
+  if (value === undefined) return 60;
+  if (/^[0-9]{1,6}$/.test(value)) return Math.min(Number(value), 86400);
+  const at = Date.parse(value);
+  if (!/[a-z]/i.test(value) || Number.isNaN(at)) return 60;
+  return Math.min(Math.max(Math.ceil((at - Date.now()) / 1000), 0), 86400);
 }
