@@ -331,6 +331,28 @@ describe('pull-through', () => {
     }
   });
 
+  test('a pinned manifest is fetched by digest even when another manifest of the repository lists its digest as a layer', async () => {
+    const s = t.airlock.services;
+    const pinnedImage = fake.addImage('library/listed', 'v1', [crypto.randomBytes(2000)]);
+    s.policyStore.addPin({ repository: 'docker.io/library/listed', digest: pinnedImage.manifest, tag: null, note: null, source: 'api', createdBy: 'test' });
+    s.policy.changed();
+    // A manifest nobody admitted, naming the pinned manifest's digest as one of its layers.
+    const { parseManifest } = await import('../server/registry/manifest.js');
+    const decoy = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: OCI_MANIFEST,
+        config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha(Buffer.from('{}')), size: 2 },
+        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: pinnedImage.manifest, size: 100 }],
+      }),
+    );
+    const p = parseManifest(decoy, null);
+    s.content.saveManifest('docker.io/library/listed', { digest: sha(decoy), mediaType: p.mediaType, size: decoy.length, bytes: decoy }, p.refs, p.subject, p.artifactType);
+    const r = await t.request('pull', `/v2/library/listed/manifests/${pinnedImage.manifest}`);
+    assert.equal(r.status, 200, r.body.toString());
+    assert.equal(r.headers['docker-content-digest'], pinnedImage.manifest);
+  });
+
   test('a connection cut mid-blob aborts the client and caches nothing', async () => {
     const d = images.cut.layers[0];
     fake.modes.set(d, 'cut');

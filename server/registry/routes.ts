@@ -155,7 +155,9 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
       }
     }
     req.airlock.digest = digest;
-    if (tag === null && !s.mirror.localManifest(r, digest) && isKnownBlob(r, digest)) {
+    // An admitted digest is asked for whatever lists it: any manifest of the repository, even one no one admitted,
+    // could list a digest as a layer and so keep a pinned image from being served.
+    if (tag === null && !s.mirror.localManifest(r, digest) && isKnownBlob(r, digest) && !(await s.policy.evaluate(r, digest)).admitted) {
       throw new RegistryError('MANIFEST_UNKNOWN', `${r.repository}@${digest} is a blob, not a manifest`);
     }
     const generation = s.policy.generation;
