@@ -271,3 +271,25 @@ async function waitUntil(check: () => boolean, what: string): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
+
+describe('checkpoints', () => {
+  test('a checkpoint signs the last stored event, not one appended while it was being made', async () => {
+    const { db, store } = freshStore();
+    try {
+      const key = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+      const log = new AuditLog(store, key, keyIdOf(key));
+      log.open();
+      const first = log.append({ action: 'registry.ping', decision: 'allow' });
+      assert.ok(first);
+      assert.equal(await log.stored(), true);
+      const signing = log.checkpoint();
+      const queued = log.append({ action: 'registry.ping', decision: 'allow' });
+      const cp = await signing;
+      assert.equal(cp?.seq, first.seq, `signed seq ${cp?.seq}, while seq ${queued?.seq} was still queued`);
+      assert.equal(cp?.hash, first.hash);
+      await log.close();
+    } finally {
+      db.close();
+    }
+  });
+});

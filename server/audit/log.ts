@@ -29,6 +29,8 @@ export class AuditLog {
   private readonly keyId: string;
   private seq = 0;
   private prev = ZERO_HASH;
+  // stored is the last event known to be stored: what a checkpoint may sign.
+  private storedHead = { seq: 0, hash: ZERO_HASH };
   private pending: AuditEvent[] = [];
   private writing = false;
   private drained: (() => void)[] = [];
@@ -57,6 +59,7 @@ export class AuditLog {
     if (last) {
       this.seq = last.seq;
       this.prev = last.hash;
+      this.storedHead = { seq: last.seq, hash: last.hash };
     }
     const cp = this.store.lastCheckpoint();
     this.lastCheckpointSeq = cp?.seq ?? 0;
@@ -133,6 +136,8 @@ export class AuditLog {
     this.sink(batch).then(
       () => {
         this.writing = false;
+        const last = batch[batch.length - 1];
+        this.storedHead = { seq: last.seq, hash: last.hash };
         this.onFlush(batch.length, performance.now() - started);
         this.flush();
       },
@@ -173,13 +178,16 @@ export class AuditLog {
     for (const w of waiters) w();
   }
 
-  // checkpoint signs and stores the chain's head when it moved since the last checkpoint and everything is stored.
+  // checkpoint signs and stores the chain's head when it moved since the last checkpoint and everything is stored. It
+  // signs the last event stored, never one appended since and still queued: a crash then would leave a checkpoint
+  // over an event the table lacks.
   async checkpoint(waitMs = EXPORT_WAIT_MS): Promise<Checkpoint | null> {
     if (!(await this.stored(waitMs))) return null;
+    const head = this.storedHead;
     // The head is compared by hash too: after a truncated tail the chain grows again over the seq of a checkpoint that
     // signed the lost events, and that checkpoint must be replaced, not kept as if it covered the new head.
-    if (this.seq === 0 || (this.seq === this.lastCheckpointSeq && this.prev === this.lastCheckpointHash)) return null;
-    const cp = signCheckpoint(this.key, this.keyId, this.seq, this.prev);
+    if (head.seq === 0 || (head.seq === this.lastCheckpointSeq && head.hash === this.lastCheckpointHash)) return null;
+    const cp = signCheckpoint(this.key, this.keyId, head.seq, head.hash);
     this.store.saveCheckpoint(cp);
     this.lastCheckpointSeq = cp.seq;
     this.lastCheckpointHash = cp.hash;
