@@ -625,6 +625,9 @@ describe('audit export', () => {
     const bad = await call('audit', 'GET', '/api/v1/audit?since=yesterday');
     assert.equal(bad.status, 400);
     assert.match(String(bad.json.error?.message), /since/);
+    const reversed = await call('audit', 'GET', '/api/v1/audit?since=2026-12-02T00:00:00Z&until=2026-12-01T00:00:00Z');
+    assert.equal(reversed.status, 400);
+    assert.equal(reversed.json.error?.field, '/until');
   });
 });
 

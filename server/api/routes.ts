@@ -186,6 +186,7 @@ async function auditRoutes(app: FastifyInstance, s: Services): Promise<void> {
     async (req, reply) => {
       const since = req.query.since ? isoTime(req.query.since, 'since') : EPOCH;
       const until = req.query.until ? isoTime(req.query.until, 'until') : FAR_FUTURE;
+      if (until < since) throw invalidField('querystring', '/until', 'must not be earlier than since');
       const format = req.query.format;
       req.airlock.reason = `${format} ${since} .. ${until}`;
       // The export reads the log a page at a time as the client consumes it, so memory stays flat however long it is.
