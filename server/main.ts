@@ -213,6 +213,9 @@ function key(argv: string[]): void {
   if (sub !== 'generate') throw new UserError(`unknown command "key ${sub ?? ''}"; use key generate --out PREFIX`);
   const { values } = args(rest, { out: { type: 'string' } });
   const prefix = required(values.out, '--out');
+  if (prefix.endsWith('/') || (fs.existsSync(prefix) && fs.statSync(prefix).isDirectory())) {
+    throw new UserError(`--out ${prefix} is a folder; give a file prefix, like ${path.join(prefix, 'acme')} for acme.key and acme.pub`);
+  }
   try {
     const r = writeSigningKey(prefix, env.AIRLOCK_KEY_PASSWORD ?? '');
     console.log(`wrote ${r.keyPath} (encrypted with $AIRLOCK_KEY_PASSWORD) and ${r.pubPath}`);

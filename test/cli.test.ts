@@ -251,6 +251,8 @@ describe('airlock key generate', () => {
     assert.equal(fs.readFileSync(`${lone}.pub`, 'utf8'), 'a public key kept here\n');
     assert.ok(!fs.existsSync(`${lone}.key`));
     assertUserError(await airlock(['key', 'generate']), /--out is required/);
+    for (const folder of [`${tmp}/`, tmp]) assertUserError(await airlock(['key', 'generate', '--out', folder]), /is a folder; give a file prefix, like .*acme for acme\.key and acme\.pub$/);
+    assert.ok(!fs.existsSync(path.join(tmp, '.key')));
     assertUserError(await airlock(['key', 'make', '--out', prefix]), /unknown command "key make"/);
   });
 });
