@@ -4,7 +4,7 @@ import { AjvCompiler } from '@fastify/ajv-compiler';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { apiRoutes } from './api/routes.js';
 import { consoleRoutes } from './console.js';
-import { ApiError, RegistryError } from './errors.js';
+import { ApiError, apiCodeFor, RegistryError } from './errors.js';
 import { whyRefused } from './pki/identity.js';
 import { freshContext, identityOf, type Recorder, routeLabel } from './record.js';
 import { registryRoutes } from './registry/routes.js';
@@ -93,7 +93,7 @@ export async function buildApp(app: FastifyInstance, s: Services, record: Record
       const code = status === 500 ? 'UNKNOWN' : status === 413 ? 'SIZE_INVALID' : 'UNSUPPORTED';
       return reply.code(status).header('content-type', 'application/json').send({ errors: [{ code, message, detail: null }] });
     }
-    return reply.code(status).send({ error: { code: status === 500 ? 'INTERNAL' : 'BAD_REQUEST', message } });
+    return reply.code(status).send({ error: { code: apiCodeFor(status), message } });
   });
 
   app.setNotFoundHandler((req, reply) => {

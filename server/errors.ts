@@ -55,6 +55,8 @@ export const API_CODES = {
   FORBIDDEN: 403,
   NOT_FOUND: 404,
   CONFLICT: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
   UNPROCESSABLE: 422,
   INTERNAL: 500,
   UNAVAILABLE: 503,
@@ -62,6 +64,12 @@ export const API_CODES = {
 
 // ApiCode is one admin API error code.
 export type ApiCode = keyof typeof API_CODES;
+
+// apiCodeFor names an HTTP status of the 4xx and 5xx the API answers; a status without a code of its own is BAD_REQUEST.
+export function apiCodeFor(status: number): ApiCode {
+  if (status >= 500) return status === 503 ? 'UNAVAILABLE' : 'INTERNAL';
+  return (Object.keys(API_CODES) as ApiCode[]).find((c) => API_CODES[c] === status) ?? 'BAD_REQUEST';
+}
 
 // ApiError is thrown by admin API routes and rendered as {"error":{"code","message"}}.
 export class ApiError extends Error {

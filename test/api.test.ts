@@ -259,6 +259,12 @@ describe('pins', () => {
   test('a JSON body is still required where the route needs one, and prototype keys are refused', async () => {
     const empty = await call('admin', 'POST', '/api/v1/pins', undefined, { 'content-type': 'application/json' });
     assert.equal(empty.status, 400);
+    const plain = await registryRequest(t.bundle('admin').endpoint, '/api/v1/pins', { method: 'POST', headers: { 'content-type': 'application/xml' }, body: '<x/>', answerChallenge: false });
+    assert.equal(plain.status, 415);
+    assert.equal(JSON.parse(plain.body.toString()).error.code, 'UNSUPPORTED_MEDIA_TYPE');
+    const huge = await registryRequest(t.bundle('admin').endpoint, '/api/v1/pins', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ note: 'x'.repeat(2 << 20) }), answerChallenge: false });
+    assert.equal(huge.status, 413);
+    assert.equal(JSON.parse(huge.body.toString()).error.code, 'PAYLOAD_TOO_LARGE');
     for (const body of ['{"__proto__":{"x":1},"repository":"docker.io/library/alpine"}', '{"constructor":{"prototype":{"x":1}}}', '{not json']) {
       const r = await registryRequest(t.bundle('admin').endpoint, '/api/v1/pins', { method: 'POST', headers: { 'content-type': 'application/json' }, body, answerChallenge: false });
       assert.equal(r.status, 400, body);
