@@ -8,12 +8,13 @@ import { ApiError, apiCodeFor, RegistryError } from './errors.js';
 import { whyRefused } from './pki/identity.js';
 import { freshContext, identityOf, type Recorder, routeLabel } from './record.js';
 import { registryRoutes } from './registry/routes.js';
+import { REGISTRY_HEADERS } from './registry/send.js';
 import type { RequestContext, Services } from './services.js';
 import type { TLSSocket } from 'node:tls';
 
 // CONTENT_HEADERS describe the content a route was about to send; an error answer drops them (a 503 must not go out
 // cacheable for a year under the blob's ETag).
-const CONTENT_HEADERS = ['etag', 'docker-content-digest', 'cache-control', 'accept-ranges', 'content-range'];
+const CONTENT_HEADERS = ['etag', 'docker-content-digest', 'cache-control', 'accept-ranges', 'content-range', 'content-disposition'];
 
 // Fastify's validator coerces values to the schema's types (Ajv's coerceTypes: 'array'), which a query string or a
 // path parameter, always text, needs; a JSON body has types of its own, and one of the wrong type (a number for a
@@ -44,7 +45,7 @@ export async function buildApp(app: FastifyInstance, s: Services, record: Record
     // Fastify's onResponse), so this is where each request is counted, audited and logged.
     reply.raw.once('close', () => record(req.airlock, req.method, req.url, req.ip, reply.statusCode, !reply.raw.writableFinished, reply.elapsedTime));
     const registry = req.url.startsWith('/v2');
-    if (registry) reply.header('docker-distribution-api-version', 'registry/2.0');
+    if (registry) reply.headers(REGISTRY_HEADERS);
     if (s.closing) {
       const why = 'airlock is shutting down; try again';
       reply.header('connection', 'close');
@@ -56,6 +57,8 @@ export async function buildApp(app: FastifyInstance, s: Services, record: Record
     if (!identity || identity.role === null) {
       const err = 'the client certificate names no airlock role (pull, audit or admin)';
       if (registry) return done(new RegistryError('DENIED', err));
+      // The console answers a certificate without a role with its refusal page, and audits it (console.ts).
+      if (identity && (req.url === '/ui' || req.url.startsWith('/ui/') || req.url.startsWith('/ui?'))) return done();
       if (!req.url.startsWith('/healthz')) {
         // Refused like a role that is too weak, and audited as such (the /v2 refusal is audited as a registry request).
         Object.assign(req.airlock, { action: 'admin.refused', reference: `${req.method} ${req.url.split('?')[0].slice(0, 200)}`, decision: 'deny', reason: 'the certificate names no role' });

@@ -32,6 +32,7 @@ import { seedPolicy } from './policy/seed.js';
 import type { RevokedSerials, Services } from './services.js';
 import { loadSigningKey } from './signing/key.js';
 import { Signer } from './signing/signer.js';
+import { REGISTRY_HEADERS } from './registry/send.js';
 
 const REVOCATION_POLL_MS = 250;
 
@@ -330,7 +331,7 @@ function frameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyRe
   c.reason = 'malformed request URL';
   reply.raw.once('close', () => record(c, req.method, req.url, req.ip, reply.statusCode, !reply.raw.writableFinished, reply.elapsedTime));
   if (req.url.startsWith('/v2')) {
-    void reply.code(400).header('content-type', 'application/json').header('docker-distribution-api-version', 'registry/2.0').send(new RegistryError('NAME_INVALID', message).body());
+    void reply.code(400).header('content-type', 'application/json').headers(REGISTRY_HEADERS).send(new RegistryError('NAME_INVALID', message).body());
   } else {
     void reply.code(400).send({ error: { code: 'BAD_REQUEST', message } });
   }

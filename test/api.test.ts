@@ -555,6 +555,14 @@ describe('roles', () => {
     }
   });
 
+  test('every API answer, an error too, is kept by no cache and never sniffed', async () => {
+    for (const [role, p] of [['audit', '/api/v1/pins'], ['audit', '/api/v1/requests'], ['pull', '/api/v1/pins']] as [Role, string][]) {
+      const r = await call(role, 'GET', p);
+      assert.equal(r.headers['cache-control'], 'no-store', `${role} ${p}`);
+      assert.equal(r.headers['x-content-type-options'], 'nosniff', `${role} ${p}`);
+    }
+  });
+
   test('/metrics is Prometheus text for audit', async () => {
     const r = await call('audit', 'GET', '/metrics');
     assert.equal(r.status, 200);

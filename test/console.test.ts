@@ -228,6 +228,12 @@ test('an admin issues, downloads and revokes a certificate, manages pins and pub
   const [p12] = await Promise.all([page.waitForEvent('download'), form.getByRole('button', { name: 'Issue PKCS#12' }).click()]);
   assert.equal(p12.suggestedFilename(), 'laptop-browser.p12');
   assert.ok(fs.statSync(await p12.path()).size > 1000, 'a PKCS#12 file');
+  // Enter in the password field asks for the encrypted file, not an unencrypted PEM key.
+  await form.getByLabel('Name (CN)').fill('enter-key');
+  await form.getByLabel('PKCS#12 password').fill('s3cret');
+  const [entered] = await Promise.all([page.waitForEvent('download'), form.getByLabel('PKCS#12 password').press('Enter')]);
+  assert.equal(entered.suggestedFilename(), 'enter-key.p12');
+  await form.getByLabel('PKCS#12 password').fill('');
   const certRow = page.locator('tr', { hasText: 'ci-runner-1' });
   await certRow.getByRole('button', { name: 'Revoke' }).click();
   await certRow.getByRole('button', { name: 'Confirm revoke' }).click();
@@ -273,5 +279,11 @@ test('an admin issues, downloads and revokes a certificate, manages pins and pub
   await page.locator('#view td', { hasText: 'admin.deny' }).first().waitFor({ timeout: WAIT_MS });
   const [csv] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'Download CSV' }).click()]);
   assert.match(fs.readFileSync(await csv.path(), 'utf8'), /admin\.deny/);
+  // An empty From means from the first event, for the view and the downloads alike.
+  await page.getByLabel('From').fill('');
+  await page.getByLabel('From').dispatchEvent('change');
+  assert.doesNotMatch(String(await page.getByRole('link', { name: 'Download CSV' }).getAttribute('href')), /since=/);
+  await page.getByRole('button', { name: 'Load' }).click();
+  await page.locator('#view td.num', { hasText: /^1$/ }).first().waitFor({ timeout: WAIT_MS });
   assert.deepEqual(pageErrors, [], 'no script errors or CSP violations in any page');
 });

@@ -257,12 +257,16 @@ describe('mutual TLS over a real socket', () => {
       assert.ok(!('error' in api));
       assert.equal(JSON.parse(api.body.toString()).error.code, 'FORBIDDEN');
       assert.equal(status(await get(client, '/metrics')), 403);
+      // The console answers with its refusal page, as it does for a pull certificate.
+      const ui = await get(client, '/ui/');
+      assert.equal(status(ui), 403);
+      assert.match(String((ui as { headers: IncomingHttpHeaders }).headers['content-type']), /^text\/html/);
     }
     const events = await eventsAfter(seq);
     for (const cn of ['eve', 'nobody', 'greedy']) {
       const mine = events.filter((e) => e.actor === cn);
       assert.ok(mine.some((e) => e.action === 'v2.get' && e.decision === 'deny' && e.status === 403), `${cn}: the registry refusal is audited`);
-      for (const route of ['GET /api/v1/pins', 'GET /metrics']) {
+      for (const route of ['GET /api/v1/pins', 'GET /metrics', 'GET /ui/']) {
         assert.ok(
           mine.some((e) => e.action === 'admin.refused' && e.reference === route && e.decision === 'deny' && e.status === 403),
           `${cn}: ${route} is audited as admin.refused: ${JSON.stringify(mine)}`,

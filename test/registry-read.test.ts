@@ -141,6 +141,34 @@ describe('registry read API', () => {
     assert.equal(c.headers['content-type'], 'application/vnd.oci.image.config.v1+json');
   });
 
+  test('bytes declared as a web page are never run as one: nosniff, a sandbox policy and attachment on every /v2 answer', async () => {
+    const s = t.airlock.services;
+    const page = Buffer.from('<html><script>fetch("/api/v1/certs",{method:"POST"})</script></html>');
+    await s.blobs.put(sha(page), page);
+    const { parseManifest } = await import('../server/registry/manifest.js');
+    const m = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: OCI_MANIFEST,
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
+        layers: [{ mediaType: 'text/html', digest: sha(page), size: page.length }],
+      }),
+    );
+    const p = parseManifest(m, null);
+    s.content.saveManifest(repo, { digest: sha(m), mediaType: p.mediaType, size: m.length, bytes: m }, p.refs, p.subject, p.artifactType);
+    s.policyStore.addPin({ repository: repo, digest: sha(m), tag: null, note: null, source: 'api', createdBy: 'test' });
+    s.policy.changed();
+    const blob = await t.request('pull', `/v2/library/seeded/blobs/${sha(page)}`);
+    assert.equal(blob.status, 200);
+    assert.equal(blob.headers['content-type'], 'text/html', 'the declared type, as SPEC §4 says');
+    assert.equal(blob.headers['content-disposition'], 'attachment');
+    for (const path of [`/v2/library/seeded/blobs/${sha(page)}`, `/v2/library/seeded/manifests/${sha(m)}`, `/v2/library/seeded/manifests/${sha(m)}`, '/v2/', '/v2/library/seeded/blobs/sha256:nope']) {
+      const r = await t.request('pull', path);
+      assert.equal(r.headers['x-content-type-options'], 'nosniff', path);
+      assert.equal(r.headers['content-security-policy'], "default-src 'none'; sandbox", path);
+    }
+  });
+
   const ranges: [string, number, [number, number] | null][] = [
     ['bytes=500-1499', 206, [500, 1499]],
     ['bytes=500-', 206, [500, 2047]],

@@ -5,6 +5,8 @@ const API = '/api/v1';
 const REQUESTS_POLL_MS = 3000;
 const STATUS_POLL_MS = 5000;
 const AUDIT_ROW_LIMIT = 500;
+// REQUESTS_MAX is the most requests the API lists at once.
+const REQUESTS_MAX = 5000;
 const CONFIRM_MS = 4000;
 
 const state = {
@@ -14,9 +16,11 @@ const state = {
   generation: 0,
   notes: new Map(),
   requestsKey: '',
+  // requestsLimit is how many requests a list asks for: the API's default (500) until an admin asks for more.
+  requestsLimit: null,
   metricsSample: null,
   pending: null,
-  audit: { events: [], checkpoint: null, since: '', until: '', loaded: false },
+  audit: { events: [], checkpoint: null, since: null, until: '', loadedAt: null },
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -277,8 +281,10 @@ function requestStatusFilter() {
 /** fetchRequests returns the requests of a status (newest activity first, as many as the API's default limit gives)
  * and how many there are in all. */
 async function fetchRequests(status) {
-  const query = status === 'all' ? '' : `?status=${status}`;
-  const res = await api('GET', `${API}/requests${query}`, undefined, { raw: true });
+  const query = new URLSearchParams();
+  if (status !== 'all') query.set('status', status);
+  if (state.requestsLimit !== null) query.set('limit', String(state.requestsLimit));
+  const res = await api('GET', `${API}/requests${query.toString() ? `?${query}` : ''}`, undefined, { raw: true });
   const { requests } = await res.json();
   const total = Number(res.headers.get('x-total-count') ?? requests.length);
   return { list: requests, total: Number.isFinite(total) ? total : requests.length };
@@ -351,7 +357,12 @@ function requestsTable({ list, total }, status) {
   const columns = ['#', 'Repository', 'Digest', 'Requested by', 'Refusals', 'Last refused', 'Status'];
   if (isAdmin()) columns.push('Decide');
   const empty = status === 'pending' ? 'No pending requests. A pull of an image that policy does not admit creates one.' : `No ${status === 'all' ? '' : `${status} `}requests.`;
-  const more = total > list.length ? h('p', { class: 'small muted' }, `Showing the ${list.length} with the newest activity of ${total}.`) : null;
+  const more = total > list.length
+    ? h('p', { class: 'small muted' }, `Showing the ${list.length} with the newest activity of ${total}. `,
+      list.length < REQUESTS_MAX
+        ? h('button', { type: 'button', onclick: () => { state.requestsLimit = Math.min(total, REQUESTS_MAX); void route(); } }, total > REQUESTS_MAX ? `Show ${REQUESTS_MAX}` : `Show all ${total}`)
+        : null)
+    : null;
   return h('div', {}, more, table(columns, list.map(requestRow), empty));
 }
 
@@ -640,6 +651,12 @@ function certForm() {
     'aria-label': 'Issue a certificate',
     onsubmit: async (e) => {
       e.preventDefault();
+      // A password asks for the encrypted file: Enter in the password field, or the PEM button with one filled in,
+      // must not hand out an unencrypted key.
+      if (password.value !== '') {
+        p12.click();
+        return;
+      }
       const ok = await act(pem, 'Issuing the certificate', async () => {
         const c = await api('POST', `${API}/certs`, body());
         download(`${c.name}.pem`, new Blob([pemBundle(c)], { type: 'application/x-pem-file' }));
@@ -695,9 +712,11 @@ async function renderCerts(view, gen) {
 
 const toLocalInput = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
 
+// auditRange is the query of the range the inputs show. From starts as the last 24 hours, written into its input; an
+// empty From means from the first event.
 function auditRange() {
   const a = state.audit;
-  if (!a.since) a.since = toLocalInput(new Date(Date.now() - 24 * 3600 * 1000));
+  if (a.since === null) a.since = toLocalInput(new Date(Date.now() - 24 * 3600 * 1000));
   const query = new URLSearchParams();
   if (a.since) query.set('since', new Date(a.since).toISOString());
   if (a.until) query.set('until', new Date(a.until).toISOString());
@@ -719,7 +738,7 @@ async function loadAudit() {
   events.reverse();
   state.audit.events = events;
   state.audit.checkpoint = checkpoint;
-  state.audit.loaded = true;
+  state.audit.loadedAt = new Date();
 }
 
 function auditRows(filters) {
@@ -741,17 +760,19 @@ function auditRows(filters) {
     h('td', { class: 'reason' }, e.reason ?? muted('—')),
     h('td', { class: 'num' }, e.status === null || e.status === undefined ? muted('—') : String(e.status)),
     h('td', { class: 'num' }, e.bytes === null || e.bytes === undefined ? muted('—') : bytes(e.bytes))));
+  const loaded = state.audit.loadedAt ? ` Loaded at ${fmtTime(state.audit.loadedAt.toISOString())}.` : '';
   const summary = matching.length > AUDIT_ROW_LIMIT
     ? `Showing the newest ${AUDIT_ROW_LIMIT} of ${matching.length} matching events (${state.audit.events.length} in range). Download the export for all of them.`
     : `${matching.length} matching events (${state.audit.events.length} in range), newest first.`;
-  return [h('p', { class: 'small muted' }, summary), table(['Seq', 'Time', 'Actor', 'Action', 'Repository', 'Digest', 'Decision', 'Reason', 'Status', 'Bytes'], rows, 'No events match.')];
+  return [h('p', { class: 'small muted' }, summary + loaded), table(['Seq', 'Time', 'Actor', 'Action', 'Repository', 'Digest', 'Decision', 'Reason', 'Status', 'Bytes'], rows, 'No events match.')];
 }
 
 async function renderAudit(view, gen) {
   const a = state.audit;
   auditRange();
-  const since = h('input', { type: 'datetime-local', value: a.since, onchange: (e) => { a.since = e.target.value; } });
-  const until = h('input', { type: 'datetime-local', value: a.until, onchange: (e) => { a.until = e.target.value; } });
+  // The download links follow the inputs at once: they export what the inputs say, loaded or not.
+  const since = h('input', { type: 'datetime-local', value: a.since, onchange: (e) => { a.since = e.target.value; drawLinks(); } });
+  const until = h('input', { type: 'datetime-local', value: a.until, onchange: (e) => { a.until = e.target.value; drawLinks(); } });
   const filters = {
     actor: h('input', { type: 'search', placeholder: 'CN contains…', size: '14' }),
     repository: h('input', { type: 'search', placeholder: 'name contains…', size: '22' }),
@@ -784,9 +805,10 @@ async function renderAudit(view, gen) {
       });
       if (ok) draw();
     },
-  }, field('From', since), field('To', until, 'empty: now'), load, field('Actor', filters.actor), field('Repository', filters.repository), field('Decision', filters.decision));
+  }, field('From', since, 'empty: the first event'), field('To', until, 'empty: now'), load, field('Actor', filters.actor), field('Repository', filters.repository), field('Decision', filters.decision));
   drawLinks();
-  if (!a.loaded) await loadAudit();
+  // Entering the screen loads the range again: events keep coming.
+  await loadAudit();
   if (gen !== state.generation) return;
   const cp = a.checkpoint;
   const checkpoint = cp

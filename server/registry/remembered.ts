@@ -11,7 +11,7 @@ import { freshContext, identityOf, type Recorder, routeLabel } from '../record.j
 import type { Services } from '../services.js';
 import type { Route } from './names.js';
 import { acceptsType, MEDIA } from './manifest.js';
-import { manifestHeaders, notModified } from './send.js';
+import { manifestHeaders, notModified, REGISTRY_HEADERS } from './send.js';
 
 // MAX_REMEMBERED bounds the remembered answers; past it they are forgotten and relearned.
 const MAX_REMEMBERED = 10000;
@@ -60,7 +60,7 @@ export class RememberedAnswers {
     if (this.answers.size >= MAX_REMEMBERED) this.answers.clear();
     const m = answer.manifest;
     // Fastify's path gets the API version header from the app's onRequest hook.
-    const notModifiedHeaders: Record<string, string> = { 'docker-distribution-api-version': 'registry/2.0', ...manifestHeaders(m.digest, m.mediaType) };
+    const notModifiedHeaders: Record<string, string> = { ...REGISTRY_HEADERS, ...manifestHeaders(m.digest, m.mediaType) };
     if (answer.namespace !== null) notModifiedHeaders['oci-namespace'] = answer.namespace;
     const indexType = answer.tag !== null && (m.mediaType === MEDIA.ociIndex || m.mediaType === MEDIA.dockerList) ? m.mediaType : null;
     this.answers.set(url, { answer, indexType, label: routeLabel(url), headers: { ...notModifiedHeaders, 'content-length': m.bytes.length }, notModifiedHeaders });

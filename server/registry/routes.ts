@@ -246,7 +246,9 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
       .header('etag', etag)
       .header('accept-ranges', 'bytes')
       .header('cache-control', 'max-age=31536000')
-      .header('content-type', declared?.mediaType ?? 'application/octet-stream');
+      .header('content-type', declared?.mediaType ?? 'application/octet-stream')
+      // A browser that opens a blob's URL saves it rather than showing it (REGISTRY_HEADERS says why).
+      .header('content-disposition', 'attachment');
     if (notModified(req.headers['if-none-match'], digest)) {
       reply.code(304).send();
       return;

@@ -79,6 +79,16 @@ async function pump(res: ServerResponse, body: BlobBody, first: Buffer, firstLen
   }
 }
 
+// REGISTRY_HEADERS go on every /v2 response. Blobs and manifests are bytes someone upstream chose, sent with the media
+// type their manifest declares (SPEC §4), text/html or image/svg+xml included: a browser holding an admin certificate
+// must never run them as a page of this origin, where they could call the admin API. nosniff keeps a browser from
+// guessing a type, and the sandbox policy runs anything it renders without scripts, in an origin of its own.
+export const REGISTRY_HEADERS: Readonly<Record<string, string>> = {
+  'docker-distribution-api-version': 'registry/2.0',
+  'x-content-type-options': 'nosniff',
+  'content-security-policy': "default-src 'none'; sandbox",
+};
+
 // manifestHeaders are the headers that describe a manifest in a response, a 304 included.
 export function manifestHeaders(digest: string, mediaType: string): Record<string, string> {
   return { 'content-type': mediaType, 'docker-content-digest': digest, etag: `"${digest}"` };
