@@ -19,9 +19,12 @@ def parse(line):
     if not isinstance(v, dict): raise ValueError('not a JSON object')
     return v
 prev, seq, n, cp = '0' * 64, None, 0, None
-with open(path, encoding='utf-8') as f:
-    for n, line in enumerate(f, 1):
-        line = line.rstrip('\r\n')
+with open(path, 'rb') as f:
+    for n, raw in enumerate(f, 1):
+        try:
+            line = raw.decode('utf-8').rstrip('\r\n')
+        except UnicodeError as err:
+            sys.exit(f'line {n}: not UTF-8 ({err})')
         if cp is not None:
             if line.strip(): sys.exit(f'line {n}: a line after the checkpoint')
             continue

@@ -1,7 +1,8 @@
 // The data directory's lock: one running server per data directory. Two servers on one directory would each chain
 // audit events from the same last hash (a fork no export verifies), and each would clear the other's downloads under
 // way at start. SQLite's own file lock holds it: the kernel releases it when the process ends however it ends, and it
-// works across processes and containers that share the directory.
+// works across processes and containers that share the directory. It is a POSIX lock, which a process drops when it
+// closes any descriptor of the file: nothing else in airlock opens airlock.lock.
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -22,6 +23,8 @@ export function lockDataDir(dataDir: string): DataDirLock {
   try {
     fs.mkdirSync(dataDir, { recursive: true });
     db = new Database(file, { timeout: 0 });
+    // The lock takes no journal file: nothing is ever written, and a journal would need a writable directory.
+    db.pragma('journal_mode = MEMORY');
     db.pragma('locking_mode = EXCLUSIVE');
     db.exec('BEGIN EXCLUSIVE');
   } catch (err) {

@@ -103,6 +103,12 @@ export function createPolicyStore(db: Db) {
     ),
     pinFind: db.prepare<[string, string, string], PinRow>("SELECT * FROM pins WHERE repository = ? AND digest = ? AND coalesce(tag, '') = ?"),
     pinDelete: db.prepare<[number]>('DELETE FROM pins WHERE id = ?'),
+    // Repositories start with their upstream and a slash; a range on the primary keys' text finds one of a host.
+    hostSeen: db.prepare<[string, string, string, string, string, string]>(
+      `SELECT 1 FROM admissions WHERE repository >= ? AND repository < ?
+       UNION ALL SELECT 1 FROM pins WHERE repository >= ? AND repository < ?
+       UNION ALL SELECT 1 FROM requests WHERE repository >= ? AND repository < ? LIMIT 1`,
+    ),
     pinAdopt: db.prepare<[string | null, string | null, number]>("UPDATE pins SET source = 'api', note = coalesce(?, note), created_by = ? WHERE id = ?"),
     reqReopen: db.prepare<[string, string]>(
       "UPDATE requests SET status = 'pending', decided_by = NULL, decided_at = NULL WHERE repository = ? AND digest = ? AND status = 'approved'",
@@ -194,11 +200,18 @@ export function createPolicyStore(db: Db) {
       const row = s.pinById.get(Number(info.lastInsertRowid));
       return row ? { pin: pin(row), created: true } : null;
     },
-    // deletePin removes a pin; the request an approval pin came from is pending again, as the approval no longer holds.
+    // hostSeen tells whether any admission, pin or request names a repository of upstream host.
+    hostSeen: (host: string): boolean => {
+      const from = `${host}/`;
+      const to = `${host}0`; // '0' follows '/' in code point order
+      return s.hostSeen.get(from, to, from, to, from, to) !== undefined;
+    },
+    // deletePin removes a pin; an approved request for its (repository, digest) is pending again once no pin admits it:
+    // the approval no longer holds.
     deletePin: db.transaction((id: number): boolean => {
       const p = s.pinById.get(id);
       if (!p || s.pinDelete.run(id).changes === 0) return false;
-      if (p.source === 'approval') s.reqReopen.run(p.repository, p.digest);
+      if (!s.pinFor.get(p.repository, p.digest)) s.reqReopen.run(p.repository, p.digest);
       return true;
     }),
 

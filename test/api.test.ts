@@ -679,6 +679,18 @@ describe('what a policy change leaves behind', () => {
     assert.equal((await pull(adopted.digest)).status, 200, "the admin's pin still admits it");
   });
 
+  test('a request approved and then pinned by hand is pending again once its last pin is deleted', async () => {
+    const held = makeImage([crypto.randomBytes(555)]);
+    const id = await seed(held);
+    assert.equal((await call('admin', 'POST', `/api/v1/requests/${id}/approve`)).status, 200);
+    const p = await call('admin', 'POST', '/api/v1/pins', { repository: REPO, digest: held.digest });
+    assert.equal(p.status, 201, 'the approval pin becomes an API pin');
+    assert.equal((await call('admin', 'DELETE', `/api/v1/pins/${String(p.json.id)}`)).status, 204);
+    const pending = (await call('audit', 'GET', '/api/v1/requests?status=pending')).json.requests as { id: number }[];
+    assert.ok(pending.some((r) => r.id === id), 'nothing admits it, so the request is pending again');
+    assert.equal((await call('admin', 'POST', `/api/v1/requests/${id}/approve`)).status, 200);
+  });
+
   test('deleting the pin an approval made puts its request back to pending, and it can be approved again', async () => {
     const id = await seed(reopened);
     assert.equal((await call('admin', 'POST', `/api/v1/requests/${id}/approve`)).status, 200);
@@ -705,8 +717,10 @@ describe('what a policy change leaves behind', () => {
       assert.match(String(r.json.error?.message), /is not a registry host: give the canonical name, the upstream first, like docker\.io\//);
     }
     assert.equal((await pull(pinned.digest)).status, 200, 'nothing was revoked');
-    // A host that is no longer configured may still be revoked ahead of time.
+    // A host that is no longer configured may still be revoked ahead of time; a dot-less one when policy still names it.
     assert.equal((await call('admin', 'POST', '/api/v1/images/revoke', { repository: 'quay.io/old/app', digest, reason: 'gone' })).status, 200);
+    t.airlock.services.policyStore.addPin({ repository: 'harbor/team/app', digest, tag: null, note: 'from an upstream since removed', source: 'api', createdBy: 'test' });
+    assert.equal((await call('admin', 'POST', '/api/v1/images/revoke', { repository: 'harbor/team/app', digest, reason: 'gone too' })).status, 200);
   });
 
   test('an unknown query parameter is refused with 400 naming it, instead of being ignored', async () => {

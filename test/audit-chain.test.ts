@@ -503,4 +503,12 @@ test('scripts/verify-audit.sh (python3 and openssl) and airlock audit verify agr
     assert.equal(script.status === 0, ok, `script: ${name}: ${script.stdout}${script.stderr}`);
     if (!ok) assert.doesNotMatch(script.stderr, /Traceback/, `script: ${name} fails with one line: ${script.stderr}`);
   }
+  // Bytes that are not UTF-8: both refuse, with one line.
+  const bad = join(dir, 'not-utf8.jsonl');
+  writeFileSync(bad, Buffer.concat([Buffer.from(`${intact.slice(0, 3).join('\n')}\n`), Buffer.from([0xff, 0x0a]), Buffer.from(`${intact.slice(3).join('\n')}\n`)]));
+  assert.equal((await verifyAuditFile(bad, mirrorPublic)).ok, false);
+  const script = spawnSync('sh', ['scripts/verify-audit.sh', bad, pem], { encoding: 'utf8' });
+  assert.notEqual(script.status, 0);
+  assert.match(script.stderr, /^line 4: not UTF-8/m);
+  assert.doesNotMatch(script.stderr, /Traceback/);
 });

@@ -293,3 +293,34 @@ describe('checkpoints', () => {
     }
   });
 });
+
+describe('under steady traffic', () => {
+  test('an event is known stored within a batch or two although the queue is never empty, and the outbox empties', async () => {
+    const { db, store } = freshStore();
+    try {
+      store.queue({ action: 'admin.cert.issue', actor: 'cli', reference: 'busy', decision: 'allow' });
+      const key = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+      // Each batch takes 15 ms to write, and an event arrives every 3 ms: there is always one queued.
+      const log = new AuditLog(store, key, keyIdOf(key), async (events) => {
+        await new Promise((resolve) => setTimeout(resolve, 15));
+        store.append(events);
+      });
+      log.open();
+      const traffic = setInterval(() => log.append({ action: 'registry.ping', decision: 'allow' }), 3);
+      try {
+        assert.equal(log.chainQueued(), 1);
+        const started = Date.now();
+        assert.equal(await log.stored(1500), true, 'stored() resolves while traffic goes on');
+        await waitUntil(() => store.queued(0).length === 0, 'the outbox row goes while traffic goes on');
+        assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
+        const cp = await log.checkpoint(1500);
+        assert.ok(cp !== null && cp.seq > 1, 'and checkpoints are made');
+      } finally {
+        clearInterval(traffic);
+      }
+      await log.close();
+    } finally {
+      db.close();
+    }
+  });
+});

@@ -503,6 +503,7 @@ describe('airlock serve', () => {
       assertUserError(await airlock(['serve', '--config', second]), locked);
       assertUserError(await airlock(['init', '--dir', data, '--force', '--host', '127.0.0.1']), locked);
       assert.ok(fs.existsSync(inProgress), "the running server's download under way is left alone");
+      assert.ok(!fs.existsSync(path.join(data, 'airlock.lock-journal')), 'the lock writes no journal');
       assert.equal(fs.readFileSync(path.join(data, 'pki', 'ca.crt'), 'utf8'), caBefore, 'the CA is not replaced under a running server');
       // CLI commands that share the database with a running server still work.
       const issued = await airlock(['cert', 'issue', '--config', configPath, '--name', 'while-serving', '--role', 'pull', '--out', path.join(tmp, 'while-serving')]);

@@ -163,6 +163,42 @@ describe('policy changes during a decision', () => {
   });
 });
 
+describe('policy changes during every decision', () => {
+  test('a revocation still wins when the policy changes during every upstream look-up', async () => {
+    const { createContentStore } = await import('../storage/content.js');
+    const { Policy } = await import('../server/policy/policy.js');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-race-many-'));
+    const db = openDatabase(dir);
+    try {
+      const store = createPolicyStore(db);
+      const repository = 'ghcr.io/acme/app';
+      const digest = `sha256:${'d'.repeat(64)}`;
+      store.addPublisher({ name: 'acme', publicKey: 'PEM', fingerprint: 'sha256:acme', repositories: ['ghcr.io/acme/*'], source: 'api', createdBy: null });
+      const signed: string[] = [];
+      const policy = new Policy(store, createContentStore(db), { admitted: (_r, d) => signed.push(d) });
+      let lookups = 0;
+      policy.publisherVerifier = {
+        verify: async () => {
+          lookups++;
+          // An admin script changes the policy during every look-up; the fourth change, during the last look-up one
+          // decision makes, is this image's revocation.
+          if (lookups === 4) store.revoke(repository, digest, 'bad', 'admin');
+          policy.changed();
+          return { name: 'acme', fingerprint: 'sha256:acme' };
+        },
+      };
+      const v = await policy.admit({ upstream: 'ghcr.io', path: 'acme/app', repository }, digest, { tag: null, actor: 'puller' });
+      assert.equal(lookups, 4);
+      assert.equal(v.admitted, false);
+      assert.equal(v.reason, 'revoked');
+      assert.deepEqual(signed, []);
+    } finally {
+      db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('seedPolicy and API publishers', () => {
   test('a configured publisher named like one added through the API is reported, not dropped in silence', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-seed-pub-'));

@@ -36,8 +36,9 @@ export function canonicalOf(s: Services, value: string, field: string, requireUp
   const names = s.config.upstreams.map((u) => u.name);
   const configured = `configured: ${names.join(', ') || 'none'}`;
   // A Docker short name (library/alpine, bitnami/redis) starts with a path component, not a host: taken as written it
-  // would name an image nobody pulls, and a revocation of it would stop nothing.
-  if (!names.includes(upstream) && !/[.:]/.test(upstream) && upstream !== 'localhost') {
+  // would name an image nobody pulls, and a revocation of it would stop nothing. A host without a dot counts when it
+  // is configured, or was (policy still names repositories of it).
+  if (!names.includes(upstream) && !/[.:]/.test(upstream) && upstream !== 'localhost' && !s.policyStore.hostSeen(upstream)) {
     throw invalidField('body', field, `"${upstream}" is not a registry host: give the canonical name, the upstream first, like docker.io/${truncate(value, 64)} (${configured})`);
   }
   if (requireUpstream && !names.includes(upstream)) {

@@ -33,7 +33,8 @@ export class AuditLog {
   private storedHead = { seq: 0, hash: ZERO_HASH };
   private pending: AuditEvent[] = [];
   private writing = false;
-  private drained: (() => void)[] = [];
+  // waiters wait for every event up to their seq to be stored.
+  private waiters: { seq: number; done: () => void }[] = [];
   private readonly sink: AuditSink;
   private timer: NodeJS.Timeout | null = null;
   private checkpointTimer: NodeJS.Timeout | null = null;
@@ -97,11 +98,12 @@ export class AuditLog {
       this.append(r.fields ?? { action: 'audit.outbox', decision: 'deny', reason: `queued row ${r.id} is not an audit event; dropped` });
     }
     const upTo = rows[rows.length - 1].id;
+    const lastSeq = this.seq;
     this.queuedSeen = upTo;
     // The rows go only once their events are stored, however long the writes take (a full disk): gone before, an event
     // could be lost; left after, it would be chained again at the next start.
     const unqueue = (): void => {
-      void this.stored().then((ok) => {
+      void this.storedUpTo(lastSeq).then((ok) => {
         if (!ok) {
           if (!this.finished) unqueue();
           return;
@@ -125,10 +127,7 @@ export class AuditLog {
       this.timer = null;
     }
     if (this.writing || this.finished) return;
-    if (this.pending.length === 0) {
-      this.wakeDrained();
-      return;
-    }
+    if (this.pending.length === 0) return;
     const batch = this.pending;
     this.pending = [];
     this.writing = true;
@@ -138,6 +137,7 @@ export class AuditLog {
         this.writing = false;
         const last = batch[batch.length - 1];
         this.storedHead = { seq: last.seq, hash: last.hash };
+        this.wakeWaiters();
         this.onFlush(batch.length, performance.now() - started);
         this.flush();
       },
@@ -157,32 +157,42 @@ export class AuditLog {
 
   // stored resolves once every event appended so far is stored, or after waitMs with some still queued (false).
   stored(waitMs = EXPORT_WAIT_MS): Promise<boolean> {
-    if (!this.writing && this.pending.length === 0) return Promise.resolve(true);
+    return this.storedUpTo(this.seq, waitMs);
+  }
+
+  // storedUpTo resolves once every event up to seq is stored, or after waitMs (false). Events appended later do not
+  // hold it up: under steady traffic the queue is never empty, yet each event is stored within a batch or two.
+  storedUpTo(seq: number, waitMs = EXPORT_WAIT_MS): Promise<boolean> {
+    if (this.storedHead.seq >= seq) return Promise.resolve(true);
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
-        this.drained = this.drained.filter((f) => f !== done);
+        this.waiters = this.waiters.filter((w) => w !== waiter);
         resolve(false);
       }, waitMs);
-      const done = (): void => {
-        clearTimeout(timer);
-        resolve(true);
+      const waiter = {
+        seq,
+        done: (): void => {
+          clearTimeout(timer);
+          resolve(true);
+        },
       };
-      this.drained.push(done);
+      this.waiters.push(waiter);
       if (!this.writing) this.flush();
     });
   }
 
-  private wakeDrained(): void {
-    const waiters = this.drained;
-    this.drained = [];
-    for (const w of waiters) w();
+  private wakeWaiters(): void {
+    const ready = this.waiters.filter((w) => w.seq <= this.storedHead.seq);
+    if (ready.length === 0) return;
+    this.waiters = this.waiters.filter((w) => w.seq > this.storedHead.seq);
+    for (const w of ready) w.done();
   }
 
-  // checkpoint signs and stores the chain's head when it moved since the last checkpoint and everything is stored. It
-  // signs the last event stored, never one appended since and still queued: a crash then would leave a checkpoint
-  // over an event the table lacks.
+  // checkpoint signs and stores the last event stored when it moved since the last checkpoint, after waiting a moment
+  // for the events appended so far. It never signs one still queued: a crash then would leave a checkpoint over an
+  // event the table lacks.
   async checkpoint(waitMs = EXPORT_WAIT_MS): Promise<Checkpoint | null> {
-    if (!(await this.stored(waitMs))) return null;
+    await this.stored(waitMs);
     const head = this.storedHead;
     // The head is compared by hash too: after a truncated tail the chain grows again over the seq of a checkpoint that
     // signed the lost events, and that checkpoint must be replaced, not kept as if it covered the new head.
@@ -202,8 +212,8 @@ export class AuditLog {
   // export yields the lines of an export of [since, until) of the stored events: JSONL ends with a checkpoint signed
   // over its last event. It first lets the events queued so far be stored (for a moment, not forever).
   async *export(since: string, until: string, format: 'jsonl' | 'csv'): AsyncGenerator<string> {
-    await this.stored();
     const maxSeq = this.seq;
+    await this.storedUpTo(maxSeq);
     let last: AuditEvent | null = null;
     let buf: string[] = [];
     if (format === 'csv') buf.push(CSV_HEADER + '\r\n');

@@ -71,7 +71,12 @@ export class Policy {
     for (let attempt = 0; ; attempt++) {
       const generation = this.generation;
       decision = await this.evaluate(route, digest);
-      if (generation === this.generation || attempt === MAX_REEVALUATIONS) break;
+      if (generation === this.generation) break;
+      if (attempt === MAX_REEVALUATIONS) {
+        // Still changing: the decision may be stale, but a revocation, read now, always wins.
+        if (decision.admitted && this.store.revocation(route.repository, digest) !== null) decision = decide({ revoked: true, pin: null, requestStatus: null }) as Decision;
+        break;
+      }
     }
     const key = `${route.repository}@${digest}`;
     if (decision.admitted) {
