@@ -26,9 +26,10 @@ declare -A PROBE=(
   [uidmap]=/usr/bin/newuidmap
   [apache2-utils]=/usr/bin/htpasswd
   [curl]=/usr/bin/curl
+  [python3]=/usr/bin/python3
 )
 PACKAGES=(docker-registry skopeo umoci openssl jq busybox-static podman buildah containerd runc
-  docker.io nginx-light chromium iproute2 uidmap apache2-utils curl)
+  docker.io nginx-light chromium iproute2 uidmap apache2-utils curl python3)
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then

@@ -9,6 +9,7 @@ import { whyRefused } from './pki/identity.js';
 import { freshContext, identityOf, type Recorder, routeLabel } from './record.js';
 import { registryRoutes } from './registry/routes.js';
 import { REGISTRY_HEADERS } from './registry/send.js';
+import { API_HEADERS } from './api/routes.js';
 import type { RequestContext, Services } from './services.js';
 import type { TLSSocket } from 'node:tls';
 
@@ -51,6 +52,7 @@ export async function buildApp(app: FastifyInstance, s: Services, record: Record
     reply.raw.once('close', () => record(req.airlock, req.method, req.url, req.ip, reply.statusCode, !reply.raw.writableFinished, reply.elapsedTime));
     const registry = req.url.startsWith('/v2');
     if (registry) reply.headers(REGISTRY_HEADERS);
+    else if (req.url.startsWith('/api/') || req.url.startsWith('/metrics')) reply.headers(API_HEADERS);
     if (s.closing) {
       const why = 'airlock is shutting down; try again';
       reply.header('connection', 'close');
@@ -63,7 +65,7 @@ export async function buildApp(app: FastifyInstance, s: Services, record: Record
       const err = 'the client certificate names no airlock role (pull, audit or admin)';
       if (registry) return done(new RegistryError('DENIED', err));
       // The console answers a certificate without a role with its refusal page, and audits it (console.ts).
-      if (identity && (req.url === '/ui' || req.url.startsWith('/ui/') || req.url.startsWith('/ui?'))) return done();
+      if (identity && (req.method === 'GET' || req.method === 'HEAD') && (req.url === '/ui' || req.url.startsWith('/ui/') || req.url.startsWith('/ui?'))) return done();
       if (!req.url.startsWith('/healthz')) {
         // Refused like a role that is too weak, and audited as such (the /v2 refusal is audited as a registry request).
         refusedAsAdmin(req, 'the certificate names no role');

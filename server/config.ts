@@ -114,10 +114,9 @@ class Validator {
     }
     const secret = env[name];
     if (secret === undefined) {
-      // A name as environment variables are usually written is repeated; anything else is not: a token pasted where its
-      // variable's name belongs would land in the log.
-      const shown = /^[A-Z_][A-Z0-9_]{0,63}$/.test(name) ? `environment variable ${name}` : 'the environment variable it names (not in capitals: is a secret written here instead of its name?)';
-      if (this.requireSecrets) this.add(where, `${shown} is not set`);
+      // The name is not repeated: a token pasted where its variable's name belongs (some are capitals and digits, like a
+      // variable's name) would land in the log. The path names the field, and the file holds the name.
+      if (this.requireSecrets) this.add(where, 'the environment variable it names is not set');
       return null;
     }
     return secret;

@@ -4,7 +4,8 @@ import pino, { type Logger } from 'pino';
 
 // REDACT lists log paths that may carry secrets; they never reach the log.
 // Explicit paths only: wildcard paths make pino walk every logged object, which costs more than the request itself.
-export const REDACT = ['req.headers.authorization', 'headers.authorization', 'password', 'token', 'key', 'privateKey', 'err.password', 'err.token'];
+// err.rawPacket is the raw bytes of a request Node could not parse (Fastify logs it at trace), headers and all.
+export const REDACT = ['req.headers.authorization', 'headers.authorization', 'password', 'token', 'key', 'privateKey', 'err.password', 'err.token', 'err.rawPacket'];
 
 // MAX_PENDING bounds the log bytes waiting for a slow destination (a stalled pipe); beyond it lines are dropped and
 // counted, so logging never holds up serving nor grows without limit.

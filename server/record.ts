@@ -49,6 +49,7 @@ export function createRecorder(s: Services): Recorder {
     s.metrics.requests.inc(c.routeLabel, method, aborted ? 'aborted' : String(status));
     s.metrics.requestSeconds.observe({ route: c.routeLabel }, ms / 1000);
     if (c.bytes && !aborted) s.metrics.bytesServed.add(c.bytes, c.source ?? 'cache');
+    const decision = c.decision ?? (status < 400 ? 'allow' : 'deny');
     if (c.routeLabel.startsWith('v2') || c.action) {
       s.audit.append({
         action: c.action ?? `${c.routeLabel}.${method.toLowerCase()}`,
@@ -59,7 +60,7 @@ export function createRecorder(s: Services): Recorder {
         repository: c.repository,
         reference: c.reference,
         digest: c.digest,
-        decision: c.decision ?? (status < 400 ? 'allow' : 'deny'),
+        decision,
         reason: aborted ? 'aborted' : c.reason,
         status: aborted ? null : status,
         bytes: aborted ? null : c.bytes,
@@ -74,7 +75,7 @@ export function createRecorder(s: Services): Recorder {
       repo: c.repository,
       ref: c.reference,
       digest: c.digest,
-      decision: c.decision,
+      decision,
       reason: c.reason,
       source: c.source,
       status: aborted ? 'aborted' : status,

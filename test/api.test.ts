@@ -410,6 +410,12 @@ describe('client certificates', () => {
     assert.equal(r.headers['content-disposition'], 'attachment; filename="browser.p12"');
     assert.doesNotThrow(() => tls.createSecureContext({ pfx: r.body, passphrase: 'secret' }));
     assert.throws(() => tls.createSecureContext({ pfx: r.body, passphrase: 'wrong' }));
+    // A password without format=p12 would have the key go out unencrypted: refused, and nothing issued.
+    const before = ((await call('admin', 'GET', '/api/v1/certs')).json.certs as unknown[]).length;
+    const pem = await call('admin', 'POST', '/api/v1/certs', { name: 'browser-pem', role: 'audit', p12Password: 'secret' });
+    assert.equal(pem.status, 400);
+    assert.equal(pem.json.error?.field, '/p12Password');
+    assert.equal(((await call('admin', 'GET', '/api/v1/certs')).json.certs as unknown[]).length, before);
   });
 
   test('the certificate list shows issued certificates with their roles', async () => {
@@ -556,7 +562,7 @@ describe('roles', () => {
   });
 
   test('every API answer, an error too, is kept by no cache and never sniffed', async () => {
-    for (const [role, p] of [['audit', '/api/v1/pins'], ['audit', '/api/v1/requests'], ['pull', '/api/v1/pins']] as [Role, string][]) {
+    for (const [role, p] of [['audit', '/api/v1/pins'], ['audit', '/api/v1/requests'], ['pull', '/api/v1/pins'], ['audit', '/api/v1/nope'], ['audit', '/metrics']] as [Role, string][]) {
       const r = await call(role, 'GET', p);
       assert.equal(r.headers['cache-control'], 'no-store', `${role} ${p}`);
       assert.equal(r.headers['x-content-type-options'], 'nosniff', `${role} ${p}`);

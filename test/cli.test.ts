@@ -14,13 +14,14 @@ import { openDatabase } from '../storage/db.js';
 import { normalizeSerial } from '../server/pki/ca.js';
 import { loadSigningKey } from '../server/signing/key.js';
 import { type Proc, run, type RunResult, runOk, startProcess, stopAll, StopWaiting, waitFor } from './harness/proc.js';
+import { cosignBinary } from './harness/cosign.js';
 import { registryRequest } from './harness/registry.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MAIN = path.join(REPO, 'server', 'main.ts');
 // TSX is tsx's loader by absolute URL, so the CLI also starts from a working directory outside the repository.
 const TSX = import.meta.resolve('tsx');
-const COSIGN = path.join(REPO, '.cache', 'cosign', 'usr', 'bin', 'cosign');
+const COSIGN = cosignBinary();
 const KEY_PASSWORD = 'cli-test-key-password';
 const P12_PASSWORD = 'cli-test-p12';
 
@@ -79,11 +80,19 @@ async function portFree(port: number): Promise<boolean> {
   });
 }
 
+// listenOn is the test configuration's text listening on address; it fails rather than leave the default 5443 in
+// place should init write the line differently.
+function listenOn(address: string): string {
+  const text = fs.readFileSync(configPath, 'utf8');
+  assert.ok(text.includes('listen: 127.0.0.1:5443'), `the test configuration listens on 127.0.0.1:5443:\n${text}`);
+  return text.replace('listen: 127.0.0.1:5443', `listen: ${address}`);
+}
+
 // serveOn starts airlock serve on a copy of the test configuration that listens on a free port (edit changes the
 // copy further) and waits until it says where it listens.
 async function serveOn(name: string, edit: (text: string) => string = (text) => text): Promise<{ proc: Proc; url: string; file: string }> {
   const file = path.join(data, `${name}.yaml`);
-  fs.writeFileSync(file, edit(fs.readFileSync(configPath, 'utf8').replace('listen: 127.0.0.1:5443', 'listen: 127.0.0.1:0')));
+  fs.writeFileSync(file, edit(listenOn('127.0.0.1:0')));
   const proc = startAirlockProcess(name, ['serve', '--config', file]);
   let url = '';
   await waitFor(
@@ -221,11 +230,7 @@ describe('airlock init', () => {
 });
 
 describe('airlock key generate', () => {
-  test('writes a key pair that real cosign loads with $AIRLOCK_KEY_PASSWORD and derives the same public key from', async (t) => {
-    if (!fs.existsSync(COSIGN)) {
-      t.skip(`cosign is not at ${COSIGN}`);
-      return;
-    }
+  test('writes a key pair that real cosign loads with $AIRLOCK_KEY_PASSWORD and derives the same public key from', async () => {
     const prefix = path.join(tmp, 'publisher');
     const r = await airlock(['key', 'generate', '--out', prefix], { env: { ...BASE_ENV, AIRLOCK_KEY_PASSWORD: 'publisher-pw' } });
     assert.equal(r.code, 0, r.stderr);
@@ -454,7 +459,7 @@ describe('airlock serve', () => {
     fs.writeFileSync(path.join(dir, 'ed25519.pem'), ed);
     await runOk(COSIGN, ['import-key-pair', '--key', 'ed25519.pem', '--output-key-prefix', 'imported'], { cwd: dir, env: { ...BASE_ENV, COSIGN_PASSWORD: KEY_PASSWORD }, timeoutMs: 60_000 });
     const file = path.join(data, 'ed25519.yaml');
-    fs.writeFileSync(file, fs.readFileSync(configPath, 'utf8').replace('listen: 127.0.0.1:5443', 'listen: 127.0.0.1:0').replace('key: keys/mirror.key', `key: ${path.join(dir, 'imported.key')}`));
+    fs.writeFileSync(file, listenOn('127.0.0.1:0').replace('key: keys/mirror.key', `key: ${path.join(dir, 'imported.key')}`));
     assertUserError(await airlock(['serve', '--config', file]), /signing key .*imported\.key: the mirror key must be ECDSA P-256, not ed25519/);
   });
 
@@ -478,7 +483,7 @@ describe('airlock serve', () => {
     const port = (busy.address() as net.AddressInfo).port;
     try {
       const file = path.join(data, 'busy.yaml');
-      fs.writeFileSync(file, fs.readFileSync(configPath, 'utf8').replace('listen: 127.0.0.1:5443', `listen: 127.0.0.1:${port}`));
+      fs.writeFileSync(file, listenOn(`127.0.0.1:${port}`));
       // As if another airlock were running on this data directory: its download under way must survive.
       const inProgress = path.join(data, 'blobs', 'tmp', 'download-under-way');
       fs.mkdirSync(path.dirname(inProgress), { recursive: true });
@@ -498,7 +503,7 @@ describe('airlock serve', () => {
     const caBefore = fs.readFileSync(path.join(data, 'pki', 'ca.crt'), 'utf8');
     try {
       const second = path.join(data, 'second.yaml');
-      fs.writeFileSync(second, fs.readFileSync(configPath, 'utf8').replace('listen: 127.0.0.1:5443', 'listen: 127.0.0.1:0'));
+      fs.writeFileSync(second, listenOn('127.0.0.1:0'));
       const locked = /data directory .*\/data is in use by another running airlock serve \(.*airlock\.lock is locked\); stop it first$/;
       assertUserError(await airlock(['serve', '--config', second]), locked);
       assertUserError(await airlock(['init', '--dir', data, '--force', '--host', '127.0.0.1']), locked);

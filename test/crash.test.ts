@@ -229,6 +229,7 @@ describe('a full disk', () => {
         }
       }
       const files = cachedBlobFiles(dataDir);
+      assert.ok(files.length > 0, 'the small image is cached');
       for (const [digest, file] of files) assert.equal(await hashFile(file), digest, `${file} hashes to its name`);
       assert.equal(files.some(([d]) => d === hugeImage.layers[0]), false, 'the big blob is not cached');
       assert.ok(airlock.proc.running(), 'airlock survived the full disk');
@@ -271,6 +272,8 @@ describe('a full disk', () => {
       assert.ok(live.proc.running(), `airlock is still running with the disk full:\n${live.proc.output().slice(-1500)}`);
     }
     console.log(`with the disk full: ${JSON.stringify(Object.fromEntries(statuses))}`);
+    assert.deepEqual([...statuses.keys()], [200], 'cached content is served while the disk is full');
+    assert.ok((statuses.get(200) ?? 0) > 0);
     fs.rmSync(filler);
     assert.ok(live.proc.running(), `airlock is still running after the disk was full:\n${live.proc.output().slice(-1500)}`);
     const b = await send(client, { path: `/v2/library/small/blobs/${smallImage.layers[0]}` });

@@ -257,16 +257,19 @@ describe('mutual TLS over a real socket', () => {
       assert.ok(!('error' in api));
       assert.equal(JSON.parse(api.body.toString()).error.code, 'FORBIDDEN');
       assert.equal(status(await get(client, '/metrics')), 403);
-      // The console answers with its refusal page, as it does for a pull certificate.
+      // The console answers with its refusal page, as it does for a pull certificate; other methods are refused too.
       const ui = await get(client, '/ui/');
       assert.equal(status(ui), 403);
       assert.match(String((ui as { headers: IncomingHttpHeaders }).headers['content-type']), /^text\/html/);
+      assert.equal(status(await get(client, '/ui/whoami', { method: 'POST' })), 403);
+      const apiRefusal = await get(client, '/api/v1/pins');
+      assert.equal((apiRefusal as { headers: IncomingHttpHeaders }).headers['cache-control'], 'no-store');
     }
     const events = await eventsAfter(seq);
     for (const cn of ['eve', 'nobody', 'greedy']) {
       const mine = events.filter((e) => e.actor === cn);
       assert.ok(mine.some((e) => e.action === 'v2.get' && e.decision === 'deny' && e.status === 403), `${cn}: the registry refusal is audited`);
-      for (const route of ['GET /api/v1/pins', 'GET /metrics', 'GET /ui/']) {
+      for (const route of ['GET /api/v1/pins', 'GET /metrics', 'GET /ui/', 'POST /ui/whoami']) {
         assert.ok(
           mine.some((e) => e.action === 'admin.refused' && e.reference === route && e.decision === 'deny' && e.status === 403),
           `${cn}: ${route} is audited as admin.refused: ${JSON.stringify(mine)}`,
@@ -443,7 +446,8 @@ describe('remembered manifest answers', () => {
   test('a certificate that expires while its keep-alive connection or its TLS session lives on is refused on both', async () => {
     // OpenSSL checks the dates at a full handshake only; an open connection and a resumed session skip it.
     const now = Date.now();
-    const shortLived = issueClientCertWithValidity(ca, 'short-lived', 'pull', new Date(now - 60_000), new Date(now + 3000));
+    // Valid for 8 s: time for the four answers below on a busy machine, then refused once it has expired.
+    const shortLived = issueClientCertWithValidity(ca, 'short-lived', 'pull', new Date(now - 60_000), new Date(now + 8000));
     const client = { cert: shortLived.certPem, key: shortLived.keyPem };
     const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
     // raw makes one connection, resuming session when given, and sends one request on it.
@@ -473,7 +477,7 @@ describe('remembered manifest answers', () => {
       const resumed = await raw(first.session);
       assert.ok(resumed.reused && / 200 /.test(resumed.status), 'a resumed session is served while the certificate is valid');
 
-      await new Promise((resolve) => setTimeout(resolve, Math.max(0, now + 4000 - Date.now())));
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, now + 9000 - Date.now())));
       const seq = lastSeq();
       const answered = served;
       refused(await get(client, byDigest, { agent }));

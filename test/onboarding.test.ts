@@ -205,6 +205,7 @@ describe('onboarding a client through the admin API', () => {
     assert.ok(dropIn !== undefined, `client-config names ${PODMAN_DROP_IN}: ${answer.files.map((f) => f.path).join(', ')}`);
     assert.ok(dropIn.content.includes(`location = "${t.host}/docker.io"`), dropIn.content);
     const certsD = answer.files.filter((f) => f.path !== PODMAN_DROP_IN);
+    assert.equal(certsD.length, 3, 'ca.crt, client.cert and client.key');
     assert.ok(certsD.every((f) => f.path.startsWith(`/etc/containers/certs.d/${t.host}/`)), 'the other files are the certs.d places of the bundle');
     assert.ok(certsD.every((f) => f.content.startsWith(`# copy ${bundleDir}/`)), 'and tell where to copy it from');
 
@@ -233,6 +234,7 @@ describe('onboarding a client through the admin API', () => {
     const plain = await adminCall('GET', '/api/v1/client-config?kind=containerd');
     assert.equal(plain.status, 200);
     const files = (JSON.parse(plain.body.toString()) as ClientConfigAnswer).files;
+    assert.ok(files.length > 0, 'a hosts.toml per upstream');
     assert.ok(files.every((f) => f.content.includes('"/etc/airlock/ca.crt"')), 'the default bundle folder is /etc/airlock');
     const trailing = await adminCall('GET', `/api/v1/client-config?kind=containerd&certDir=${encodeURIComponent(`${bundleDir}/`)}`);
     assert.equal(trailing.status, 200);

@@ -138,9 +138,8 @@ describe('admission policy', () => {
   test('blobs of an image that is not admitted cannot be fetched by digest, even when cached', async () => {
     const s = t.airlock.services;
     const m = await fetch404Manifest();
+    assert.ok(m.length > 0, 'the image has layers');
     for (const layer of m) {
-      const bytes = Buffer.from(crypto.randomBytes(1));
-      assert.ok(bytes);
       const r = await t.request('pull', `/v2/library/secret/blobs/${layer}`);
       assert.equal(r.status, 404);
       assert.equal((json(r.body).errors as { code: string }[])[0].code, 'BLOB_UNKNOWN');

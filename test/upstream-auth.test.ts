@@ -194,3 +194,27 @@ test("an upstream's Retry-After is passed on in seconds, given as seconds or as 
   assert.equal(retryAfterSeconds(new Date(Date.now() - 60_000).toUTCString()), 0);
   for (const junk of [undefined, '', 'soon', '-5', '1.5', '2026-13-45']) assert.equal(retryAfterSeconds(junk), 60, String(junk));
 });
+
+test('a real registry refusing airlock\'s credentials is counted as auth_error, not as an answer that went well', async () => {
+  const { startRegistry } = await import('./harness/registry.js');
+  const reg = await startRegistry({ dir: path.join(tmp, 'htpasswd-registry'), auth: 'htpasswd', username: 'mirror', password: 'right-password' });
+  try {
+    const outcomes: string[] = [];
+    const up = new Upstream(
+      { name: 'up', url: reg.url, username: 'mirror', password: 'wrong-password', ca: reg.caPath, insecure: false, connectTimeoutMs: 2000, readTimeoutMs: 5000 },
+      { exchange: (_name, _ms, outcome) => outcomes.push(outcome), breaker() {} },
+    );
+    try {
+      const res = await up.fetch('GET', '/v2/acme/app/manifests/v1', 'acme/app');
+      res.body.resume();
+      assert.equal(res.status, 401);
+    } catch (err) {
+      assert.ok(err instanceof RegistryError && err.code === 'DENIED', String(err));
+    } finally {
+      await up.close();
+    }
+    assert.deepEqual(outcomes, ['auth_error']);
+  } finally {
+    await reg.stop();
+  }
+});

@@ -43,7 +43,7 @@ export async function certRoutes(app: FastifyInstance, s: Services): Promise<voi
             name: CLIENT_NAME,
             role: ROLE,
             days: { type: 'integer', minimum: 1, maximum: 3650, default: DEFAULT_DAYS },
-            p12Password: { type: 'string', maxLength: 1024, description: 'password of the PKCS#12 file (format=p12 only)' },
+            p12Password: { type: 'string', maxLength: 1024, description: 'password of the PKCS#12 file (format=p12 only; refused with 400 without it)' },
           },
           ['days', 'p12Password'],
         ),
@@ -60,6 +60,8 @@ export async function certRoutes(app: FastifyInstance, s: Services): Promise<voi
       const { name, role } = req.body;
       const days = req.body.days ?? DEFAULT_DAYS;
       req.airlock.reason = `${name} (${role}) for ${days} days`;
+      // A password asks for the encrypted file: answered as PEM, the key would go out unencrypted against the caller's wish.
+      if (req.body.p12Password !== undefined && req.query.format !== 'p12') throw invalidField('body', '/p12Password', 'is for format=p12 only; the PEM answer holds an unencrypted key');
       let issued;
       try {
         issued = s.authority.issue(name, role, days, actorOf(req));

@@ -24,8 +24,9 @@ export const API_PREFIX = '/api/v1';
 const EPOCH = '1970-01-01T00:00:00.000Z';
 const FAR_FUTURE = '9999-12-31T23:59:59.999Z';
 
-// API_HEADERS go on every answer of the admin API.
-const API_HEADERS: Readonly<Record<string, string>> = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' };
+// API_HEADERS go on every answer of the admin API and /metrics (set by the app's onRequest hook, so refusals and 404s
+// carry them too): private to the caller's role, never a page, kept by no cache.
+export const API_HEADERS: Readonly<Record<string, string>> = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' };
 
 // apiRoutes registers the admin API, /metrics and the OpenAPI document on an encapsulated scope of the app.
 export async function apiRoutes(app: FastifyInstance, s: Services): Promise<void> {
@@ -57,11 +58,6 @@ export async function apiRoutes(app: FastifyInstance, s: Services): Promise<void
     },
   });
 
-  // Everything the API answers is private to the caller's role and never a page: not kept by caches, not sniffed.
-  app.addHook('onRequest', (_req, reply, done) => {
-    reply.headers(API_HEADERS);
-    done();
-  });
   app.addHook('onRequest', requireRole);
   app.addHook('preValidation', checkKnownFields);
 

@@ -280,10 +280,10 @@ function requestStatusFilter() {
 
 /** fetchRequests returns the requests of a status (newest activity first, as many as the API's default limit gives)
  * and how many there are in all. */
-async function fetchRequests(status) {
+async function fetchRequests(status, limit = state.requestsLimit) {
   const query = new URLSearchParams();
   if (status !== 'all') query.set('status', status);
-  if (state.requestsLimit !== null) query.set('limit', String(state.requestsLimit));
+  if (limit !== null) query.set('limit', String(limit));
   const res = await api('GET', `${API}/requests${query.toString() ? `?${query}` : ''}`, undefined, { raw: true });
   const { requests } = await res.json();
   const total = Number(res.headers.get('x-total-count') ?? requests.length);
@@ -387,13 +387,14 @@ async function renderRequests(view, gen) {
 /** refreshRequests polls the pending count (the tab badge) and, on the Requests screen, redraws the table when it changed. */
 async function refreshRequests(force = false) {
   try {
-    const pending = await fetchRequests('pending');
+    // The badge needs only the count; the list of pending requests is fetched in full when it is on screen.
+    const status = requestStatusFilter();
+    const pending = await fetchRequests('pending', state.screen === 'requests' && status === 'pending' ? state.requestsLimit : 1);
     state.pending = pending.total;
     const count = $('#pending-count');
     count.textContent = String(pending.total);
     count.hidden = pending.total === 0;
     if (state.screen === 'requests') {
-      const status = requestStatusFilter();
       const list = status === 'pending' ? pending : await fetchRequests(status);
       const key = JSON.stringify(list);
       const holder = $('#requests-table');
@@ -807,13 +808,23 @@ async function renderAudit(view, gen) {
     },
   }, field('From', since, 'empty: the first event'), field('To', until, 'empty: now'), load, field('Actor', filters.actor), field('Repository', filters.repository), field('Decision', filters.decision));
   drawLinks();
-  // Entering the screen loads the range again: events keep coming.
-  await loadAudit();
+  // Entering the screen loads the range again: events keep coming. A range the API refuses (To before From) or a
+  // failed load leaves the form on screen, with the message, to be put right.
+  let failure = null;
+  try {
+    await loadAudit();
+  } catch (err) {
+    failure = err;
+    state.audit.events = [];
+    state.audit.checkpoint = null;
+    state.audit.loadedAt = null;
+  }
   if (gen !== state.generation) return;
   const cp = a.checkpoint;
   const checkpoint = cp
     ? h('p', { class: 'small muted' }, `The export ends with a checkpoint over event ${cp.seq}, signed by the mirror key `, h('code', { title: cp.keyId }, String(cp.keyId).slice(0, 16)), ' — verify a download with ', h('code', {}, 'airlock audit verify'), '.')
     : null;
+  if (failure) say('audit-load', 'error', `Loading the audit log failed: ${failure.message}`);
   fill(view,
     screenHeader('Audit', 'Every pull, refusal, admission and admin action, hash-chained. Loading the log is itself an audited export.', exportLinks),
     form,

@@ -19,8 +19,19 @@ export interface UpstreamResponse {
 
 // UpstreamHooks report each exchange to metrics and the audit log.
 export interface UpstreamHooks {
-  exchange(upstream: string, ms: number, outcome: 'ok' | 'http_error' | 'network_error'): void;
+  exchange(upstream: string, ms: number, outcome: ExchangeOutcome): void;
   breaker(upstream: string, state: string): void;
+}
+
+// ExchangeOutcome is how an exchange with an upstream ended, as the upstream error metric counts it.
+export type ExchangeOutcome = 'ok' | 'http_error' | 'auth_error' | 'rate_limited' | 'network_error';
+
+// outcomeOf names an upstream's answer for the metrics: a refusal of airlock's credentials (an expired or rotated
+// password) and rate limiting are errors an operator must see, though neither says the upstream is down.
+function outcomeOf(status: number): ExchangeOutcome {
+  if (status === 401 || status === 403) return 'auth_error';
+  if (status === 429) return 'rate_limited';
+  return status >= 500 ? 'http_error' : 'ok';
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -91,7 +102,7 @@ export class Upstream {
       const failed = DOWN.has(res.status);
       if (failed) this.breaker.failure();
       else this.breaker.success();
-      this.hooks.exchange(this.name, performance.now() - started, failed ? 'http_error' : 'ok');
+      this.hooks.exchange(this.name, performance.now() - started, outcomeOf(res.status));
       return res;
     } catch (err) {
       if (err instanceof RegistryError) {
@@ -99,7 +110,8 @@ export class Upstream {
         // either way: a half-open trial that ended here unheard would keep every later request out for good.
         if (err instanceof UpstreamDown) this.breaker.failure();
         else this.breaker.success();
-        this.hooks.exchange(this.name, performance.now() - started, 'http_error');
+        const outcome = err.code === 'DENIED' || err.code === 'UNAUTHORIZED' ? 'auth_error' : err.code === 'TOOMANYREQUESTS' ? 'rate_limited' : 'http_error';
+        this.hooks.exchange(this.name, performance.now() - started, outcome);
         throw err;
       }
       this.breaker.failure();
