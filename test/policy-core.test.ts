@@ -126,76 +126,59 @@ describe('seedPolicy', () => {
   });
 });
 
+// racePull admits ghcr.io/acme/app@digest, trusted through a publisher whose signature look-up runs duringLookup (with
+// the look-up's number, from 1) before it finds a signature; it answers the verdict, the look-ups and what was signed.
+async function racePull(duringLookup: (n: number, revoke: () => void, changed: () => void) => void) {
+  const { createContentStore } = await import('../storage/content.js');
+  const { Policy } = await import('../server/policy/policy.js');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-race-'));
+  const db = openDatabase(dir);
+  try {
+    const store = createPolicyStore(db);
+    const repository = 'ghcr.io/acme/app';
+    const digest = `sha256:${'c'.repeat(64)}`;
+    store.addPublisher({ name: 'acme', publicKey: 'PEM', fingerprint: 'sha256:acme', repositories: ['ghcr.io/acme/*'], source: 'api', createdBy: null });
+    const signed: string[] = [];
+    const policy = new Policy(store, createContentStore(db), { admitted: (_r, d) => signed.push(d) });
+    let lookups = 0;
+    policy.publisherVerifier = {
+      verify: async () => {
+        duringLookup(++lookups, () => store.revoke(repository, digest, 'bad', 'admin'), () => policy.changed());
+        return { name: 'acme', fingerprint: 'sha256:acme' };
+      },
+    };
+    const verdict = await policy.admit({ upstream: 'ghcr.io', path: 'acme/app', repository }, digest, { tag: null, actor: 'puller' });
+    return { verdict, lookups, signed, admission: store.admission(repository, digest) };
+  } finally {
+    db.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe('policy changes during a decision', () => {
   test('a revocation made while a publisher signature was being looked up upstream wins: nothing is admitted or signed', async () => {
-    const { createContentStore } = await import('../storage/content.js');
-    const { Policy } = await import('../server/policy/policy.js');
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-race-'));
-    const db = openDatabase(dir);
-    try {
-      const store = createPolicyStore(db);
-      const repository = 'ghcr.io/acme/app';
-      const digest = `sha256:${'c'.repeat(64)}`;
-      store.addPublisher({ name: 'acme', publicKey: 'PEM', fingerprint: 'sha256:acme', repositories: ['ghcr.io/acme/*'], source: 'api', createdBy: null });
-      const signed: string[] = [];
-      const policy = new Policy(store, createContentStore(db), { admitted: (_r, d) => signed.push(d) });
-      let lookups = 0;
-      policy.publisherVerifier = {
-        verify: async () => {
-          lookups++;
-          if (lookups === 1) {
-            // The admin revokes the image while the upstream is being asked.
-            store.revoke(repository, digest, 'bad', 'admin');
-            policy.changed();
-          }
-          return { name: 'acme', fingerprint: 'sha256:acme' };
-        },
-      };
-      const v = await policy.admit({ upstream: 'ghcr.io', path: 'acme/app', repository }, digest, { tag: null, actor: 'puller' });
-      assert.equal(v.admitted, false);
-      assert.equal(v.reason, 'revoked');
-      assert.deepEqual(signed, []);
-      assert.equal(store.admission(repository, digest), null);
-    } finally {
-      db.close();
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    const r = await racePull((n, revoke, changed) => {
+      if (n !== 1) return;
+      revoke();
+      changed();
+    });
+    assert.equal(r.verdict.admitted, false);
+    assert.equal(r.verdict.reason, 'revoked');
+    assert.deepEqual(r.signed, []);
+    assert.equal(r.admission, null);
   });
-});
 
-describe('policy changes during every decision', () => {
   test('a revocation still wins when the policy changes during every upstream look-up', async () => {
-    const { createContentStore } = await import('../storage/content.js');
-    const { Policy } = await import('../server/policy/policy.js');
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-race-many-'));
-    const db = openDatabase(dir);
-    try {
-      const store = createPolicyStore(db);
-      const repository = 'ghcr.io/acme/app';
-      const digest = `sha256:${'d'.repeat(64)}`;
-      store.addPublisher({ name: 'acme', publicKey: 'PEM', fingerprint: 'sha256:acme', repositories: ['ghcr.io/acme/*'], source: 'api', createdBy: null });
-      const signed: string[] = [];
-      const policy = new Policy(store, createContentStore(db), { admitted: (_r, d) => signed.push(d) });
-      let lookups = 0;
-      policy.publisherVerifier = {
-        verify: async () => {
-          lookups++;
-          // An admin script changes the policy during every look-up; the fourth change, during the last look-up one
-          // decision makes, is this image's revocation.
-          if (lookups === 4) store.revoke(repository, digest, 'bad', 'admin');
-          policy.changed();
-          return { name: 'acme', fingerprint: 'sha256:acme' };
-        },
-      };
-      const v = await policy.admit({ upstream: 'ghcr.io', path: 'acme/app', repository }, digest, { tag: null, actor: 'puller' });
-      assert.equal(lookups, 4);
-      assert.equal(v.admitted, false);
-      assert.equal(v.reason, 'revoked');
-      assert.deepEqual(signed, []);
-    } finally {
-      db.close();
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    // An admin script changes the policy during every look-up; the fourth change, during the last look-up one decision
+    // makes, is this image's revocation.
+    const r = await racePull((n, revoke, changed) => {
+      if (n === 4) revoke();
+      changed();
+    });
+    assert.equal(r.lookups, 4);
+    assert.equal(r.verdict.admitted, false);
+    assert.equal(r.verdict.reason, 'revoked');
+    assert.deepEqual(r.signed, []);
   });
 });
 
