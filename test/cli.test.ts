@@ -21,7 +21,9 @@ const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MAIN = path.join(REPO, 'server', 'main.ts');
 // TSX is tsx's loader by absolute URL, so the CLI also starts from a working directory outside the repository.
 const TSX = import.meta.resolve('tsx');
-const COSIGN = cosignBinary();
+// cosign is found (or fetched) by the tests that run it, so that a failed fetch fails them, not the whole file.
+let cosignPath = '';
+const cosign = (): string => (cosignPath ||= cosignBinary());
 const KEY_PASSWORD = 'cli-test-key-password';
 const P12_PASSWORD = 'cli-test-p12';
 
@@ -235,10 +237,10 @@ describe('airlock key generate', () => {
     const r = await airlock(['key', 'generate', '--out', prefix], { env: { ...BASE_ENV, AIRLOCK_KEY_PASSWORD: 'publisher-pw' } });
     assert.equal(r.code, 0, r.stderr);
     assert.equal(mode(`${prefix}.key`), 0o600);
-    const derived = await runOk(COSIGN, ['public-key', '--key', `${prefix}.key`], { env: { ...BASE_ENV, COSIGN_PASSWORD: 'publisher-pw' } });
+    const derived = await runOk(cosign(), ['public-key', '--key', `${prefix}.key`], { env: { ...BASE_ENV, COSIGN_PASSWORD: 'publisher-pw' } });
     assert.deepEqual(spkiDer(derived.stdout), spkiDer(fs.readFileSync(`${prefix}.pub`, 'utf8')));
 
-    const wrong = await run(COSIGN, ['public-key', '--key', `${prefix}.key`], { env: { ...BASE_ENV, COSIGN_PASSWORD: 'not-the-password' } });
+    const wrong = await run(cosign(), ['public-key', '--key', `${prefix}.key`], { env: { ...BASE_ENV, COSIGN_PASSWORD: 'not-the-password' } });
     assert.notEqual(wrong.code, 0, 'the key is encrypted with $AIRLOCK_KEY_PASSWORD, so another password fails');
     assert.match(wrong.stderr, /decrypt/);
   });
@@ -457,7 +459,7 @@ describe('airlock serve', () => {
     fs.mkdirSync(dir);
     const ed = crypto.generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' });
     fs.writeFileSync(path.join(dir, 'ed25519.pem'), ed);
-    await runOk(COSIGN, ['import-key-pair', '--key', 'ed25519.pem', '--output-key-prefix', 'imported'], { cwd: dir, env: { ...BASE_ENV, COSIGN_PASSWORD: KEY_PASSWORD }, timeoutMs: 60_000 });
+    await runOk(cosign(), ['import-key-pair', '--key', 'ed25519.pem', '--output-key-prefix', 'imported'], { cwd: dir, env: { ...BASE_ENV, COSIGN_PASSWORD: KEY_PASSWORD }, timeoutMs: 60_000 });
     const file = path.join(data, 'ed25519.yaml');
     fs.writeFileSync(file, listenOn('127.0.0.1:0').replace('key: keys/mirror.key', `key: ${path.join(dir, 'imported.key')}`));
     assertUserError(await airlock(['serve', '--config', file]), /signing key .*imported\.key: the mirror key must be ECDSA P-256, not ed25519/);

@@ -740,6 +740,7 @@ async function loadAudit() {
   state.audit.events = events;
   state.audit.checkpoint = checkpoint;
   state.audit.loadedAt = new Date();
+  unsay('audit-load');
 }
 
 function auditRows(filters) {
@@ -824,7 +825,7 @@ async function renderAudit(view, gen) {
   const checkpoint = cp
     ? h('p', { class: 'small muted' }, `The export ends with a checkpoint over event ${cp.seq}, signed by the mirror key `, h('code', { title: cp.keyId }, String(cp.keyId).slice(0, 16)), ' — verify a download with ', h('code', {}, 'airlock audit verify'), '.')
     : null;
-  if (failure) say('audit-load', 'error', `Loading the audit log failed: ${failure.message}`);
+  if (failure) say('audit-load', 'error', `Loading the audit log failed: ${errorText(failure)}`);
   fill(view,
     screenHeader('Audit', 'Every pull, refusal, admission and admin action, hash-chained. Loading the log is itself an audited export.', exportLinks),
     form,

@@ -27,9 +27,10 @@ export interface UpstreamHooks {
 export type ExchangeOutcome = 'ok' | 'http_error' | 'auth_error' | 'rate_limited' | 'network_error';
 
 // outcomeOf names an upstream's answer for the metrics: a refusal of airlock's credentials (an expired or rotated
-// password) and rate limiting are errors an operator must see, though neither says the upstream is down.
-function outcomeOf(status: number): ExchangeOutcome {
-  if (status === 401 || status === 403) return 'auth_error';
+// password) and rate limiting are errors an operator must see, though neither says the upstream is down. Without
+// credentials, a 401 is the answer to a repository that does not exist or is private: the client's mistake.
+function outcomeOf(status: number, credentialed: boolean): ExchangeOutcome {
+  if (status === 401 || status === 403) return credentialed ? 'auth_error' : 'ok';
   if (status === 429) return 'rate_limited';
   return status >= 500 ? 'http_error' : 'ok';
 }
@@ -102,7 +103,7 @@ export class Upstream {
       const failed = DOWN.has(res.status);
       if (failed) this.breaker.failure();
       else this.breaker.success();
-      this.hooks.exchange(this.name, performance.now() - started, outcomeOf(res.status));
+      this.hooks.exchange(this.name, performance.now() - started, outcomeOf(res.status, this.basic !== null && res.origin === this.origin));
       return res;
     } catch (err) {
       if (err instanceof RegistryError) {
@@ -110,7 +111,8 @@ export class Upstream {
         // either way: a half-open trial that ended here unheard would keep every later request out for good.
         if (err instanceof UpstreamDown) this.breaker.failure();
         else this.breaker.success();
-        const outcome = err.code === 'DENIED' || err.code === 'UNAUTHORIZED' ? 'auth_error' : err.code === 'TOOMANYREQUESTS' ? 'rate_limited' : 'http_error';
+        const refused = err.code === 'DENIED' || err.code === 'UNAUTHORIZED';
+        const outcome = refused ? (this.basic !== null ? 'auth_error' : 'ok') : err.code === 'TOOMANYREQUESTS' ? 'rate_limited' : 'http_error';
         this.hooks.exchange(this.name, performance.now() - started, outcome);
         throw err;
       }
