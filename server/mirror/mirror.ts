@@ -10,7 +10,7 @@ import { RegistryError } from '../errors.js';
 import { acceptsIndexes, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, parseManifest } from '../registry/manifest.js';
 import type { Route } from '../registry/names.js';
 import { type Download, followWriter, Inflight } from './inflight.js';
-import { discard, header, type Upstream, upstreamFailure } from './upstream.js';
+import { discard, header, readLimited, type Upstream, upstreamFailure } from './upstream.js';
 
 const HOT_MANIFEST_BYTES = 32 * 1024 * 1024;
 const HOT_MANIFEST_MAX = 256 * 1024;
@@ -161,22 +161,8 @@ export class Mirror {
     const upstream = this.upstream(route);
     const res = await upstream.fetch('GET', `/v2/${route.path}/manifests/${ref}`, route.path, { accept });
     if (res.status !== 200) throw upstreamFailure(upstream.name, res, 'manifest', `${route.repository}${ref.includes(':') ? '@' : ':'}${ref}`);
-    const declared = Number(header(res.headers, 'content-length') ?? NaN);
-    if (declared > MAX_MANIFEST_BYTES) {
-      discard(res);
-      throw new RegistryError('MANIFEST_INVALID', `manifest from ${upstream.name} is larger than ${MAX_MANIFEST_BYTES} bytes`);
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of res.body as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > MAX_MANIFEST_BYTES) {
-        discard(res);
-        throw new RegistryError('MANIFEST_INVALID', `manifest from ${upstream.name} is larger than ${MAX_MANIFEST_BYTES} bytes`);
-      }
-      chunks.push(chunk);
-    }
-    const bytes = Buffer.concat(chunks);
+    const bytes = await readLimited(res.body, MAX_MANIFEST_BYTES, header(res.headers, 'content-length'));
+    if (bytes === null) throw new RegistryError('MANIFEST_INVALID', `manifest from ${upstream.name} is larger than ${MAX_MANIFEST_BYTES} bytes`);
     const digest = `sha256:${crypto.createHash('sha256').update(bytes).digest('hex')}`;
     const announced = header(res.headers, 'docker-content-digest');
     const expected = ref.startsWith('sha256:') ? ref : announced && announced.startsWith('sha256:') ? announced : digest;

@@ -111,9 +111,7 @@ export class Upstream {
         // either way: a half-open trial that ended here unheard would keep every later request out for good.
         if (err instanceof UpstreamDown) this.breaker.failure();
         else this.breaker.success();
-        const refused = err.code === 'DENIED' || err.code === 'UNAUTHORIZED';
-        const outcome = refused ? (this.basic !== null ? 'auth_error' : 'ok') : err.code === 'TOOMANYREQUESTS' ? 'rate_limited' : 'http_error';
-        this.hooks.exchange(this.name, performance.now() - started, outcome);
+        this.hooks.exchange(this.name, performance.now() - started, outcomeOf(err.status, this.basic !== null));
         throw err;
       }
       this.breaker.failure();
@@ -210,7 +208,7 @@ export class Upstream {
 // readLimited reads a whole body, or returns null (and drops the body) when it is larger than limit.
 export async function readLimited(body: Readable, limit: number, declaredLength: string | undefined): Promise<Buffer | null> {
   if (declaredLength !== undefined && Number(declaredLength) > limit) {
-    body.destroy();
+    dropBody(body);
     return null;
   }
   const chunks: Buffer[] = [];
@@ -219,7 +217,7 @@ export async function readLimited(body: Readable, limit: number, declaredLength:
     const buf = chunk as Buffer;
     size += buf.length;
     if (size > limit) {
-      body.destroy();
+      dropBody(body);
       return null;
     }
     chunks.push(buf);
@@ -246,8 +244,12 @@ export function upstreamFailure(upstream: string, res: UpstreamResponse, kind: '
 // discard lets an upstream answer's body go unread: its connection is closed rather than drained, and the abort
 // error that closing raises on the body is expected, not a fault.
 export function discard(res: UpstreamResponse): void {
-  res.body.on('error', () => {});
-  res.body.destroy();
+  dropBody(res.body);
+}
+
+function dropBody(body: Readable): void {
+  body.on('error', () => {});
+  body.destroy();
 }
 
 // rateLimited is the error for an upstream's 429, passing on its Retry-After in seconds: given as seconds or as an
