@@ -63,7 +63,7 @@ export function parseManifest(bytes: Buffer, contentType: string | null): Parsed
   let mediaType = bodyType ?? (header && MANIFEST_TYPES.includes(header) ? header : null);
   if (!mediaType) mediaType = Array.isArray(doc.manifests) ? MEDIA.ociIndex : MEDIA.ociManifest;
   if (!MANIFEST_TYPES.includes(mediaType)) throw new RegistryError('MANIFEST_INVALID', `unsupported manifest media type "${mediaType.slice(0, 100)}"`);
-  const isIndex = mediaType === MEDIA.ociIndex || mediaType === MEDIA.dockerList;
+  const isIndex = isIndexType(mediaType);
   const refs: ManifestRef[] = [];
   const add = (d: unknown, kind: 'blob' | 'manifest'): void => {
     const desc = d as Descriptor;
@@ -106,13 +106,17 @@ export function parseManifest(bytes: Buffer, contentType: string | null): Parsed
 // distribution does: to a client that does not name them (a bare */* included), a tag of a multi-platform image
 // answers with one platform's manifest.
 export function acceptsIndexes(accept: string): boolean {
-  const types = new Set(accept.split(',').map((part) => part.split(';')[0].trim().toLowerCase()));
-  return types.has(MEDIA.ociIndex) && types.has(MEDIA.dockerList);
+  return acceptsType(accept, MEDIA.ociIndex) && acceptsType(accept, MEDIA.dockerList);
 }
 
 // acceptsType tells whether an Accept header names a media type, literally (as distribution matches them).
 export function acceptsType(accept: string, type: string): boolean {
   return accept.split(',').some((part) => part.split(';')[0].trim().toLowerCase() === type);
+}
+
+// isIndexType tells whether a manifest media type is an index (OCI) or a manifest list (Docker).
+export function isIndexType(mediaType: string): boolean {
+  return mediaType === MEDIA.ociIndex || mediaType === MEDIA.dockerList;
 }
 
 // defaultPlatform is the digest of an index's linux/amd64 manifest, which distribution serves for a Docker manifest

@@ -10,7 +10,7 @@ import { whyRefused } from '../pki/identity.js';
 import { freshContext, identityOf, type Recorder, routeLabel } from '../record.js';
 import type { Services } from '../services.js';
 import type { Route } from './names.js';
-import { acceptsType, MEDIA } from './manifest.js';
+import { acceptsType, isIndexType } from './manifest.js';
 import { manifestHeaders, notModified, REGISTRY_HEADERS } from './send.js';
 
 // MAX_REMEMBERED bounds the remembered answers; past it they are forgotten and relearned.
@@ -62,7 +62,7 @@ export class RememberedAnswers {
     // Fastify's path gets the API version header from the app's onRequest hook.
     const notModifiedHeaders: Record<string, string> = { ...REGISTRY_HEADERS, ...manifestHeaders(m.digest, m.mediaType) };
     if (answer.namespace !== null) notModifiedHeaders['oci-namespace'] = answer.namespace;
-    const indexType = answer.tag !== null && (m.mediaType === MEDIA.ociIndex || m.mediaType === MEDIA.dockerList) ? m.mediaType : null;
+    const indexType = answer.tag !== null && isIndexType(m.mediaType) ? m.mediaType : null;
     this.answers.set(url, { answer, indexType, label: routeLabel(url), headers: { ...notModifiedHeaders, 'content-length': m.bytes.length }, notModifiedHeaders });
   }
 

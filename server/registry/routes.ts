@@ -5,7 +5,7 @@ import { RegistryError } from '../errors.js';
 import type { Source } from '../mirror/mirror.js';
 import type { Recorder } from '../record.js';
 import type { Services } from '../services.js';
-import { acceptsIndexes, acceptsType, defaultPlatform, MEDIA } from './manifest.js';
+import { acceptsIndexes, acceptsType, defaultPlatform, isIndexType, MEDIA } from './manifest.js';
 import { isDigestLike, isTag, parseDigest, type Route, routeName, truncate } from './names.js';
 import { parseRange } from './range.js';
 import { RememberedAnswers } from './remembered.js';
@@ -165,7 +165,7 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     await admitManifest(req, r, digest, tag);
     // A pinned tag is served from the index it is pinned to; to a client whose Accept names types but not that index's
     // type, what the upstream would have answered instead (an unpinned tag gets that answer from the upstream itself).
-    const substituted = pinnedTag && accept !== null && (m.mediaType === MEDIA.ociIndex || m.mediaType === MEDIA.dockerList) && !acceptsType(accept, m.mediaType);
+    const substituted = pinnedTag && accept !== null && isIndexType(m.mediaType) && !acceptsType(accept, m.mediaType);
     if (substituted) ({ manifest: m, source } = await platformManifest(req, r, tag as string, m));
     req.airlock.source = source;
     s.metrics.cache.inc('manifest', source === 'upstream' ? 'miss' : 'hit');
