@@ -6,7 +6,7 @@ import { apiRoutes } from './api/routes.js';
 import { consoleRoutes } from './console.js';
 import { ApiError, apiCodeFor, RegistryError } from './errors.js';
 import { whyRefused } from './pki/identity.js';
-import { freshContext, identityOf, type Recorder, routeLabel } from './record.js';
+import { freshContext, identityOf, type Recorder, refusedAsAdmin, routeLabel } from './record.js';
 import { registryRoutes } from './registry/routes.js';
 import { REGISTRY_HEADERS } from './registry/send.js';
 import { API_HEADERS } from './api/routes.js';
@@ -24,11 +24,6 @@ const compilers = AjvCompiler();
 const coercing = compilers({}, { customOptions: {} });
 const exact = compilers({}, { customOptions: { coerceTypes: false } });
 const validatorCompiler = (route: Parameters<typeof exact>[0]): ReturnType<typeof exact> => (route.httpPart === 'body' ? exact : coercing)(route);
-
-// refusedAsAdmin records a request refused before routing as an admin.refused audit event naming its method and path.
-function refusedAsAdmin(req: FastifyRequest, reason: string): void {
-  Object.assign(req.airlock, { action: 'admin.refused', reference: `${req.method} ${req.url.split('?')[0].slice(0, 200)}`, decision: 'deny', reason });
-}
 
 // buildApp registers everything on a Fastify instance made by runtime.ts.
 export async function buildApp(app: FastifyInstance, s: Services, record: Recorder, extra: (app: FastifyInstance) => Promise<void> = async () => {}): Promise<void> {
@@ -58,7 +53,7 @@ export async function buildApp(app: FastifyInstance, s: Services, record: Record
       reply.header('connection', 'close');
       if (registry) return done(new RegistryError('UNAVAILABLE', why));
       // A change refused this way is audited; a read is logged.
-      if (req.method !== 'GET' && req.method !== 'HEAD') refusedAsAdmin(req, 'shutting down');
+      if (req.method !== 'GET' && req.method !== 'HEAD') refusedAsAdmin(req.airlock, req.method, req.url, 'shutting down');
       return done(new ApiError('UNAVAILABLE', why));
     }
     if (!identity || identity.role === null) {
@@ -68,7 +63,7 @@ export async function buildApp(app: FastifyInstance, s: Services, record: Record
       if (identity && (req.method === 'GET' || req.method === 'HEAD') && (req.url === '/ui' || req.url.startsWith('/ui/') || req.url.startsWith('/ui?'))) return done();
       if (!req.url.startsWith('/healthz')) {
         // Refused like a role that is too weak, and audited as such (the /v2 refusal is audited as a registry request).
-        refusedAsAdmin(req, 'the certificate names no role');
+        refusedAsAdmin(req.airlock, req.method, req.url, 'the certificate names no role');
         return done(new ApiError('FORBIDDEN', err));
       }
     }

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import fastifyStatic, { type SetHeadersResponse } from '@fastify/static';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { allows } from './api/roles.js';
+import { refusedAsAdmin } from './record.js';
 import type { Services } from './services.js';
 
 // CONSOLE_PREFIX is where the console is served.
@@ -75,10 +76,7 @@ export async function consoleRoutes(app: FastifyInstance, s: Services): Promise<
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     const identity = req.airlock.identity;
     if (!identity || allows(identity.role, 'audit')) return undefined;
-    req.airlock.action = 'admin.refused';
-    req.airlock.reference = `${req.method} ${req.url.split('?')[0].slice(0, 200)}`;
-    req.airlock.decision = 'deny';
-    req.airlock.reason = `the console needs role audit, certificate has ${identity.role ?? 'none'}`;
+    refusedAsAdmin(req.airlock, req.method, req.url, `the console needs role audit, certificate has ${identity.role ?? 'none'}`);
     s.logger.debug({ actor: identity.cn, path: req.url }, 'console refused');
     return reply
       .code(403)

@@ -23,6 +23,15 @@ export function freshContext(identity: Identity | null, routeLabel: string): Req
   return { identity, action: null, repository: null, reference: null, digest: null, decision: null, reason: null, source: null, bytes: null, routeLabel };
 }
 
+// refusedAsAdmin marks a request's context as an admin.refused audit event, naming the request by its method and path
+// (or by reference, the route's pattern).
+export function refusedAsAdmin(c: RequestContext, method: string, url: string, reason: string, reference = `${method} ${url.split('?')[0].slice(0, 200)}`): void {
+  c.action = 'admin.refused';
+  c.reference = reference;
+  c.decision = 'deny';
+  c.reason = reason;
+}
+
 // routeLabel names the route of a URL for the metrics.
 export function routeLabel(url: string): string {
   if (url.startsWith('/v2')) {

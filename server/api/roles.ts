@@ -3,6 +3,7 @@
 import type { FastifyRequest } from 'fastify';
 import { ApiError } from '../errors.js';
 import type { Role } from '../pki/ca.js';
+import { refusedAsAdmin } from '../record.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -47,10 +48,7 @@ export async function requireRole(req: FastifyRequest): Promise<void> {
   const have = req.airlock.identity?.role ?? null;
   const route = `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`;
   const refuse = (reason: string, message: string): ApiError => {
-    req.airlock.action = 'admin.refused';
-    req.airlock.reference = route;
-    req.airlock.decision = 'deny';
-    req.airlock.reason = reason;
+    refusedAsAdmin(req.airlock, req.method, req.url, reason, route);
     return new ApiError('FORBIDDEN', message);
   };
   const foreign = crossSite(req);
