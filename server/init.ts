@@ -8,7 +8,7 @@ import { openDatabase } from '../storage/db.js';
 import { lockDataDir } from '../storage/lock.js';
 import { UserError } from './errors.js';
 import { CertAuthority } from './pki/authority.js';
-import { createCa, issueServerCert, writeClientBundle } from './pki/ca.js';
+import { createCa, issueServerCert, writeClientBundle, writeWithMode } from './pki/ca.js';
 import { writeSigningKey } from './signing/key.js';
 
 // InitOptions say where and for which host names.
@@ -65,9 +65,9 @@ export function initDataDir(o: InitOptions): InitResult {
       fs.chmodSync(d, 0o700);
     }
     fs.writeFileSync(caCert, ca.certPem);
-    writePrivate(path.join(pki, 'ca.key'), ca.keyPem);
+    writeWithMode(path.join(pki, 'ca.key'), ca.keyPem, 0o600);
     fs.writeFileSync(path.join(pki, 'server.crt'), server.certPem);
-    writePrivate(path.join(pki, 'server.key'), server.keyPem);
+    writeWithMode(path.join(pki, 'server.key'), server.keyPem, 0o600);
 
     if (o.force) {
       fs.rmSync(`${keyPrefix}.key`, { force: true });
@@ -108,10 +108,4 @@ export function initDataDir(o: InitOptions): InitResult {
   } finally {
     lock.release();
   }
-}
-
-// writePrivate writes a private key readable by its owner only, whatever mode an earlier file there had.
-function writePrivate(file: string, pem: string): void {
-  fs.writeFileSync(file, pem, { mode: 0o600 });
-  fs.chmodSync(file, 0o600);
 }

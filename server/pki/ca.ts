@@ -189,12 +189,17 @@ export function writeClientBundle(dir: string, cert: CertKeyPair, caPem: string,
   const files: string[] = [];
   for (const [name, content, mode] of entries) {
     const file = path.join(dir, name);
-    fs.writeFileSync(file, content, { mode });
-    // The mode option only applies when the file is created; an overwritten file keeps its old mode.
-    fs.chmodSync(file, mode);
+    writeWithMode(file, content, mode);
     files.push(file);
   }
   return { dir, files };
+}
+
+// writeWithMode writes a file with mode, whatever mode an earlier file there had: the mode option of writeFileSync only
+// applies when the file is created.
+export function writeWithMode(file: string, content: string | Buffer, mode: number): void {
+  fs.writeFileSync(file, content, { mode });
+  fs.chmodSync(file, mode);
 }
 
 interface ForgeKeys {
