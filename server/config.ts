@@ -301,6 +301,8 @@ function parseUpstreams(v: Validator, value: unknown, base: string, env: Env): U
         if (u.protocol === 'http:' && !insecure) v.add(`${where}.url`, 'http:// is refused unless insecure: true');
         else if (u.protocol !== 'http:' && u.protocol !== 'https:') v.add(`${where}.url`, 'must be an https:// URL');
         if (u.username || u.password) v.add(`${where}.url`, 'must not carry credentials; use usernameEnv and passwordEnv');
+        else if (u.search || u.hash) v.add(`${where}.url`, 'must not carry a query or fragment');
+        else if (/\/v2\/*$/.test(u.pathname)) v.add(`${where}.url`, 'must not end in /v2: give the registry\'s root, airlock adds /v2/');
       } catch {
         v.add(`${where}.url`, 'must be a URL');
       }

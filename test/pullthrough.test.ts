@@ -142,6 +142,7 @@ class FakeUpstream {
 
 let tmp: string;
 let fake: FakeUpstream;
+let cutManifest: string;
 let storage: FakeUpstream;
 let t: TestAirlock;
 const images: Record<string, { manifest: string; layers: string[]; bytes: Buffer[] }> = {};
@@ -198,6 +199,10 @@ before(async () => {
   addImage('notmp', [crypto.randomBytes(50_000)]);
   addImage('truncated', [crypto.randomBytes(80_000)]);
   addImage('revoked', [crypto.randomBytes(60_000)]);
+  // Two repositories with one layer in common, for downloads of one digest from two sources.
+  const common = crypto.randomBytes(120_000);
+  addImage('shareda', [common]);
+  addImage('sharedb', [common]);
   // sizeless: a manifest whose layer descriptor gives no size, served without Content-Length.
   const sizeless = crypto.randomBytes(70_000);
   const sizelessDigest = fake.addBlob(sizeless);
@@ -214,6 +219,9 @@ before(async () => {
   fake.manifests.set(sha(sizelessManifest), sizelessManifest);
   images.sizeless = { manifest: sha(sizelessManifest), layers: [sizelessDigest], bytes: [sizeless] };
   const pins = Object.entries(images).map(([name, i]) => `docker.io/library/${name}@${i.manifest}`);
+  // cutmanifest is pinned but not fetched before the tests: its manifest first comes from the upstream in one.
+  cutManifest = fake.addImage('library/cutmanifest', 'v1', [crypto.randomBytes(1000)]).manifest;
+  pins.push(`docker.io/library/cutmanifest@${cutManifest}`);
   t = await startTestAirlock({
     dir: path.join(tmp, 'airlock'),
     upstreams: [{ name: 'docker.io', url: fake.url, insecure: true, readTimeoutMs: 1000, connectTimeoutMs: 1000, usernameEnv: 'FAKE_USER', passwordEnv: 'FAKE_PASS' }],
@@ -360,6 +368,39 @@ describe('pull-through', () => {
     assert.ok(r.status === -1 || r.status === 503, `the client connection is aborted: ${r.status}`);
     await assertNothingCached(d);
     fake.modes.delete(d);
+  });
+
+  test('a manifest body cut off mid-way is UNAVAILABLE and an upstream fault, and stores nothing', async () => {
+    fake.modes.set(cutManifest, 'cut');
+    const r = await t.request('pull', `/v2/library/cutmanifest/manifests/${cutManifest}`);
+    assert.equal(r.status, 503, r.body.toString());
+    assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'UNAVAILABLE');
+    const faults = (await auditEvents('upstream.fault')).filter((e) => e.digest === cutManifest);
+    assert.deepEqual(
+      faults.map((e) => e.reason),
+      ['transfer_failed'],
+    );
+    fake.modes.delete(cutManifest);
+    const again = await t.request('pull', `/v2/library/cutmanifest/manifests/${cutManifest}`);
+    assert.equal(again.status, 200);
+    assert.equal(sha(again.body), cutManifest);
+  });
+
+  test('a download failing from one repository does not fail a client of another that has the same blob', async () => {
+    const d = images.shareda.layers[0];
+    assert.equal(d, images.sharedb.layers[0]);
+    // shareda's upstream sends 1 KiB, then nothing past the read timeout.
+    fake.modes.set(`library/shareda:${d}`, 'drip');
+    const a = blobGet('shareda', d);
+    await waitFor(() => fake.count('GET', `/library/shareda/blobs/${d}`) === 1, { timeoutMs: 5000, what: "shareda's download under way" });
+    const b = await blobGet('sharedb', d);
+    assert.equal(b.status, 200);
+    assert.deepEqual(b.body, images.sharedb.bytes[0]);
+    assert.equal(fake.count('GET', `/library/sharedb/blobs/${d}`), 1, 'sharedb got a download of its own');
+    const failed = await a;
+    assert.ok(failed.status === -1 || failed.status === 503, `shareda's client fails with its own source: ${failed.status}`);
+    fake.modes.delete(`library/shareda:${d}`);
+    assert.equal(t.airlock.services.blobs.size(d), images.sharedb.bytes[0].length, 'the verified download is cached');
   });
 
   test('a slow drip past the read timeout aborts the client and caches nothing', async () => {
@@ -561,6 +602,37 @@ describe('an upstream whose token service fails', () => {
 });
 
 describe('pull-through from the real CNCF registry with token auth', () => {
+  test('an upstream served under a path prefix is asked there, for manifests and blobs', async () => {
+    const dir = path.join(tmp, 'prefixed');
+    const plain = track(await startRegistry({ dir: path.join(dir, 'plain') }));
+    const img = await buildImage(path.join(dir, 'img'), { tag: 'v1', files: { '/hello.txt': `hello ${crypto.randomUUID()}\n` } });
+    await pushImage(img, `${plain.host}/acme/app:v1`, { certDir: plain.certDir });
+    const digest = await inspectDigest(plain, 'acme/app', 'v1');
+    await plain.stop();
+    // The same storage, served only under /artifactory/api/docker/remote/v2/, as a repository manager serves a registry.
+    const prefixed = track(await startRegistry({ dir: path.join(dir, 'prefixed'), ca: plain.ca, dataDir: plain.dataDir, prefix: '/artifactory/api/docker/remote' }));
+    const root = await registryRequest(prefixed, `/v2/acme/app/manifests/${digest}`);
+    assert.equal(root.status, 404, 'the registry answers nothing outside its prefix');
+    const a = await startTestAirlock({
+      dir: path.join(dir, 'airlock'),
+      upstreams: [{ name: 'registry.acme.test', url: `${prefixed.url}/artifactory/api/docker/remote/`, ca: prefixed.caPath }],
+      pins: [`registry.acme.test/acme/app:v1@${digest}`],
+    });
+    try {
+      const m = await a.request('pull', '/v2/registry.acme.test/acme/app/manifests/v1');
+      assert.equal(m.status, 200, m.body.toString());
+      assert.equal(m.headers['docker-content-digest'], digest);
+      const layer = (JSON.parse(m.body.toString()) as { layers: { digest: string }[] }).layers[0].digest;
+      const b = await a.request('pull', `/v2/registry.acme.test/acme/app/blobs/${layer}`);
+      assert.equal(b.status, 200);
+      assert.equal(sha(b.body), layer);
+    } finally {
+      await a.stop();
+      await prefixed.stop();
+    }
+  });
+
+
   test('airlock answers the bearer challenge, caches the token, and serves verified bytes', async () => {
     const dir = path.join(tmp, 'token');
     const reg = track(await startRegistry({ dir: path.join(dir, 'upstream'), auth: 'token', username: 'mirror', password: 's3cret-token-pass' }));

@@ -186,6 +186,56 @@ test('close() cuts off a download that an upstream drips out too slowly for the 
   assert.ok(Date.now() - started < 5000, `close() returned after ${Date.now() - started} ms`);
 });
 
+test('manifest requests are answered while forty blob downloads hold their connections, and no download waits for another', async () => {
+  const registry = await serve();
+  const held: http.ServerResponse[] = [];
+  registry.handle = (req, res) => {
+    if (req.url?.includes('/blobs/')) {
+      // A large layer coming slowly: a byte now and then, never idle for the read timeout.
+      res.writeHead(200, { 'content-length': 1_000_000 });
+      const timer = setInterval(() => res.write('x'), 500);
+      res.on('close', () => clearInterval(timer));
+      res.write('x');
+      held.push(res);
+      return;
+    }
+    res.writeHead(200, { 'docker-content-digest': `sha256:${'a'.repeat(64)}` });
+    res.end();
+  };
+  const up = upstreamFor(registry.url, { readTimeoutMs: 5000 });
+  try {
+    const downloads = await Promise.all(Array.from({ length: 40 }, (_, i) => up.fetch('GET', `/v2/acme/app/blobs/sha256:${String(i).padStart(64, '0')}`, 'acme/app')));
+    assert.equal(held.length, 40, 'every download has its answer while none has ended');
+    const head = await up.fetch('HEAD', '/v2/acme/app/manifests/v1', 'acme/app');
+    assert.equal(head.status, 200);
+    head.body.resume();
+    assert.equal(held.filter((r) => !r.writableEnded).length, 40, 'the manifest was answered while all forty downloads were still open');
+    for (const d of downloads) d.body.on('error', () => {}).destroy();
+  } finally {
+    await up.close();
+  }
+});
+
+test('an upstream path prefix goes in front of /v2, and the cross-host credential rule still compares origins', async () => {
+  const registry = await serve();
+  registry.handle = (_req, res) => {
+    res.writeHead(200, { 'docker-content-digest': `sha256:${'b'.repeat(64)}` });
+    res.end();
+  };
+  const up = upstreamFor(`${registry.url}/artifactory/api/docker/remote/`);
+  try {
+    const res = await up.fetch('HEAD', '/v2/acme/app/manifests/v1', 'acme/app');
+    res.body.resume();
+    assert.equal(res.status, 200);
+    assert.deepEqual(
+      registry.seen.map((r) => [r.url, r.authorization?.split(' ')[0]]),
+      [['/artifactory/api/docker/remote/v2/acme/app/manifests/v1', 'Basic']],
+    );
+  } finally {
+    await up.close();
+  }
+});
+
 test("an upstream's Retry-After is passed on in seconds, given as seconds or as an HTTP date, at most a day", () => {
   assert.equal(retryAfterSeconds('17'), 17);
   assert.equal(retryAfterSeconds('999999'), 86400);

@@ -1,4 +1,4 @@
-// Single-flight blob downloads: one upstream GET per digest, written to a temp file while any number of
+// Single-flight blob downloads: one upstream GET per blob and source, written to a temp file while any number of
 // clients read it as it grows (each at its own pace), detached from any one client's connection.
 import fs from 'node:fs';
 import type { BlobWriter } from '../../storage/blobs.js';
@@ -13,31 +13,31 @@ export interface Download {
   done: Promise<void>;
 }
 
-// Inflight de-duplicates downloads by digest; the entry is removed when the download ends, in finally.
+// Inflight de-duplicates downloads by source and digest: clients of one upstream repository share a download, while
+// another upstream (or repository) fetches its own, so that one source that is down, slow or refusing never fails a
+// client of another. The entry is removed when the download ends, in finally.
 export class Inflight {
-  private readonly downloads = new Map<string, Promise<Download>>();
+  private readonly downloads = new Map<string, { digest: string; download: Promise<Download> }>();
 
-  // join returns the download under way for digest, or starts one with start().
-  join(digest: string, start: () => Promise<Download>): { download: Promise<Download>; joined: boolean } {
-    const existing = this.downloads.get(digest);
-    if (existing) return { download: existing, joined: true };
+  // join returns the download of digest from source under way, or starts one with start().
+  join(source: string, digest: string, start: () => Promise<Download>): { download: Promise<Download>; joined: boolean } {
+    const key = `${source}@${digest}`;
+    const existing = this.downloads.get(key);
+    if (existing) return { download: existing.download, joined: true };
     const p = start();
-    this.downloads.set(digest, p);
+    this.downloads.set(key, { digest, download: p });
     p.then(
-      (d) => d.done.catch(() => {}).finally(() => this.forget(digest, p)),
-      () => this.forget(digest, p),
+      (d) => d.done.catch(() => {}).finally(() => this.forget(key, p)),
+      () => this.forget(key, p),
     );
     return { download: p, joined: false };
   }
 
-  // ended resolves once the download of digest under way has ended, whatever its outcome; null when none is.
+  // ended resolves once every download of digest under way has ended, whatever their outcomes; null when none is.
   ended(digest: string): Promise<void> | null {
-    const p = this.downloads.get(digest);
-    if (!p) return null;
-    return p.then((d) => d.done).then(
-      () => {},
-      () => {},
-    );
+    const under = [...this.downloads.values()].filter((e) => e.digest === digest);
+    if (under.length === 0) return null;
+    return Promise.allSettled(under.map((e) => e.download.then((d) => d.done))).then(() => {});
   }
 
   // size is how many downloads are under way.
@@ -48,11 +48,11 @@ export class Inflight {
   // settle waits for every download under way to end (used at shutdown).
   async settle(): Promise<void> {
     const all = [...this.downloads.values()];
-    await Promise.allSettled(all.map((p) => p.then((d) => d.done)));
+    await Promise.allSettled(all.map((e) => e.download.then((d) => d.done)));
   }
 
-  private forget(digest: string, p: Promise<Download>): void {
-    if (this.downloads.get(digest) === p) this.downloads.delete(digest);
+  private forget(key: string, p: Promise<Download>): void {
+    if (this.downloads.get(key)?.download === p) this.downloads.delete(key);
   }
 }
 

@@ -20,7 +20,7 @@ export type Source = 'cache' | 'upstream' | 'local';
 
 // MirrorEvents reports what an operator and the audit log must know about upstream content.
 export interface MirrorEvents {
-  fault(e: { upstream: string; repository: string; digest: string; kind: 'digest_mismatch' | 'transfer_failed' | 'manifest_invalid'; message: string }): void;
+  fault(e: { upstream: string; repository: string; digest: string | null; kind: 'digest_mismatch' | 'transfer_failed' | 'manifest_invalid'; message: string }): void;
   cached(e: { upstream: string; repository: string; digest: string; bytes: number }): void;
 }
 
@@ -161,7 +161,16 @@ export class Mirror {
     const upstream = this.upstream(route);
     const res = await upstream.fetch('GET', `/v2/${route.path}/manifests/${ref}`, route.path, { accept });
     if (res.status !== 200) throw upstreamFailure(upstream.name, res, 'manifest', `${route.repository}${ref.includes(':') ? '@' : ':'}${ref}`);
-    const bytes = await readLimited(res.body, MAX_MANIFEST_BYTES, header(res.headers, 'content-length'));
+    let bytes: Buffer | null;
+    try {
+      bytes = await readLimited(res.body, MAX_MANIFEST_BYTES, header(res.headers, 'content-length'));
+    } catch (err) {
+      // The upstream cut the body off or went quiet past the read timeout: it is down for this manifest, as when it
+      // does not answer at all, so a tag it last resolved is still served from what is known.
+      const message = `manifest ${route.repository}${ref.includes(':') ? '@' : ':'}${ref} from ${upstream.name}: ${(err as Error).message}`;
+      this.events.fault({ upstream: upstream.name, repository: route.repository, digest: ref.startsWith('sha256:') ? ref : null, kind: 'transfer_failed', message });
+      throw new RegistryError('UNAVAILABLE', `upstream ${upstream.name} stopped sending the manifest ${ref} (${(err as { code?: string }).code ?? (err as Error).name}); nothing was stored`);
+    }
     if (bytes === null) throw new RegistryError('MANIFEST_INVALID', `manifest from ${upstream.name} is larger than ${MAX_MANIFEST_BYTES} bytes`);
     const digest = `sha256:${crypto.createHash('sha256').update(bytes).digest('hex')}`;
     const announced = header(res.headers, 'docker-content-digest');
@@ -203,7 +212,7 @@ export class Mirror {
       const bytes = range ? local.bytes.subarray(range.start, range.end + 1) : local.bytes;
       return { body: bufferBody(bytes), size: local.bytes.length, source: 'local' };
     }
-    const { download } = this.inflight.join(digest, () => this.startDownload(route, digest, sizeHint()));
+    const { download } = this.inflight.join(route.repository, digest, () => this.startDownload(route, digest, sizeHint()));
     const d = await download;
     if (range && d.size === null) {
       await d.done;

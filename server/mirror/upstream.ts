@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import tls from 'node:tls';
 import type { Readable } from 'node:stream';
-import { Agent, request } from 'undici';
+import { Agent, type Dispatcher, request } from 'undici';
 import type { IncomingHttpHeaders } from 'undici/types/header.js';
 import type { UpstreamConfig } from '../config.js';
 import { RegistryError } from '../errors.js';
@@ -56,8 +56,19 @@ class UpstreamDown extends RegistryError {}
 export class Upstream {
   readonly name: string;
   readonly origin: string;
+  // base is the URL /v2/... paths go under: the origin and the path the configuration gives, if any (a registry served
+  // under a prefix, as Artifactory serves one).
+  readonly base: string;
   readonly breaker: Breaker;
+  // Blob downloads have connections of their own, as many as there are downloads (as Go's registry client has): a
+  // manifest or token request must never queue behind downloads of large layers, each holding its connection for as
+  // long as its body takes, nor a download behind others.
   private readonly agent: Agent;
+  private readonly blobAgent: Agent;
+  // answerMs bounds the wait for an answer's headers from the call on, time queued for a connection included: undici
+  // starts its headers timeout only once a request has a connection, and requests queued behind ones to an upstream
+  // that accepts connections but never answers would otherwise each wait a whole timeout more.
+  private readonly answerMs: number;
   private readonly tokens = new TokenCache();
   private readonly tokenFlights = new Map<string, Promise<string | null>>();
   private readonly basic: string | null;
@@ -66,18 +77,24 @@ export class Upstream {
 
   constructor(cfg: UpstreamConfig, hooks: UpstreamHooks, breaker = new Breaker()) {
     this.name = cfg.name;
-    this.origin = new URL(cfg.url).origin;
+    const url = new URL(cfg.url);
+    this.origin = url.origin;
+    this.base = url.origin + url.pathname.replace(/\/+$/, '');
     this.hooks = hooks;
     this.breaker = breaker;
     this.breaker.onChange = (state) => hooks.breaker(cfg.name, state);
     const ca = cfg.ca ? [...tls.rootCertificates, fs.readFileSync(cfg.ca, 'utf8')] : undefined;
-    this.agent = new Agent({
-      connect: { ca, timeout: cfg.connectTimeoutMs },
-      headersTimeout: cfg.readTimeoutMs,
-      bodyTimeout: cfg.readTimeoutMs,
-      keepAliveTimeout: 30000,
-      connections: 32,
-    });
+    const agent = (connections: number | null): Agent =>
+      new Agent({
+        connect: { ca, timeout: cfg.connectTimeoutMs },
+        headersTimeout: cfg.readTimeoutMs,
+        bodyTimeout: cfg.readTimeoutMs,
+        keepAliveTimeout: 30000,
+        connections,
+      });
+    this.agent = agent(32);
+    this.blobAgent = agent(null);
+    this.answerMs = cfg.connectTimeoutMs + cfg.readTimeoutMs;
     this.basic = cfg.username !== null && cfg.password !== null ? `Basic ${Buffer.from(`${cfg.username}:${cfg.password}`).toString('base64')}` : null;
     this.insecure = cfg.insecure;
   }
@@ -91,12 +108,12 @@ export class Upstream {
     const started = performance.now();
     try {
       const cached = this.tokens.get(scope);
-      let res = await this.send(method, this.origin + urlPath, headers, cached ? `Bearer ${cached}` : this.basic);
+      let res = await this.send(method, this.base + urlPath, headers, cached ? `Bearer ${cached}` : this.basic);
       // Only the upstream's own challenge is answered: a 401 from a host it redirected to (object storage) names a token
       // service the upstream's credentials must never reach, and is passed on as a refusal.
       if (res.status === 401 && res.origin === this.origin) {
         const auth = await this.authorize(res, scope, cached);
-        if (auth !== null) res = await this.send(method, this.origin + urlPath, headers, auth);
+        if (auth !== null) res = await this.send(method, this.base + urlPath, headers, auth);
       }
       // Only answers that say the upstream itself is down count against the breaker: a 500 for one odd request (a
       // layer digest asked for as a manifest) must not let any client cut everyone off from the upstream.
@@ -126,10 +143,11 @@ export class Upstream {
   private async send(method: string, url: string, headers: Record<string, string>, auth: string | null): Promise<UpstreamResponse & { origin: string }> {
     let target = url;
     let credentials = auth;
+    const dispatcher = /\/blobs\/[^/]+$/.test(new URL(url).pathname) ? this.blobAgent : this.agent;
     for (let hop = 0; ; hop++) {
       const h: Record<string, string> = { 'user-agent': USER_AGENT, ...headers };
       if (credentials) h.authorization = credentials;
-      const res = await request(target, { method: method as 'GET', headers: h, dispatcher: this.agent });
+      const res = await this.answer(target, { method: method as 'GET', headers: h, dispatcher });
       const location = header(res.headers, 'location');
       if (!REDIRECTS.has(res.statusCode) || !location) return { status: res.statusCode, headers: res.headers, body: res.body, origin: new URL(target).origin };
       res.body.resume();
@@ -178,7 +196,7 @@ export class Upstream {
     u.searchParams.set('scope', scope);
     const h: Record<string, string> = { 'user-agent': USER_AGENT, accept: 'application/json' };
     if (this.basic) h.authorization = this.basic;
-    const t = await request(u, { method: 'GET', headers: h, dispatcher: this.agent });
+    const t = await this.answer(u, { method: 'GET', headers: h, dispatcher: this.agent });
     if (t.statusCode !== 200) {
       t.body.resume();
       const what = `upstream ${this.name} token service`;
@@ -199,9 +217,33 @@ export class Upstream {
     return token ? `Bearer ${token}` : null;
   }
 
+  // answer sends a request and waits at most answerMs for its headers; the body then has undici's read timeout. The
+  // deadline rejects by itself: undici aborts a request still queued for a connection only once it gets one.
+  private answer(url: string | URL, opts: { method: 'GET'; headers: Record<string, string>; dispatcher: Agent }): Promise<Dispatcher.ResponseData> {
+    const deadline = new AbortController();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const err = Object.assign(new Error(`no answer within ${this.answerMs} ms`), { code: 'ANSWER_TIMEOUT' });
+        deadline.abort(err);
+        reject(err);
+      }, this.answerMs);
+      request(url, { ...opts, signal: deadline.signal }).then(
+        (res) => {
+          clearTimeout(timer);
+          if (deadline.signal.aborted) discard({ status: res.statusCode, headers: res.headers, body: res.body });
+          else resolve(res);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      );
+    });
+  }
+
   // close ends the connections, cutting off any request still under way (a download the server stopped waiting for).
   async close(): Promise<void> {
-    await this.agent.destroy();
+    await Promise.all([this.agent.destroy(), this.blobAgent.destroy()]);
   }
 }
 

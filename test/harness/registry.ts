@@ -61,6 +61,10 @@ export interface RegistryOptions {
   trustCaPaths?: string[];
   /** logLevel is the registry's log level (default 'info'). */
   logLevel?: 'error' | 'warn' | 'info' | 'debug';
+  /** prefix serves the API under a path (`http.prefix`), as `<prefix>/v2/`. */
+  prefix?: string;
+  /** dataDir shares another registry's storage (default dir/data). */
+  dataDir?: string;
 }
 
 /** TokenServer is the in-process token issuer for a registry with `auth: token`. */
@@ -405,7 +409,7 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
   const useTls = opts.tls ?? true;
   const auth = opts.auth ?? 'none';
   const dir = path.resolve(opts.dir);
-  const dataDir = path.join(dir, 'data');
+  const dataDir = opts.dataDir ?? path.join(dir, 'data');
   fs.mkdirSync(dataDir, { recursive: true });
   const ca = opts.ca ?? (await makeTestCa(path.join(dir, 'pki')));
   const certDir = writeCertDir(path.join(dir, 'certs.d'), { caPaths: [ca.certPath] });
@@ -423,6 +427,7 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
     health: { storagedriver: { enabled: false } },
   };
   const httpConfig = config.http as Record<string, unknown>;
+  if (opts.prefix !== undefined) httpConfig.prefix = opts.prefix;
   if (useTls) {
     const server = await makeServerCert(ca, path.join(dir, 'tls'));
     httpConfig.tls = { certificate: server.certPath, key: server.keyPath };
@@ -495,7 +500,7 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
             if (!started.running()) {
               throw new StopWaiting(`docker-registry exited before answering:\n${started.output().slice(-2000)}`);
             }
-            const res = await rawRequest(new URL('/v2/', endpoint.url), endpoint, { timeoutMs: 1000 });
+            const res = await rawRequest(new URL(`${opts.prefix ?? ''}/v2/`, endpoint.url), endpoint, { timeoutMs: 1000 });
             return res.status === 200 || res.status === 401;
           },
           { timeoutMs: 15_000, what: `docker-registry on port ${port} to answer /v2/` },
