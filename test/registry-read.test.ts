@@ -452,6 +452,13 @@ describe('registry read API', () => {
     const e = JSON.parse(unknownNs.body.toString()).errors[0];
     assert.equal(e.code, 'NAME_UNKNOWN');
     assert.match(e.message, /docker\.io/);
+    // The Kelvin sign lowercases to k: a host name is folded as ASCII only, so this names no upstream (and is never
+    // echoed into a header, which Node refuses to send), on the manifest and the blob route alike.
+    for (const p of ['/v2/library/seeded/manifests/1.0', `/v2/library/seeded/blobs/${sha(blob2k)}`]) {
+      const kelvin = await t.request('pull', `${p}?ns=doc%E2%84%AAer.io`);
+      assert.equal(kelvin.status, 404, p);
+      assert.equal(JSON.parse(kelvin.body.toString()).errors[0].code, 'NAME_UNKNOWN', p);
+    }
   });
 
   test('malformed names are NAME_INVALID, never a 5xx', async () => {

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { RegistryError } from '../server/errors.js';
-import { parseChallenge } from '../server/mirror/auth.js';
+import { parseChallenge, TokenCache } from '../server/mirror/auth.js';
 import { retryAfterSeconds, Upstream } from '../server/mirror/upstream.js';
 import { createCa, issueServerCert } from '../server/pki/ca.js';
 
@@ -234,6 +234,23 @@ test('an upstream path prefix goes in front of /v2, and the cross-host credentia
   } finally {
     await up.close();
   }
+});
+
+test('the token cache is bounded: past 10,000 scopes it drops expired tokens, and all of them when none expired', () => {
+  let now = Date.parse('2026-12-07T12:00:00Z');
+  const cache = new TokenCache(() => now);
+  for (let i = 0; i < 10000; i++) cache.put(`repository:made/up${i}:pull`, { token: `t${i}`, expires_in: 300 });
+  assert.equal(cache.size, 10000);
+  assert.equal(cache.put('repository:made/up0:pull', { token: 'again', expires_in: 300 }), 'again');
+  assert.equal(cache.size, 10000, 'a scope already held is replaced, not added');
+  now += 10 * 60 * 1000;
+  cache.put('repository:late/one:pull', { token: 'late', expires_in: 300 });
+  assert.equal(cache.size, 1, 'the expired tokens went');
+  for (let i = 0; i < 9999; i++) cache.put(`repository:fresh/r${i}:pull`, { token: `f${i}`, expires_in: 300 });
+  assert.equal(cache.size, 10000);
+  cache.put('repository:one/more:pull', { token: 'more', expires_in: 300 });
+  assert.equal(cache.size, 1);
+  assert.equal(cache.get('repository:one/more:pull'), 'more');
 });
 
 test("an upstream's Retry-After is passed on in seconds, given as seconds or as an HTTP date, at most a day", () => {

@@ -40,13 +40,21 @@ export function schemeAllowed(u: URL, plainHttp: boolean): boolean {
 // TOKEN_MARGIN_MS is how long before expiry a cached token is no longer used.
 const TOKEN_MARGIN_MS = 10000;
 
-// TokenCache keeps bearer tokens per scope until shortly before they expire.
+// MAX_TOKENS bounds the tokens kept: one per repository asked for, and clients choose the repositories.
+const MAX_TOKENS = 10000;
+
+// TokenCache keeps bearer tokens per scope until shortly before they expire, at most MAX_TOKENS of them: past that,
+// expired ones are dropped, and if none had expired, all of them (each is fetched again when next needed).
 export class TokenCache {
   private readonly tokens = new Map<string, { token: string; expires: number }>();
   private readonly clock: () => number;
 
   constructor(clock: () => number = Date.now) {
     this.clock = clock;
+  }
+
+  get size(): number {
+    return this.tokens.size;
   }
 
   get(scope: string): string | null {
@@ -68,6 +76,11 @@ export class TokenCache {
     const expiresIn = typeof b.expires_in === 'number' && b.expires_in >= 60 ? b.expires_in : 60;
     const issued = typeof b.issued_at === 'string' ? Date.parse(b.issued_at) : NaN;
     const start = Number.isFinite(issued) && issued <= this.clock() ? issued : this.clock();
+    if (this.tokens.size >= MAX_TOKENS && !this.tokens.has(scope)) {
+      const now = this.clock();
+      for (const [k, t] of this.tokens) if (t.expires - TOKEN_MARGIN_MS <= now) this.tokens.delete(k);
+      if (this.tokens.size >= MAX_TOKENS) this.tokens.clear();
+    }
     this.tokens.set(scope, { token, expires: start + expiresIn * 1000 });
     return token;
   }

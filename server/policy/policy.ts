@@ -25,6 +25,9 @@ const MAX_INDEX_DEPTH = 3;
 const MAX_REEVALUATIONS = 3;
 
 // Policy decides admission; its caches are dropped whenever the live policy changes (changed()).
+// MAX_TAG_PINS bounds the cached tag-pin answers.
+const MAX_TAG_PINS = 10000;
+
 export class Policy {
   private readonly store: PolicyStore;
   private readonly content: ContentStore;
@@ -52,12 +55,14 @@ export class Policy {
     this.tagPins.clear();
   }
 
-  // tagPin is the digest a tag pin freezes repository:tag to, or null; cached until the policy changes.
+  // tagPin is the digest a tag pin freezes repository:tag to, or null; cached until the policy changes. Answers for any
+  // name a client makes up are cached too, so the cache is bounded: past MAX_TAG_PINS it starts again.
   tagPin(repository: string, tag: string): string | null {
     const key = `${repository}:${tag}`;
     let digest = this.tagPins.get(key);
     if (digest === undefined) {
       digest = this.store.pinForTag(repository, tag)?.digest ?? null;
+      if (this.tagPins.size >= MAX_TAG_PINS) this.tagPins.clear();
       this.tagPins.set(key, digest);
     }
     return digest;

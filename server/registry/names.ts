@@ -88,9 +88,10 @@ export function routeName(name: string, ns: string | undefined, table: RoutingTa
   return { upstream, path, repository };
 }
 
-// normalizeHost folds Docker Hub's spellings into docker.io.
+// normalizeHost folds Docker Hub's spellings into docker.io. Only ASCII letters are folded: toLowerCase would also fold
+// other characters into ASCII (the Kelvin sign into k), letting a name that is no host name match a configured one.
 export function normalizeHost(host: string): string {
-  const h = host.toLowerCase();
+  const h = host.replace(/[A-Z]+/g, (c) => c.toLowerCase());
   return h === 'index.docker.io' || h === 'registry-1.docker.io' ? 'docker.io' : h;
 }
 

@@ -41,8 +41,16 @@ export async function sendBody(reply: FastifyReply, body: BlobBody): Promise<voi
   // From here on the bytes go straight to the socket: Fastify's stream path would take each chunk as a fresh buffer.
   reply.hijack();
   const res = reply.raw;
-  for (const [name, value] of Object.entries(reply.getHeaders())) if (value !== undefined) res.setHeader(name, value);
-  res.writeHead(reply.statusCode);
+  try {
+    for (const [name, value] of Object.entries(reply.getHeaders())) if (value !== undefined) res.setHeader(name, value);
+    res.writeHead(reply.statusCode);
+  } catch (err) {
+    // A header Node refuses to send: nothing answers the client now, so the connection ends, and the file with it.
+    chunkPool.give(first);
+    body.close();
+    res.destroy(err as Error);
+    throw err;
+  }
   // A client that goes away also ends a read waiting for an upstream download.
   res.once('close', () => body.close());
   pump(res, body, first, r.n).catch((err: Error) => res.destroy(err));
