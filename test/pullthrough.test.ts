@@ -19,7 +19,7 @@ import { type HttpResult, registryRequest, startRegistry } from './harness/regis
 const sha = (b: Buffer): string => `sha256:${crypto.createHash('sha256').update(b).digest('hex')}`;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
-type Mode = 'ok' | 'wrong-bytes' | 'cut' | 'drip' | 'slow' | '429' | '500' | '503' | 'redirect' | 'no-length';
+type Mode = 'ok' | 'wrong-bytes' | 'cut' | 'drip' | 'slow' | '400' | '429' | '500' | '503' | 'redirect' | 'no-length';
 
 // FakeUpstream serves blobs and manifests from memory, misbehaving per digest, and counts requests.
 class FakeUpstream {
@@ -95,7 +95,7 @@ class FakeUpstream {
       res.writeHead(429, { 'retry-after': '17', 'content-type': 'application/json' });
       return void res.end('{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}');
     }
-    if (mode === '500' || mode === '503') {
+    if (mode === '400' || mode === '500' || mode === '503') {
       res.statusCode = Number(mode);
       return void res.end();
     }
@@ -428,6 +428,22 @@ describe('pull-through', () => {
     assert.equal(stale.status, 200);
     assert.equal(stale.headers['docker-content-digest'], images.stale.manifest);
     fake.modes.delete('library/stale:v1');
+  });
+
+  test('another 4xx for a tag is passed on as MANIFEST_UNKNOWN, not served from its last digest', async () => {
+    const ok = await t.request('pull', '/v2/library/stale/manifests/v1');
+    assert.equal(ok.status, 200);
+    // distribution answers 400 MANIFEST_INVALID to an Accept it cannot convert a manifest for.
+    fake.modes.set('library/stale:v1', '400');
+    try {
+      const refused = await t.request('pull', '/v2/library/stale/manifests/v1');
+      assert.equal(refused.status, 404, refused.body.toString());
+      const e = JSON.parse(refused.body.toString()).errors[0];
+      assert.equal(e.code, 'MANIFEST_UNKNOWN');
+      assert.match(e.message, /HTTP 400/);
+    } finally {
+      fake.modes.delete('library/stale:v1');
+    }
   });
 
   test('HEAD of an uncached blob asks the upstream: UNAVAILABLE while it fails, the size once it answers', async () => {

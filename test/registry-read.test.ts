@@ -482,6 +482,28 @@ describe('registry read API', () => {
       const r = await t.request('pull', p, { method, body: method === 'GET' ? undefined : '{}' });
       assert.equal(r.status, 405, `${method} ${p}`);
       assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'UNSUPPORTED');
+      // RFC 9110 §15.5.6: a 405 names the methods the resource takes; an upload URL takes none here.
+      assert.equal(r.headers.allow, p.includes('/uploads/') ? '' : 'GET, HEAD', `${method} ${p}`);
+    }
+    const catalog = await t.request('pull', '/v2/_catalog');
+    assert.equal(catalog.status, 405);
+    assert.equal(catalog.headers.allow, '');
+  });
+
+  test('HEAD on tags/list and referrers has the headers of GET and no body; an unknown endpoint is 404', async () => {
+    for (const p of ['/v2/library/seeded/tags/list', `/v2/library/seeded/referrers/${sha(manifest)}`]) {
+      const get = await t.request('pull', p);
+      const head = await t.request('pull', p, { method: 'HEAD' });
+      assert.equal(get.status, 200, p);
+      assert.equal(head.status, 200, p);
+      assert.equal(head.body.length, 0, p);
+      assert.equal(head.headers['content-type'], get.headers['content-type'], p);
+      assert.equal(head.headers['content-length'], String(get.body.length), p);
+    }
+    for (const p of ['/v2/library/seeded', '/v2/library/seeded/tags/', '/v2/library/seeded/tags/list/']) {
+      const r = await t.request('pull', p);
+      assert.equal(r.status, 404, p);
+      assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'NAME_UNKNOWN', p);
     }
   });
 });

@@ -279,6 +279,11 @@ export function upstreamFailure(upstream: string, res: UpstreamResponse, kind: '
     case 429:
       return rateLimited(upstream, res.headers);
     default:
+      // Another 4xx refuses this request (an Accept the upstream cannot answer), it does not say the upstream is down:
+      // the client learns the content cannot be had, and a tag is not served from its last digest instead.
+      if (res.status >= 400 && res.status < 500) {
+        return new RegistryError(kind === 'manifest' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN', `upstream ${upstream} refused ${what} (HTTP ${res.status})`);
+      }
       return new RegistryError('UNAVAILABLE', `upstream ${upstream} answered HTTP ${res.status} for ${what}`);
   }
 }

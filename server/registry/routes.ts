@@ -32,11 +32,11 @@ export function parsePath(url: string): Parsed {
   if (path === '/v2/_catalog') return { kind: 'catalog' };
   const rest = path.slice(4);
   const m = /^(.+)\/(manifests|blobs|tags|referrers)\/(.*)$/.exec(rest);
-  if (!m) throw new RegistryError('NAME_INVALID', `"${truncate(rest)}" is not a registry endpoint`);
+  if (!m) throw new RegistryError('NAME_UNKNOWN', `"${truncate(rest)}" is not a registry endpoint`);
   const [, name, endpoint, tail] = m;
   if (name.includes('%')) throw new RegistryError('NAME_INVALID', 'repository names cannot contain escaped characters');
   if (endpoint === 'tags') {
-    if (tail !== 'list') throw new RegistryError('NAME_INVALID', 'the tags endpoint is /v2/<name>/tags/list');
+    if (tail !== 'list') throw new RegistryError('NAME_UNKNOWN', 'no such endpoint: the tags endpoint is /v2/<name>/tags/list');
     return { kind: 'tags', name };
   }
   if (endpoint === 'blobs' && (tail === 'uploads' || tail.startsWith('uploads/'))) return { kind: 'upload', name };
@@ -353,19 +353,18 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
         reply.header('content-type', 'application/json').send(head ? undefined : Buffer.from('{}'));
         return;
       case 'catalog':
-        throw new RegistryError('UNSUPPORTED', 'the catalog is not offered by this mirror');
+        throw new RegistryError('UNSUPPORTED', 'the catalog is not offered by this mirror', null, NO_METHODS);
       case 'manifest':
         return manifest(req, reply, p.name, p.ref, head);
       case 'blob':
         return blob(req, reply, p.name, p.digest, head);
+      // For HEAD, Node sends the headers of the answer GET would get, Content-Length included, and no body.
       case 'tags':
-        if (head) throw new RegistryError('UNSUPPORTED', 'HEAD is not supported on tags/list');
         return tags(req, reply, p.name);
       case 'referrers':
-        if (head) throw new RegistryError('UNSUPPORTED', 'HEAD is not supported on referrers');
         return referrers(req, reply, p.name, p.digest);
       case 'upload':
-        throw new RegistryError('UNSUPPORTED', 'airlock is a read-only mirror: pushing is not supported');
+        throw new RegistryError('UNSUPPORTED', 'airlock is a read-only mirror: pushing is not supported', null, NO_METHODS);
     }
   };
 
@@ -388,11 +387,23 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
       url: '/v2/*',
       handler: async (req) => {
         req.airlock.action = 'registry.write';
-        throw new RegistryError('UNSUPPORTED', 'airlock is a read-only mirror: pushing and deleting are not supported');
+        // Allow names what the resource takes (RFC 9110 §15.5.6): reads, except where only writes exist.
+        let allow = READ_METHODS;
+        try {
+          const kind = parsePath(req.url).kind;
+          if (kind === 'upload' || kind === 'catalog') allow = NO_METHODS;
+        } catch {
+          // A path that is no endpoint is refused the same way.
+        }
+        throw new RegistryError('UNSUPPORTED', 'airlock is a read-only mirror: pushing and deleting are not supported', null, allow);
       },
     });
   }
 }
+
+// READ_METHODS and NO_METHODS are the Allow headers of 405 answers.
+const READ_METHODS: Readonly<Record<string, string>> = { allow: 'GET, HEAD' };
+const NO_METHODS: Readonly<Record<string, string>> = { allow: '' };
 
 function readAnnotations(bytes: Buffer): Record<string, string> | null {
   try {
