@@ -474,6 +474,50 @@ test('a number not written as a plain integer fails: 200.0 and 2e2 read as 200 b
   }
 });
 
+// The reviewer's edit: sed '2s/"bytes":0,/"bytes":-0,/' on an export. JSON reads -0 as 0, so the hash still matches.
+function minusZeroBytes(lines: string[]): string[] {
+  assert.equal((JSON.parse(lines[1]) as AuditEvent).bytes, 0);
+  return lines.map((l, i) => (i === 1 ? l.replace('"bytes":0,', '"bytes":-0,') : l));
+}
+
+function checkpointText(lines: string[], edit: (text: string) => string): string[] {
+  const last = lines.length - 1;
+  return lines.map((l, i) => (i === last ? edit(l) : l));
+}
+
+test('a number with a minus sign fails: -0 reads as 0 and hashes the same, and no audit field is negative', async () => {
+  const minusZero = minusZeroBytes(intact);
+  assert.equal(hashEvent(JSON.parse(minusZero[1]) as AuditEvent), events[1].hash, 'the edit keeps the hash');
+  assertFailsAt(await verifyLines(minusZero), 2, /a number is written with a minus sign/);
+  const minusOne = intact.map((l, i) => (i === 1 ? l.replace('"bytes":0,', '"bytes":-1,') : l));
+  assertFailsAt(await verifyLines(minusOne), 2, /minus sign/);
+  assertFailsAt(await verifyLines(checkpointText(intact, (l) => l.replace(`"seq":${EVENT_COUNT},`, `"seq":-${EVENT_COUNT},`))), null, /minus sign/);
+});
+
+test('the checkpoint is held to the same number spelling as the events: 300.0 fails', async () => {
+  const r = await verifyLines(checkpointText(intact, (l) => l.replace(`"seq":${EVENT_COUNT},`, `"seq":${EVENT_COUNT}.0,`)));
+  assertFailsAt(r, EVENT_COUNT, /a number is not written as a plain integer/);
+});
+
+test('a checkpoint with an added field, or naming another key while signed by the mirror key, fails', async () => {
+  const extra = checkpointText(intact, (l) => l.replace(/}$/, ',"x":1}'));
+  assertFailsAt(await verifyLines(extra), EVENT_COUNT, /checkpoint has wrong fields \(unexpected x\)/);
+  const renamed = checkpointText(intact, (l) => l.replace(keyIdOf(mirrorPublic), keyIdOf(otherPublic)));
+  assert.notDeepEqual(renamed, intact);
+  assertFailsAt(await verifyLines(renamed), EVENT_COUNT, /checkpoint names key sha256:[0-9a-f]{64}, but the verifying key is/);
+});
+
+test('the layout of a line is not checked: spaces, key order and escapes that keep every value verify', async () => {
+  const spaced = intact.map((l) => l.replaceAll('","', '", "').replace(/^\{/, '{ '));
+  const reordered = intact.map((l) => JSON.stringify(Object.fromEntries(Object.entries(JSON.parse(l) as object).reverse())));
+  const escaped = intact.map((l) => l.replace('"action":"p', '"action":"\\u0070'));
+  for (const lines of [spaced, reordered, escaped]) {
+    assert.notDeepEqual(lines, intact);
+    const r = await verifyLines(lines);
+    assert.ok(r.ok, formatVerifyResult(r));
+  }
+});
+
 test('a line longer than 1 MiB fails with one line, without reading it into memory', async () => {
   const path = join(dir, 'one-long-line.jsonl');
   writeFileSync(path, `${intact[0]}\n${'x'.repeat(3 * 1024 * 1024)}`);
@@ -494,6 +538,17 @@ test('scripts/verify-audit.sh (python3 and openssl) and airlock audit verify agr
     ['a line that is not an object', intact.map((l, i) => (i === 39 ? '[]' : l)), false],
     ['an extra field', editLine(intact, 39, (o) => { o.extra = 1; }), false],
     ['no checkpoint', intact.slice(0, -1), false],
+    ['-0 for a 0', minusZeroBytes(intact), false],
+    ['-1 for a 0', intact.map((l, i) => (i === 1 ? l.replace('"bytes":0,', '"bytes":-1,') : l)), false],
+    ['a float checkpoint seq', checkpointText(intact, (l) => l.replace(`"seq":${EVENT_COUNT},`, `"seq":${EVENT_COUNT}.0,`)), false],
+    ['an added checkpoint field', checkpointText(intact, (l) => l.replace(/}$/, ',"x":1}')), false],
+    ['a checkpoint field missing', editLine(intact, EVENT_COUNT, (o) => { delete o.keyId; }), false],
+    ['a checkpoint naming another key', checkpointText(intact, (l) => l.replace(keyIdOf(mirrorPublic), keyIdOf(otherPublic))), false],
+    ['a checkpoint naming a made-up key', checkpointText(intact, (l) => l.replace(keyIdOf(mirrorPublic), `sha256:${'a'.repeat(64)}`)), false],
+    ['a signature with a space appended', checkpointText(intact, (l) => l.replace(/"signature":"([^"]*)"/, '"signature":"$1 "')), false],
+    ['a signature with = appended', checkpointText(intact, (l) => l.replace(/"signature":"([^"]*)"/, '"signature":"$1="')), false],
+    ['spaces between tokens', intact.map((l) => l.replaceAll('","', '", "').replace(/^\{/, '{ ')), true],
+    ['keys in another order', intact.map((l) => JSON.stringify(Object.fromEntries(Object.entries(JSON.parse(l) as object).reverse()))), true],
   ];
   for (const [name, lines, ok] of cases) {
     const file = writeExport(lines);
@@ -511,4 +566,30 @@ test('scripts/verify-audit.sh (python3 and openssl) and airlock audit verify agr
   assert.notEqual(script.status, 0);
   assert.match(script.stderr, /^line 4: not UTF-8/m);
   assert.doesNotMatch(script.stderr, /Traceback/);
+});
+
+test('scripts/verify-audit.sh names -0, an added checkpoint field and a keyId that is not the key\'s SPKI fingerprint', () => {
+  const pem = join(dir, 'script-names.pub');
+  writeFileSync(pem, mirrorPublic.export({ type: 'spki', format: 'pem' }).toString());
+  const script = (lines: string[]) => spawnSync('sh', ['scripts/verify-audit.sh', writeExport(lines), pem], { encoding: 'utf8' });
+  const ok = script(intact);
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.match(ok.stdout, /Verified OK/);
+  const cases: Array<[string[], RegExp]> = [
+    [minusZeroBytes(intact), /^line 2: not an audit event \(-0 is written with a minus sign\)$/m],
+    [checkpointText(intact, (l) => l.replace(/}$/, ',"x":1}')), new RegExp(`^line ${EVENT_COUNT + 1}: not the fields of a checkpoint$`, 'm')],
+    [
+      checkpointText(intact, (l) => l.replace(keyIdOf(mirrorPublic), keyIdOf(otherPublic))),
+      new RegExp(`^checkpoint names key ${keyIdOf(otherPublic)}, but the verifying key is ${keyIdOf(mirrorPublic)}$`, 'm'),
+    ],
+  ];
+  for (const [lines, message] of cases) {
+    const r = script(lines);
+    assert.equal(r.status, 1, `${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.doesNotMatch(r.stdout, /Verified OK/);
+  }
+  const notAKey = spawnSync('sh', ['scripts/verify-audit.sh', writeExport(intact), writeExport(intact)], { encoding: 'utf8' });
+  assert.equal(notAKey.status, 1);
+  assert.match(notAKey.stderr, /^\S+: not a public key$/m);
 });

@@ -51,6 +51,7 @@ function isSeq(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 1;
 }
 
+// -0 passes as 0 here; numberSpellingError refuses it as written.
 function isCount(v: unknown): boolean {
   return v === null || (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0);
 }
@@ -69,10 +70,15 @@ function pairCount(text: string): number {
   return commas + 1;
 }
 
-// airlock writes its numbers as plain integers. JSON.parse reads 200.0 and 2e2 as 200 too, while a tool that hashes
-// the numbers as written would not: only plain integers are accepted, so that every verifier agrees.
-function plainIntegers(text: string): boolean {
-  return !/[.eE+]/.test(outsideStrings(text).replace(/\b(?:null|true|false)\b/g, ''));
+// airlock writes its numbers as plain non-negative integers. JSON.parse reads 200.0 and 2e2 as 200 and -0 as 0, so a
+// byte edit to one of them hashes (RFC 8785) and signs the same, and a tool that hashes the numbers as written would
+// not: only plain non-negative integers are accepted, on every line, so that every verifier agrees. Outside strings
+// and the literals, what is left of a JSON line is punctuation and numbers, so any of these characters is a number's.
+function numberSpellingError(text: string): string | null {
+  const bare = outsideStrings(text).replace(/\b(?:null|true|false)\b/g, '');
+  if (bare.includes('-')) return 'a number is written with a minus sign (no audit field is negative, and -0 reads as 0)';
+  if (/[.eE+]/.test(bare)) return 'a number is not written as a plain integer';
+  return null;
 }
 
 function outsideStrings(text: string): string {
@@ -102,6 +108,8 @@ function parseLine(text: string): ParsedLine {
   const obj = value as Record<string, unknown>;
   const seq = isSeq(obj.seq) ? obj.seq : null;
   const invalid = (error: string): ParsedLine => ({ kind: 'invalid', seq, error });
+  const spelling = numberSpellingError(text);
+  if (spelling !== null) return invalid(spelling);
 
   if (Object.hasOwn(obj, 'type')) {
     if (obj.type !== 'checkpoint') return invalid(`unknown line type ${JSON.stringify(obj.type)}`);
@@ -135,7 +143,6 @@ function parseLine(text: string): ParsedLine {
   if (typeof obj.prev !== 'string' || !HEX64.test(obj.prev)) return invalid('prev is not 64 hex digits');
   if (typeof obj.hash !== 'string' || !HEX64.test(obj.hash)) return invalid('hash is not 64 hex digits');
   if (pairCount(text) !== AUDIT_FIELDS.length) return invalid('event has a duplicate key');
-  if (!plainIntegers(text)) return invalid('a number is not written as a plain integer');
   // Every field was checked above, so the object is an AuditEvent.
   return { kind: 'event', event: obj as unknown as AuditEvent };
 }
