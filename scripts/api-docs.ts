@@ -10,7 +10,7 @@ interface Operation {
   tags?: string[];
   'x-airlock-role'?: string;
   parameters?: { name: string; in: string; required?: boolean; schema?: Schema; description?: string }[];
-  requestBody?: { content?: Record<string, { schema?: Schema }> };
+  requestBody?: { required?: boolean; content?: Record<string, { schema?: Schema }> };
   responses?: Record<string, { description?: string }>;
 }
 interface Schema {
@@ -58,6 +58,7 @@ export function renderApi(doc: { info: { title: string; version: string }; paths
     if (body?.properties) {
       out.push('', '| body field | type | required |', '|---|---|---|');
       for (const [k, v] of Object.entries(body.properties)) out.push(`| \`${k}\` | ${typeOf(v)} | ${body.required?.includes(k) ? 'yes' : 'no'} |`);
+      if (op.requestBody?.required === false) out.push('', 'The body may be left out.');
     }
     const responses = Object.entries(op.responses ?? {});
     if (responses.length > 0) out.push('', `Responses: ${responses.map(([code, r]) => `${code}${r.description ? ` (${r.description})` : ''}`).join(', ')}.`);

@@ -238,17 +238,24 @@ export function validateConfig(doc: unknown, base: string, env: Env, file: strin
 
 function parseListen(v: Validator, value: unknown): { host: string; port: number } {
   const s = v.string('listen', value, true);
-  const m = s === null ? null : /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/.exec(s);
-  if (s !== null && !m) v.add('listen', 'must be host:port, like 127.0.0.1:5443 or [::]:5443');
-  if (!m) return { host: '127.0.0.1', port: 5443 };
+  if (s === null) return { host: '127.0.0.1', port: 5443 };
+  const { host, port, problem } = listenAddress(s);
+  if (problem !== null) v.add('listen', problem);
+  return { host, port };
+}
+
+// listenAddress parses a listen address, host:port; problem says what is wrong with it, or is null.
+export function listenAddress(s: string): { host: string; port: number; problem: string | null } {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/.exec(s);
+  if (!m) return { host: '127.0.0.1', port: 5443, problem: 'must be host:port, like 127.0.0.1:5443 or [::]:5443' };
   const port = Number(m[2]);
-  if (port > 65535) v.add('listen', 'port must be 0..65535');
   const host = m[1].replace(/^\[|\]$/g, '');
+  if (port > 65535) return { host, port, problem: 'port must be 0..65535' };
   const bracketed = m[1].startsWith('[');
   if (bracketed ? net.isIPv6(host) === false : !(net.isIPv4(host) || (!/^[0-9.]+$/.test(host) && HOST_NAME.test(host)))) {
-    v.add('listen', `"${host}" is not ${bracketed ? 'an IPv6 address' : 'an IPv4 address or a host name'}`);
+    return { host, port, problem: `"${host}" is not ${bracketed ? 'an IPv6 address' : 'an IPv4 address or a host name'}` };
   }
-  return { host, port };
+  return { host, port, problem: null };
 }
 
 // checkTls reads the TLS files that exist: a PEM private key and the PEM certificate it belongs to, and PEM CA

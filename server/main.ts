@@ -9,7 +9,7 @@ import { createCertStore } from '../storage/certs.js';
 import { openDatabase } from '../storage/db.js';
 import { formatVerifyResult, verifyAuditFile } from './audit/verify.js';
 import { clientFiles, clientWarnings, mirrorAddress } from './clients.js';
-import { type Config, loadConfigFile } from './config.js';
+import { type Config, listenAddress, loadConfigFile } from './config.js';
 import { UserError, whyUnreadable } from './errors.js';
 import { defaultHosts, initDataDir } from './init.js';
 import { CertAuthority } from './pki/authority.js';
@@ -66,7 +66,16 @@ async function serve(argv: string[]): Promise<void> {
   const { values } = args(argv, { config: { type: 'string' } });
   let file = findConfig(str(values.config));
   if (file === null) {
-    const r = initDataDir({ dir: 'airlock-data', hosts: defaultHosts(), force: false, keyPassword: env.AIRLOCK_KEY_PASSWORD ?? '', p12Password: env.AIRLOCK_P12_PASSWORD ?? '' });
+    let r;
+    try {
+      r = initDataDir({ dir: 'airlock-data', hosts: defaultHosts(), force: false, keyPassword: env.AIRLOCK_KEY_PASSWORD ?? '', p12Password: env.AIRLOCK_P12_PASSWORD ?? '' });
+    } catch (err) {
+      // init's advice (--force) is not serve's to take: say what serve found, and the commands that settle it.
+      if (!(err instanceof UserError)) throw err;
+      throw new UserError(
+        `${err.message.replace(/ \(use --force[^)]*\)$/, '')}: airlock-data holds part of a data directory but no airlock.yaml; start over with airlock init --dir airlock-data --force, or name a configuration with serve --config`,
+      );
+    }
     console.log(`no configuration found: initialised ${r.dir} (CA, server certificate for ${r.hosts.join(', ')}, admin bundle, mirror key)`);
     file = r.config;
   }
@@ -90,7 +99,7 @@ async function serve(argv: string[]): Promise<void> {
       },
     );
   };
-  process.on('SIGINT', () => stop('SIGINT'));
+  // process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   const address = mirrorAddress(config, { host: config.listen.host, port: airlock.port }, airlock.services.serverNames);
   // The commands below reach airlock by a name its certificate holds; where it listens can be a wildcard or another one.
@@ -125,8 +134,10 @@ function init(argv: string[]): void {
   const { values } = args(argv, { dir: { type: 'string' }, host: { type: 'string', multiple: true }, force: { type: 'boolean' }, listen: { type: 'string' } });
   const hosts = (values.host as string[] | undefined) ?? [];
   const listen = str(values.listen);
-  const port = listen === undefined ? null : /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/.exec(listen)?.[2];
-  if (listen !== undefined && (port === undefined || Number(port) > 65535)) throw new UserError('--listen must be host:port with a port of 0..65535, like 0.0.0.0:5443');
+  // Refused here as serve would refuse it in the configuration written.
+  const problem = listen === undefined ? null : listenAddress(listen).problem;
+  if (problem?.startsWith('"')) throw new UserError(`--listen: ${problem}`);
+  if (problem !== null) throw new UserError('--listen must be host:port with a port of 0..65535, like 0.0.0.0:5443');
   const r = initDataDir({ dir: str(values.dir) ?? 'airlock-data', hosts, force: values.force === true, keyPassword: env.AIRLOCK_KEY_PASSWORD ?? '', p12Password: env.AIRLOCK_P12_PASSWORD ?? '', listen });
   console.log(`initialised ${r.dir}\n  config: ${r.config}\n  server certificate for: ${r.hosts.join(', ')}\n  admin bundle: ${r.adminBundle}\nrun: airlock serve --config ${r.config}`);
 }

@@ -183,6 +183,8 @@ describe('configuration validation', () => {
           { name: 'docker.io', url: 'https://a.example', connectTimeoutMs: 5 },
           { name: 'docker.io', url: 'ftp://b.example' },
           { name: 'Bad Name', url: 'https://user:pw@c.example' },
+          { name: 'quay.io', url: 'https://quay.io/v2/' },
+          { name: 'ghcr.io', url: 'https://ghcr.io/?x=1' },
         ],
       },
       dataDir('misc'),
@@ -196,6 +198,8 @@ describe('configuration validation', () => {
       'upstreams[1].url: must be an https:// URL',
       'upstreams[2].name: must be a registry host name',
       'upstreams[2].url: must not carry credentials',
+      "upstreams[3].url: must not end in /v2: give the registry's root, airlock adds /v2/",
+      'upstreams[4].url: must not carry a query or fragment',
     ]) {
       assert.ok(msg.includes(p), `"${p}" in ${msg}`);
     }

@@ -66,6 +66,18 @@ export async function checkKnownFields(req: FastifyRequest): Promise<void> {
     return;
   }
   refuseUnknown('body', schema, req.body);
+  wellFormed(req.body);
+}
+
+// wellFormed replaces lone surrogates in a body's strings (and arrays of strings) with U+FFFD, as the audit event's
+// fields are: SQLite would store them otherwise, and what the API keeps and returns would differ from what was audited.
+function wellFormed(body: unknown): void {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return;
+  const fields = body as Record<string, unknown>;
+  for (const [key, value] of Object.entries(fields)) {
+    if (typeof value === 'string') fields[key] = value.toWellFormed();
+    else if (Array.isArray(value)) fields[key] = value.map((v: unknown) => (typeof v === 'string' ? v.toWellFormed() : v));
+  }
 }
 
 function refuseUnknown(context: 'body' | 'querystring', schema: ObjectSchema, value: unknown): void {

@@ -28,6 +28,9 @@ const FAR_FUTURE = '9999-12-31T23:59:59.999Z';
 // carry them too): private to the caller's role, never a page, kept by no cache.
 export const API_HEADERS: Readonly<Record<string, string>> = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' };
 
+// OPTIONAL_BODY marks an operation whose body may be left out, between the swagger transforms below.
+const OPTIONAL_BODY = 'x-airlock-optional-body';
+
 // apiRoutes registers the admin API, /metrics and the OpenAPI document on an encapsulated scope of the app.
 export async function apiRoutes(app: FastifyInstance, s: Services): Promise<void> {
   await app.register(swagger, {
@@ -54,7 +57,22 @@ export async function apiRoutes(app: FastifyInstance, s: Services): Promise<void
     transform: ({ schema, url, route }) => {
       const role = route.config?.role ?? 'admin';
       const documented: FastifySchema & Record<string, unknown> = { ...schema, 'x-airlock-role': role };
+      // A body whose schema requires nothing may be left out (checkKnownFields takes it as {}): say so in the document.
+      const body = schema?.body as { required?: string[] } | undefined;
+      if (body !== undefined && (body.required ?? []).length === 0) documented[OPTIONAL_BODY] = true;
       return { schema: documented, url };
+    },
+    // @fastify/swagger marks every body required; the marker above turns that off where the body may be left out.
+    transformObject: (doc) => {
+      const spec = 'openapiObject' in doc ? doc.openapiObject : doc.swaggerObject;
+      for (const path of Object.values((spec.paths ?? {}) as Record<string, Record<string, Record<string, unknown>>>)) {
+        for (const op of Object.values(path)) {
+          if (op[OPTIONAL_BODY] !== true) continue;
+          delete op[OPTIONAL_BODY];
+          if (op.requestBody && typeof op.requestBody === 'object') (op.requestBody as { required: boolean }).required = false;
+        }
+      }
+      return spec;
     },
   });
 
@@ -222,9 +240,9 @@ function packageVersion(): string {
 // two milliseconds counts as the later one: an event at 10:00:00.000 is before until=10:00:00.0005, and not after
 // since=10:00:00.0005.
 function isoTime(value: string, field: string): string {
-  const leap = /^(.*T\d{2}:\d{2}):60(\.\d+)?(.*)$/.exec(value);
+  const leap = /^(.*T\d{2}:\d{2}):60(\.\d+)?(.*)$/i.exec(value);
   const d = leap ? new Date(new Date(`${leap[1]}:59${leap[3]}`).getTime() + 1000) : new Date(value);
   if (Number.isNaN(d.getTime())) throw invalidField('querystring', `/${field}`, 'must be an RFC 3339 date-time');
-  const beyondMs = /[1-9]/.test(/T[0-9:]+\.([0-9]+)/.exec(value)?.[1]?.slice(3) ?? '');
+  const beyondMs = /[1-9]/.test(/T[0-9:]+\.([0-9]+)/i.exec(value)?.[1]?.slice(3) ?? '');
   return new Date(d.getTime() + (beyondMs ? 1 : 0)).toISOString();
 }
