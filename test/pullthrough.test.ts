@@ -19,7 +19,7 @@ import { type HttpResult, registryRequest, startRegistry } from './harness/regis
 const sha = (b: Buffer): string => `sha256:${crypto.createHash('sha256').update(b).digest('hex')}`;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
-type Mode = 'ok' | 'wrong-bytes' | 'cut' | 'drip' | 'slow' | '400' | '429' | '500' | '503' | 'redirect' | 'no-length';
+type Mode = 'ok' | 'wrong-bytes' | 'cut' | 'drip' | 'slow' | 'hang' | '400' | '429' | '500' | '503' | 'redirect' | 'no-length';
 
 // FakeUpstream serves blobs and manifests from memory, misbehaving per digest, and counts requests.
 class FakeUpstream {
@@ -90,6 +90,12 @@ class FakeUpstream {
     if (mode === 'redirect' && kind === 'blobs') {
       res.writeHead(307, { location: `${this.redirectTo}/storage/${digest}?signature=abc` });
       return void res.end();
+    }
+    if (mode === 'hang') {
+      // No answer at all, past the read timeout: an upstream that accepts connections and is stuck.
+      const timer = setTimeout(() => res.destroy(), 3000);
+      res.on('close', () => clearTimeout(timer));
+      return;
     }
     if (mode === '429') {
       res.writeHead(429, { 'retry-after': '17', 'content-type': 'application/json' });
@@ -386,21 +392,21 @@ describe('pull-through', () => {
     assert.equal(sha(again.body), cutManifest);
   });
 
-  test('a download failing from one repository does not fail a client of another that has the same blob', async () => {
+  test('a download failing from one repository before it began does not fail a client of another that joined it', async () => {
     const d = images.shareda.layers[0];
     assert.equal(d, images.sharedb.layers[0]);
-    // shareda's upstream sends 1 KiB, then nothing past the read timeout.
-    fake.modes.set(`library/shareda:${d}`, 'drip');
+    // shareda's upstream does not answer within the read timeout; sharedb's client joins that download meanwhile.
+    fake.modes.set(`library/shareda:${d}`, 'hang');
     const a = blobGet('shareda', d);
     await waitFor(() => fake.count('GET', `/library/shareda/blobs/${d}`) === 1, { timeoutMs: 5000, what: "shareda's download under way" });
     const b = await blobGet('sharedb', d);
     assert.equal(b.status, 200);
     assert.deepEqual(b.body, images.sharedb.bytes[0]);
-    assert.equal(fake.count('GET', `/library/sharedb/blobs/${d}`), 1, 'sharedb got a download of its own');
+    assert.equal(fake.count('GET', `/library/sharedb/blobs/${d}`), 1, 'sharedb asked its own source once the joined download failed');
     const failed = await a;
     assert.ok(failed.status === -1 || failed.status === 503, `shareda's client fails with its own source: ${failed.status}`);
     fake.modes.delete(`library/shareda:${d}`);
-    assert.equal(t.airlock.services.blobs.size(d), images.sharedb.bytes[0].length, 'the verified download is cached');
+    await waitFor(() => t.airlock.services.blobs.size(d) === images.sharedb.bytes[0].length, { timeoutMs: 5000, what: 'the verified download cached' });
   });
 
   test('a slow drip past the read timeout aborts the client and caches nothing', async () => {

@@ -1,4 +1,4 @@
-// Single-flight blob downloads: one upstream GET per blob and source, written to a temp file while any number of
+// Single-flight blob downloads: one upstream GET per blob, written to a temp file while any number of
 // clients read it as it grows (each at its own pace), detached from any one client's connection.
 import fs from 'node:fs';
 import type { BlobWriter } from '../../storage/blobs.js';
@@ -13,31 +13,33 @@ export interface Download {
   done: Promise<void>;
 }
 
-// Inflight de-duplicates downloads by source and digest: clients of one upstream repository share a download, while
-// another upstream (or repository) fetches its own, so that one source that is down, slow or refusing never fails a
-// client of another. The entry is removed when the download ends, in finally.
+// Inflight de-duplicates downloads by digest, whichever repository asked first; source says which one that was (a
+// client of another repository whose joined download failed before it began asks its own). The entry is removed when
+// the download ends, in finally.
 export class Inflight {
-  private readonly downloads = new Map<string, { digest: string; download: Promise<Download> }>();
+  private readonly downloads = new Map<string, { source: string; download: Promise<Download> }>();
 
-  // join returns the download of digest from source under way, or starts one with start().
-  join(source: string, digest: string, start: () => Promise<Download>): { download: Promise<Download>; joined: boolean } {
-    const key = `${source}@${digest}`;
-    const existing = this.downloads.get(key);
-    if (existing) return { download: existing.download, joined: true };
+  // join returns the download of digest under way, and the source it was started for, or starts one for source.
+  join(source: string, digest: string, start: () => Promise<Download>): { download: Promise<Download>; source: string } {
+    const existing = this.downloads.get(digest);
+    if (existing) return existing;
     const p = start();
-    this.downloads.set(key, { digest, download: p });
+    this.downloads.set(digest, { source, download: p });
     p.then(
-      (d) => d.done.catch(() => {}).finally(() => this.forget(key, p)),
-      () => this.forget(key, p),
+      (d) => d.done.catch(() => {}).finally(() => this.forget(digest, p)),
+      () => this.forget(digest, p),
     );
-    return { download: p, joined: false };
+    return { download: p, source };
   }
 
-  // ended resolves once every download of digest under way has ended, whatever their outcomes; null when none is.
+  // ended resolves once the download of digest under way has ended, whatever its outcome; null when none is.
   ended(digest: string): Promise<void> | null {
-    const under = [...this.downloads.values()].filter((e) => e.digest === digest);
-    if (under.length === 0) return null;
-    return Promise.allSettled(under.map((e) => e.download.then((d) => d.done))).then(() => {});
+    const p = this.downloads.get(digest)?.download;
+    if (!p) return null;
+    return p.then((d) => d.done).then(
+      () => {},
+      () => {},
+    );
   }
 
   // size is how many downloads are under way.
@@ -51,8 +53,8 @@ export class Inflight {
     await Promise.allSettled(all.map((e) => e.download.then((d) => d.done)));
   }
 
-  private forget(key: string, p: Promise<Download>): void {
-    if (this.downloads.get(key)?.download === p) this.downloads.delete(key);
+  private forget(digest: string, p: Promise<Download>): void {
+    if (this.downloads.get(digest)?.download === p) this.downloads.delete(digest);
   }
 }
 

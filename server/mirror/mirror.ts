@@ -212,8 +212,17 @@ export class Mirror {
       const bytes = range ? local.bytes.subarray(range.start, range.end + 1) : local.bytes;
       return { body: bufferBody(bytes), size: local.bytes.length, source: 'local' };
     }
-    const { download } = this.inflight.join(route.repository, digest, () => this.startDownload(route, digest, sizeHint()));
-    const d = await download;
+    const start = (): Promise<Download> => this.startDownload(route, digest, sizeHint());
+    const joined = this.inflight.join(route.repository, digest, start);
+    let d: Download;
+    try {
+      d = await joined.download;
+    } catch (err) {
+      // A download another repository started failed before it began (its upstream down, hung, or refusing that
+      // repository): this repository's own source may well have the blob, so it is asked once.
+      if (joined.source === route.repository) throw err;
+      d = await this.inflight.join(route.repository, digest, start).download;
+    }
     if (range && d.size === null) {
       await d.done;
       return this.openBlob(route, digest, range, sizeHint);
