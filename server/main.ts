@@ -99,7 +99,7 @@ async function serve(argv: string[]): Promise<void> {
       },
     );
   };
-  // process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   const address = mirrorAddress(config, { host: config.listen.host, port: airlock.port }, airlock.services.serverNames);
   // The commands below reach airlock by a name its certificate holds; where it listens can be a wildcard or another one.
