@@ -550,6 +550,33 @@ describe('roles', () => {
     assert.equal((await call('pull', 'GET', '/api/v1/client-config?kind=rkt')).status, 400);
   });
 
+  test("the client configuration names this mirror's URL and its host:port in every path and setting", async () => {
+    type Files = { path: string; content: string }[];
+    const filesOf = async (kind: string): Promise<Map<string, string>> => {
+      const r = await call('pull', 'GET', `/api/v1/client-config?kind=${kind}`);
+      assert.equal(r.status, 200, kind);
+      return new Map((r.json.files as Files).map((f) => [f.path, f.content]));
+    };
+    // t.host is 127.0.0.1:<the port this test server listens on>, a name its certificate holds.
+    const docker = await filesOf('docker');
+    assert.deepEqual([...docker.keys()], ['/etc/docker/daemon.json', ...['ca.crt', 'client.cert', 'client.key'].map((f) => `/etc/docker/certs.d/${t.host}/${f}`)]);
+    assert.deepEqual(JSON.parse(docker.get('/etc/docker/daemon.json') ?? ''), { 'registry-mirrors': [`https://${t.host}`] });
+    for (const f of ['ca.crt', 'client.cert', 'client.key']) assert.equal(docker.get(`/etc/docker/certs.d/${t.host}/${f}`), `# copy /etc/airlock/${f} here\n`);
+
+    const containerd = await filesOf('containerd');
+    assert.deepEqual([...containerd.keys()], ['/etc/containerd/certs.d/docker.io/hosts.toml']);
+    const hosts = containerd.get('/etc/containerd/certs.d/docker.io/hosts.toml') ?? '';
+    const lines = hosts.split('\n');
+    assert.ok(lines.includes(`server = "https://${t.host}"`), hosts);
+    assert.ok(lines.includes(`[host."https://${t.host}"]`), hosts);
+
+    const podman = await filesOf('podman');
+    assert.deepEqual([...podman.keys()], ['/etc/containers/registries.conf.d/airlock.conf', ...['ca.crt', 'client.cert', 'client.key'].map((f) => `/etc/containers/certs.d/${t.host}/${f}`)]);
+    const conf = podman.get('/etc/containers/registries.conf.d/airlock.conf') ?? '';
+    assert.match(conf, /^prefix = "docker\.io"$/m);
+    assert.ok(conf.split('\n').includes(`location = "${t.host}/docker.io"`), conf);
+  });
+
   test('an audit certificate reads everything but the certificates and is refused every change', async () => {
     for (const [method, p, body] of routes) {
       const r = await call('audit', method, p, body);

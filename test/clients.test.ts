@@ -349,7 +349,7 @@ describe('podman 4.3 through airlock', () => {
 });
 
 describe('with the upstream down', () => {
-  test('a cached image still pulls completely and an uncached pinned one fails fast with 503 UNAVAILABLE', async () => {
+  test('a cached image still pulls completely and an uncached pinned one is refused with 503 UNAVAILABLE', async () => {
     await upstream.stop();
     const dir = out('busybox-offline');
     const cached = await skopeoPull(`${t.host}/library/busybox:1.36`, `dir:${dir}`, { certDir: pull.dir, scratch: scratch() });

@@ -30,6 +30,18 @@ async function skopeo(ref: string): Promise<{ code: number | null; stderr: strin
 }
 
 const json = (body: Buffer): Record<string, unknown> => JSON.parse(body.toString()) as Record<string, unknown>;
+// RFC3339 is an RFC 3339 date-time: full date, 'T', full time with optional fraction, and Z or a numeric offset.
+const RFC3339 = /^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$/;
+
+// signaturePayload is the `optional` part of the payload of airlock's signature of digest, served under its .sig tag.
+async function signaturePayload(repo: string, digest: string): Promise<Record<string, string>> {
+  const sig = await t.request('pull', `/v2/${repo}/manifests/sha256-${digest.slice(7)}.sig`);
+  assert.equal(sig.status, 200, sig.body.toString());
+  const layer = (json(sig.body).layers as { digest: string }[])[0].digest;
+  const payload = json((await t.request('pull', `/v2/${repo}/blobs/${layer}`)).body) as { critical: { image: { 'docker-manifest-digest': string } }; optional: Record<string, string> };
+  assert.equal(payload.critical.image['docker-manifest-digest'], digest);
+  return payload.optional;
+}
 const post = (path: string, body: unknown) => t.request('admin', path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 
 before(async () => {
@@ -71,10 +83,18 @@ describe('admission policy', () => {
     assert.equal(req.requestedBy, 'test-pull');
     assert.equal(req.tag, '1.0');
     assert.ok(req.count >= 2, 'repeated refusals count on the same request');
+    const approvedFrom = Date.now();
     const approved = await post(`/api/v1/requests/${req.id}/approve`, { note: 'reviewed' });
     assert.equal(approved.status, 200, approved.body.toString());
     const ok = await skopeo('library/app:1.0');
     assert.equal(ok.code, 0, ok.stderr);
+    // The signature's payload records how the image was admitted, by whom and when (SPEC §5).
+    const optional = await signaturePayload('library/app', d.app);
+    assert.equal(optional['airlock.admission'], 'approval');
+    assert.equal(optional['airlock.approvedBy'], 'test-admin', 'the CN of the certificate that approved the request');
+    const time = optional['airlock.time'];
+    assert.match(time, RFC3339, `airlock.time is RFC 3339: ${time}`);
+    assert.ok(Date.parse(time) >= approvedFrom && Date.parse(time) <= Date.now(), `airlock.time ${time} is when the approval signed the image`);
   });
 
   test('an approved image whose pin is deleted is refused on its request again, which can be approved again; a new way of admission is signed anew', async () => {
@@ -82,9 +102,7 @@ describe('admission policy', () => {
     const sigOf = async (): Promise<{ digest: string; admission: string }> => {
       const sig = await t.request('pull', `/v2/library/app/manifests/sha256-${d.app.slice(7)}.sig`);
       assert.equal(sig.status, 200);
-      const layer = (json(sig.body).layers as { digest: string }[])[0].digest;
-      const payload = json((await t.request('pull', `/v2/library/app/blobs/${layer}`)).body) as { optional: Record<string, string> };
-      return { digest: String(sig.headers['docker-content-digest']), admission: payload.optional['airlock.admission'] };
+      return { digest: String(sig.headers['docker-content-digest']), admission: (await signaturePayload('library/app', d.app))['airlock.admission'] };
     };
     const first = await sigOf();
     assert.equal(first.admission, 'approval');
@@ -132,6 +150,33 @@ describe('admission policy', () => {
       { timeoutMs: 5000, what: 'drift reported' },
     );
     const copy = await skopeo('library/frozen:stable');
+    assert.equal(copy.code, 0, copy.stderr);
+    // The move is one tag.drift audit event: the tag as reference, the upstream's digest, the pinned one in the reason.
+    const s = t.airlock.services;
+    await s.audit.stored();
+    const drifts = [...s.auditStore.range('', '9999', Number.MAX_SAFE_INTEGER)].filter((e) => e.action === 'tag.drift' && e.repository === 'docker.io/library/frozen');
+    assert.equal(drifts.length, 1, `one tag.drift event for the move: ${JSON.stringify(drifts)}`);
+    assert.equal(drifts[0].reference, 'stable');
+    assert.equal(drifts[0].digest, moved);
+    assert.equal(drifts[0].reason, `pinned to ${d.frozen}`);
+  });
+
+  test('an unpinned tag is resolved upstream on every pull: after the upstream moves it, the new digest is served', async () => {
+    const manifest = '/v2/library/moving/manifests/latest';
+    const a = await push('library/moving', 'latest');
+    // Digest pins (no tag) admit both images; which one the tag names is the upstream's to say.
+    assert.equal((await post('/api/v1/pins', { repository: 'docker.io/library/moving', digest: a })).status, 201);
+    const first = await t.request('pull', manifest);
+    assert.equal(first.status, 200, first.body.toString());
+    assert.equal(first.headers['docker-content-digest'], a);
+    const b = await push('library/moving', 'latest');
+    assert.notEqual(b, a);
+    assert.equal((await post('/api/v1/pins', { repository: 'docker.io/library/moving', digest: b })).status, 201);
+    const second = await t.request('pull', manifest);
+    assert.equal(second.status, 200, second.body.toString());
+    assert.equal(second.headers['docker-content-digest'], b, 'the tag is asked of the upstream again, not answered from what it resolved to before');
+    assert.equal(`sha256:${crypto.createHash('sha256').update(second.body).digest('hex')}`, b, "the body is B's manifest");
+    const copy = await skopeo('library/moving:latest');
     assert.equal(copy.code, 0, copy.stderr);
   });
 

@@ -138,6 +138,37 @@ describe('admission by publisher signature', () => {
   });
 });
 
+describe('publishers managed through the API', () => {
+  test('deleting a publisher through DELETE /api/v1/publishers/{name} refuses, on the next pull, an image only its signature admitted', async () => {
+    const repo = `${UPSTREAM}/vendor/tool`;
+    const key = writeSigningKey(path.join(tmp, 'keys', 'vendor'), PW);
+    const digest = await pushNew('vendor/tool', 'v1');
+    await cosignSign(key.keyPath, `${reg.host}/vendor/tool@${digest}`);
+    const admin = (method: string, p: string, body?: unknown) =>
+      t.request('admin', p, body === undefined ? { method } : { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const pulls = async (): Promise<{ status: number; code?: string }[]> =>
+      Promise.all(
+        [`/v2/${repo}/manifests/${digest}`, `/v2/${repo}/manifests/v1`].map(async (p) => {
+          const r = await t.request('pull', p);
+          return { status: r.status, code: r.status === 200 ? undefined : (JSON.parse(r.body.toString()) as { errors: { code: string }[] }).errors[0].code };
+        }),
+      );
+    assert.deepEqual(await pulls(), [{ status: 403, code: 'DENIED' }, { status: 403, code: 'DENIED' }], 'no publisher vouches for vendor/* yet');
+
+    const added = await admin('POST', '/api/v1/publishers', { name: 'vendor', publicKey: fs.readFileSync(key.pubPath, 'utf8'), repositories: [`${UPSTREAM}/vendor/*`] });
+    assert.equal(added.status, 201, added.body.toString());
+    assert.deepEqual(await pulls(), [{ status: 200, code: undefined }, { status: 200, code: undefined }], "admitted by the vendor's signature");
+    assert.equal(t.airlock.services.policyStore.admission(repo, digest)?.how, 'publisher');
+    assert.equal(t.airlock.services.policyStore.pinFor(repo, digest), null, 'no pin admits it');
+
+    const deleted = await admin('DELETE', '/api/v1/publishers/vendor');
+    assert.equal(deleted.status, 204, deleted.body.toString());
+    assert.deepEqual(await pulls(), [{ status: 403, code: 'DENIED' }, { status: 403, code: 'DENIED' }], 'refused on the next pull, by digest and by tag');
+    const listed = JSON.parse((await t.request('audit', '/api/v1/publishers')).body.toString()) as { publishers: { name: string }[] };
+    assert.ok(!listed.publishers.some((p) => p.name === 'vendor'));
+  });
+});
+
 describe('re-signing with the mirror key', () => {
   const mirrorPub = (): string => path.join(t.dir, 'keys', 'mirror.pub');
   const cosignVerify = (key: string, ref: string) =>
