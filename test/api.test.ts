@@ -776,6 +776,23 @@ describe('what a policy change leaves behind', () => {
     const since = await call('audit', 'GET', `/api/v1/audit?since=${sub(event.time)}`);
     assert.equal(since.status, 200);
     assert.ok(!since.body.toString().includes(`"seq":${head.seq},`), 'and not after since=10:00:00.0005');
+    // RFC 3339 §5.6 allows a lowercase t: the same range, read the same way.
+    const lower = (iso: string): string => sub(iso).replace('T', 't');
+    assert.ok((await call('audit', 'GET', `/api/v1/audit?since=${event.time}&until=${lower(event.time)}`)).body.toString().includes(`"seq":${head.seq},`));
+    assert.ok(!(await call('audit', 'GET', `/api/v1/audit?since=${lower(event.time)}`)).body.toString().includes(`"seq":${head.seq},`));
+  });
+
+  test('a lone surrogate in an admin\'s text is stored, answered and audited as the same U+FFFD', async () => {
+    const odd = makeImage([crypto.randomBytes(557)]);
+    const id = await seed(odd);
+    const d = await call('admin', 'POST', `/api/v1/requests/${id}/deny`, { reason: 'half a pair \ud800 end' });
+    assert.equal(d.status, 200);
+    assert.equal(d.json.note, 'half a pair \ufffd end');
+    const listed = (await call('audit', 'GET', '/api/v1/requests?status=denied')).json.requests as { id: number; note: string }[];
+    assert.equal(listed.find((r) => r.id === id)?.note, 'half a pair \ufffd end');
+    await t.airlock.services.audit.stored();
+    const event = [...t.airlock.services.auditStore.range('0', '9', Number.MAX_SAFE_INTEGER)].filter((e) => e.action === 'admin.deny').pop();
+    assert.equal(event?.reason, 'half a pair \ufffd end');
   });
 
   test('a publisher key text keeps only its public keys: a private key pasted with one is not stored or shown', async () => {
