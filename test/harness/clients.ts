@@ -119,7 +119,7 @@ export function readDirImage(dir: string): DirImage {
 
 /** readRequestLog returns the `request` lines of airlock's pino log, oldest first. */
 export function readRequestLog(logPath: string): RequestLine[] {
-  if (!fs.existsSync(logPath)) return [];
+  if (!fs.existsSync(logPath)) throw new Error(`no airlock log at ${logPath}`);
   const lines: RequestLine[] = [];
   for (const raw of fs.readFileSync(logPath, 'utf8').split('\n')) {
     if (!raw.startsWith('{')) continue;
