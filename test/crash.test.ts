@@ -1,6 +1,9 @@
 // Crashes and a full disk, with airlock as a separate process (`airlock serve`): kill -9 in the middle of a large
 // uncached download leaves only a temp file, which the next start removes; a download larger than the free space
 // fails for its client while cached content keeps being served, and nothing corrupt lands under a digest.
+// The full-disk cases pull from the real CNCF registry (docker-registry 2.8, over TLS) with a 100 MiB layer. The kill -9
+// case uses an in-process fake upstream (DripUpstream) because it needs a download paced slowly enough to kill airlock
+// part-way through, which a real registry on loopback cannot be made to do.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -11,8 +14,10 @@ import type { Pool } from 'undici';
 import { cachedBlobFiles, DripUpstream, hashFile, mib, mtlsPool, send, sha256, spawnAirlock, type SpawnedAirlock, tmpBlobFiles } from './fixtures/abuse-kit.js';
 import { verifyAuditExport } from '../server/audit/verify.js';
 import { BlobStore } from '../storage/blobs.js';
-import { type Bundle, startTestAirlock, TEST_KEY_PASSWORD } from './harness/airlock.js';
-import { freePort, run, stopAll, waitFor } from './harness/proc.js';
+import { type Bundle, startTestAirlock, TEST_KEY_PASSWORD, type TestUpstream } from './harness/airlock.js';
+import { buildImage, fetchManifest, pushImage } from './harness/images.js';
+import { freePort, run, stopAll, track, waitFor } from './harness/proc.js';
+import { type Registry, startRegistry } from './harness/registry.js';
 
 const ENV = { AIRLOCK_TEST_KEY_PASSWORD: TEST_KEY_PASSWORD };
 const BIG = 200 * 1024 * 1024;
@@ -31,8 +36,8 @@ after(async () => {
 
 // prepare writes a data directory and config for upstream under dir (starting airlock once in-process to initialise
 // it and issue a pull certificate), and returns the config path and the pull bundle.
-async function prepare(dir: string, upstreamUrl: string, pins: string[]): Promise<{ configPath: string; pull: Bundle; audit: Bundle; dataDir: string }> {
-  const t = await startTestAirlock({ dir, upstreams: [{ name: 'docker.io', url: upstreamUrl, insecure: true, readTimeoutMs: 5000 }], pins });
+async function prepare(dir: string, upstream: TestUpstream, pins: string[]): Promise<{ configPath: string; pull: Bundle; audit: Bundle; dataDir: string }> {
+  const t = await startTestAirlock({ dir, upstreams: [upstream], pins });
   const pull = t.bundle('pull');
   const audit = t.bundle('audit');
   await t.stop();
@@ -94,7 +99,7 @@ describe('kill -9 in the middle of a large uncached download', () => {
   });
 
   test('leaves only a temp file, which the restart removes, and the next pull gets the right bytes', async () => {
-    const { configPath, pull, dataDir } = await prepare(path.join(tmp, 'kill'), upstream.url, [`docker.io/library/huge:v1@${image.manifest}`]);
+    const { configPath, pull, dataDir } = await prepare(path.join(tmp, 'kill'), { name: 'docker.io', url: upstream.url, insecure: true, readTimeoutMs: 5000 }, [`docker.io/library/huge:v1@${image.manifest}`]);
     const port = await freePort();
     const first: SpawnedAirlock = await spawnAirlock(configPath, port, ENV, 'airlock-first');
     const pool = mtlsPool(pull, 2, first.url);
@@ -152,7 +157,7 @@ describe('a full disk', () => {
   const SIZE_MIB = 64;
   let mountPoint: string;
   let mounted = false;
-  let upstream: DripUpstream;
+  let reg: Registry;
   let airlock: SpawnedAirlock | undefined;
   let pool: Pool | undefined;
   let configPath = '';
@@ -165,24 +170,37 @@ describe('a full disk', () => {
     mountPoint = path.join(tmp, 'full');
     await mountSmall(mountPoint, SIZE_MIB);
     mounted = true;
-    upstream = new DripUpstream();
-    await upstream.start();
+    // The registry keeps its storage outside the small file system.
+    reg = track(await startRegistry({ dir: path.join(tmp, 'full-registry') }));
   });
 
   after(async () => {
     await airlock?.proc.stop();
-    await upstream?.stop();
+    await reg?.stop();
     if (mounted) await unmount(mountPoint);
   });
 
+  // pushed builds an image with a layer of layerBytes random bytes, pushes it to the registry as library/<name>:v1, and
+  // returns its digests and the layer's size.
+  async function pushed(name: string, layerBytes: number): Promise<{ manifest: string; config: string; layers: string[]; layerSize: number }> {
+    const img = await buildImage(path.join(tmp, 'images', name), { tag: 'v1', files: { '/name.txt': `${name}\n` }, layerBytes });
+    await pushImage(img, `${reg.host}/library/${name}:v1`, { certDir: reg.certDir });
+    const m = await fetchManifest(reg, `library/${name}`, 'v1');
+    const doc = JSON.parse(m.bytes.toString()) as { config: { digest: string }; layers: { digest: string; size: number }[] };
+    return { manifest: m.digest, config: doc.config.digest, layers: doc.layers.map((l) => l.digest), layerSize: doc.layers[0].size };
+  }
+
   test('a download larger than the free space fails for its client, cached content is still served, and nothing corrupt is cached', async () => {
-    const small = crypto.randomBytes(1024 * 1024);
-    smallImage = upstream.addImage('library/small', 'v1', [small]);
-    const hugeBytes = crypto.randomBytes(100 * 1024 * 1024);
-    const hugeImage = upstream.addImage('library/toobig', 'v1', [hugeBytes]);
+    const [small, hugeImage] = await Promise.all([pushed('small', 1024 * 1024), pushed('toobig', 100 * 1024 * 1024)]);
+    smallImage = small;
+    const hugeSize = hugeImage.layerSize;
     // The data directory is made outside the small file system (the in-process start keeps its log file open) and
-    // copied in; its config uses relative paths.
-    const made = await prepare(path.join(tmp, 'full-src'), upstream.url, [`docker.io/library/small:v1@${smallImage.manifest}`, `docker.io/library/toobig:v1@${hugeImage.manifest}`]);
+    // copied in; its config uses relative paths (the registry's CA is outside it, by an absolute path).
+    const made = await prepare(
+      path.join(tmp, 'full-src'),
+      { name: 'docker.io', url: reg.url, ca: reg.caPath, readTimeoutMs: 5000 },
+      [`docker.io/library/small:v1@${smallImage.manifest}`, `docker.io/library/toobig:v1@${hugeImage.manifest}`],
+    );
     dataDir = path.join(mountPoint, 'data');
     fs.cpSync(made.dataDir, dataDir, { recursive: true, filter: (src) => path.basename(src) !== 'airlock.log' });
     configPath = path.join(dataDir, path.basename(made.configPath));
@@ -194,7 +212,7 @@ describe('a full disk', () => {
       return st.bavail * st.bsize;
     };
     console.log(`data directory on a ${SIZE_MIB} MiB file system, ${mib(free())} free before start`);
-    assert.ok(free() < hugeBytes.length, 'the big blob does not fit');
+    assert.ok(free() < hugeSize, 'the big blob does not fit');
     airlock = await spawnAirlock(configPath, await freePort(), ENV, 'airlock-full', tmp);
     pool = mtlsPool(pull, 4, airlock.url);
     {
@@ -211,7 +229,7 @@ describe('a full disk', () => {
       for (let attempt = 0; attempt < 2; attempt++) {
         const progress = { bytes: 0 };
         const r = await streamBlob(pool, `/v2/library/toobig/blobs/${hugeImage.layers[0]}`, progress);
-        console.log(`pull of a ${mib(hugeBytes.length)} blob with ${mib(free())} free: status ${r.status}, ${mib(r.bytes)} received, ${r.error?.message ?? 'no transport error'}`);
+        console.log(`pull of a ${mib(hugeSize)} blob with ${mib(free())} free: status ${r.status}, ${mib(r.bytes)} received, ${r.error?.message ?? 'no transport error'}`);
         assert.ok(r.error !== null || r.status >= 500, 'the client gets an error');
         assert.ok(r.digest !== hugeImage.layers[0], 'the client did not get the whole blob');
         await waitFor(() => tmpBlobFiles(dataDir).length === 0 || !airlock?.proc.running(), { timeoutMs: 10_000, what: 'the failed download to be discarded' });

@@ -1,4 +1,10 @@
-import { after, test, type TestContext } from 'node:test';
+// Verification of publisher signatures by UpstreamSignatureVerifier over an Upstream, with a real SQLite policy store.
+// Legacy cosign `.sig` signatures are published by PUT (blobs, then the manifest under its sha256-<hex>.sig tag) to
+// the real CNCF registry (docker-registry 2.8), which also shows how a registry without a referrers API answers; its
+// access log counts the requests the verifier makes. An in-process fake upstream serves only what the real one cannot:
+// sigstore bundles as OCI 1.1 referrers (distribution 2.8 has no referrers API), a payload blob whose bytes do not
+// match its digest, a 500, malformed and oversized manifests.
+import { after, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto, { type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
@@ -13,6 +19,8 @@ import { buildPayload, buildSignatureArtifact, sha256Digest, sigTag, signPayload
 import { keyFingerprint } from '../server/signing/key.js';
 import { openDatabase } from '../storage/db.js';
 import { createPolicyStore, type PolicyStore, type Publisher } from '../storage/policy.js';
+import { stopAll, track } from './harness/proc.js';
+import { expectOk, type Registry, registryRequest, startRegistry } from './harness/registry.js';
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -21,7 +29,15 @@ const IN_TOTO = 'application/vnd.in-toto+json';
 const SIGN_PREDICATE = 'https://sigstore.dev/cosign/sign/v1';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-publishers-'));
-after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+// reg is the real registry every legacy-signature case publishes to (each under digests of its own).
+let reg: Registry;
+before(async () => {
+  reg = track(await startRegistry({ dir: path.join(tmp, 'registry'), accessLog: true }));
+});
+after(async () => {
+  await stopAll();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
 
 interface Answer {
   status: number;
@@ -67,14 +83,8 @@ interface Setup {
 
 let caseCount = 0;
 
-// setup starts a fake upstream registered under upstreamName, and a verifier over a fresh SQLite policy store.
-async function setup(t: TestContext, upstreamName = 'docker.io'): Promise<Setup> {
-  const fake = new FakeUpstream();
-  const port = await fake.start();
-  const upstream = new Upstream(
-    { name: upstreamName, url: `http://127.0.0.1:${port}`, username: null, password: null, ca: null, insecure: true, connectTimeoutMs: 2000, readTimeoutMs: 5000 },
-    { exchange() {}, breaker() {} },
-  );
+// verifierFor makes a verifier over a fresh SQLite policy store, with upstreamName served by the given upstream.
+function verifierFor(t: TestContext, upstreamName: string, upstream: Upstream): Omit<Setup, 'fake' | 'port'> {
   caseCount += 1;
   const db = openDatabase(path.join(tmp, `case-${caseCount}`));
   const store = createPolicyStore(db);
@@ -83,10 +93,37 @@ async function setup(t: TestContext, upstreamName = 'docker.io'): Promise<Setup>
   const verifier = new UpstreamSignatureVerifier(new Map([[upstreamName, upstream]]), store, { warn: (_obj, msg) => warnings.push(msg) }, { now: () => clock.now });
   t.after(async () => {
     await upstream.close();
-    await fake.stop();
     db.close();
   });
-  return { fake, port, store, verifier, warnings, clock };
+  return { store, verifier, warnings, clock };
+}
+
+// setupReal makes a verifier whose upstreamName is the real registry, over TLS with the registry's CA.
+function setupReal(t: TestContext, upstreamName = 'docker.io'): Omit<Setup, 'fake' | 'port'> {
+  const upstream = new Upstream(
+    { name: upstreamName, url: reg.url, username: null, password: null, ca: reg.caPath, insecure: false, connectTimeoutMs: 2000, readTimeoutMs: 5000 },
+    { exchange() {}, breaker() {} },
+  );
+  return verifierFor(t, upstreamName, upstream);
+}
+
+// readsOfRegistry counts the GETs and HEADs the real registry has answered (publishing is POSTs and PUTs), once every
+// request already answered is in its access log.
+async function readsOfRegistry(): Promise<number> {
+  await reg.settle();
+  return reg.requests().filter((e) => e.method === 'GET' || e.method === 'HEAD').length;
+}
+
+// setup starts a fake upstream registered under upstreamName, and a verifier over a fresh SQLite policy store.
+async function setup(t: TestContext, upstreamName = 'docker.io'): Promise<Setup> {
+  const fake = new FakeUpstream();
+  const port = await fake.start();
+  const upstream = new Upstream(
+    { name: upstreamName, url: `http://127.0.0.1:${port}`, username: null, password: null, ca: null, insecure: true, connectTimeoutMs: 2000, readTimeoutMs: 5000 },
+    { exchange() {}, breaker() {} },
+  );
+  t.after(() => fake.stop());
+  return { fake, port, ...verifierFor(t, upstreamName, upstream) };
 }
 
 function keyPair(type: 'ec' | 'ed25519' = 'ec'): { privateKey: KeyObject; publicPem: string; fingerprint: string } {
@@ -109,6 +146,28 @@ function publishLegacy(fake: FakeUpstream, route: Route, digest: string, entries
   const artifact = buildSignatureArtifact(entries);
   fake.set(`/v2/${route.path}/manifests/${sigTag(digest)}`, artifact.manifest, OCI_MANIFEST);
   for (const blob of artifact.blobs) fake.set(`/v2/${route.path}/blobs/${blob.digest}`, blob.bytes);
+}
+
+// publishToRegistry pushes a cosign .sig manifest to the real registry as cosign sign --tlog-upload=false does: each
+// blob by a POST and a PUT of the upload, then the manifest by PUT under the sha256-<hex>.sig tag.
+async function publishToRegistry(route: Route, digest: string, entries: { payload: Buffer; signature: string }[]): Promise<void> {
+  const artifact = buildSignatureArtifact(entries);
+  for (const blob of artifact.blobs) {
+    const started = expectOk(`start an upload of ${blob.digest}`, await registryRequest(reg, `/v2/${route.path}/blobs/uploads/`, { method: 'POST' }));
+    const upload = new URL(String(started.headers.location), reg.url);
+    upload.searchParams.set('digest', blob.digest);
+    expectOk(
+      `upload ${blob.digest}`,
+      await registryRequest(reg, upload.toString(), { method: 'PUT', headers: { 'content-type': 'application/octet-stream' }, body: blob.bytes }),
+    );
+  }
+  const put = await registryRequest(reg, `/v2/${route.path}/manifests/${sigTag(digest)}`, {
+    method: 'PUT',
+    headers: { 'content-type': OCI_MANIFEST },
+    body: artifact.manifest,
+  });
+  expectOk(`PUT ${route.path}:${sigTag(digest)}`, put);
+  assert.equal(put.headers['docker-content-digest'], artifact.digest, 'the registry stored the manifest bytes as built');
 }
 
 function signedPayload(key: KeyObject, reference: string, digest: string): { payload: Buffer; signature: string } {
@@ -158,38 +217,38 @@ function publishBundle(fake: FakeUpstream, route: Route, digest: string, bundle:
 }
 
 test('a signature by a candidate key admits the digest with that key fingerprint and records it', async (t) => {
-  const { fake, store, verifier } = await setup(t);
+  const { store, verifier } = setupReal(t);
   const key = keyPair();
   const digest = randomDigest();
-  publishLegacy(fake, alpine, digest, [signedPayload(key.privateKey, 'docker.io/library/alpine', digest)]);
+  await publishToRegistry(alpine, digest, [signedPayload(key.privateKey, 'docker.io/library/alpine', digest)]);
   const result = await verifier.verify(alpine, digest, [publisher('acme', key.publicPem)]);
   assert.deepEqual(result, { name: 'acme', fingerprint: key.fingerprint });
   assert.equal(store.signatureCheck('docker.io/library/alpine', digest, key.fingerprint), true);
 });
 
 test('a signature by a key no candidate holds admits nothing and records the refusal', async (t) => {
-  const { fake, store, verifier } = await setup(t);
+  const { store, verifier } = setupReal(t);
   const trusted = keyPair();
   const stranger = keyPair();
   const digest = randomDigest();
-  publishLegacy(fake, alpine, digest, [signedPayload(stranger.privateKey, 'docker.io/library/alpine', digest)]);
+  await publishToRegistry(alpine, digest, [signedPayload(stranger.privateKey, 'docker.io/library/alpine', digest)]);
   assert.equal(await verifier.verify(alpine, digest, [publisher('acme', trusted.publicPem)]), null);
   assert.equal(store.signatureCheck('docker.io/library/alpine', digest, trusted.fingerprint), false);
 });
 
 test('a payload naming another repository admits nothing', async (t) => {
-  const { fake, verifier } = await setup(t);
+  const { verifier } = setupReal(t);
   const key = keyPair();
   const digest = randomDigest();
-  publishLegacy(fake, alpine, digest, [signedPayload(key.privateKey, 'docker.io/library/busybox', digest)]);
+  await publishToRegistry(alpine, digest, [signedPayload(key.privateKey, 'docker.io/library/busybox', digest)]);
   assert.equal(await verifier.verify(alpine, digest, [publisher('acme', key.publicPem)]), null);
 });
 
 test('a payload naming another digest admits nothing', async (t) => {
-  const { fake, verifier } = await setup(t);
+  const { verifier } = setupReal(t);
   const key = keyPair();
   const digest = randomDigest();
-  publishLegacy(fake, alpine, digest, [signedPayload(key.privateKey, 'docker.io/library/alpine', randomDigest())]);
+  await publishToRegistry(alpine, digest, [signedPayload(key.privateKey, 'docker.io/library/alpine', randomDigest())]);
   assert.equal(await verifier.verify(alpine, digest, [publisher('acme', key.publicPem)]), null);
 });
 
@@ -206,72 +265,73 @@ test('a payload blob whose bytes do not match the layer digest is ignored', asyn
 });
 
 test('a verified signature is cached, so asking again makes no upstream request', async (t) => {
-  const { fake, verifier } = await setup(t);
+  const { verifier } = setupReal(t);
   const key = keyPair();
   const digest = randomDigest();
-  publishLegacy(fake, alpine, digest, [signedPayload(key.privateKey, 'docker.io/library/alpine', digest)]);
+  await publishToRegistry(alpine, digest, [signedPayload(key.privateKey, 'docker.io/library/alpine', digest)]);
   const candidates = [publisher('acme', key.publicPem)];
+  const before = await readsOfRegistry();
   assert.notEqual(await verifier.verify(alpine, digest, candidates), null);
-  const seen = fake.requests.length;
-  assert.ok(seen > 0);
+  const seen = await readsOfRegistry();
+  assert.ok(seen > before);
   assert.deepEqual(await verifier.verify(alpine, digest, candidates), { name: 'acme', fingerprint: key.fingerprint });
-  assert.equal(fake.requests.length, seen);
+  assert.equal(await readsOfRegistry(), seen);
 });
 
 test('a refusal is not asked again for ten minutes, then a signature published meanwhile admits the digest', async (t) => {
-  const { fake, verifier, clock } = await setup(t);
+  const { verifier, clock } = setupReal(t);
   const key = keyPair();
   const digest = randomDigest();
   const candidates = [publisher('acme', key.publicPem)];
   assert.equal(await verifier.verify(alpine, digest, candidates), null);
-  const seen = fake.requests.length;
-  publishLegacy(fake, alpine, digest, [signedPayload(key.privateKey, 'docker.io/library/alpine', digest)]);
+  await publishToRegistry(alpine, digest, [signedPayload(key.privateKey, 'docker.io/library/alpine', digest)]);
+  const seen = await readsOfRegistry();
   clock.now += 9 * 60 * 1000;
   assert.equal(await verifier.verify(alpine, digest, candidates), null);
-  assert.equal(fake.requests.length, seen);
+  assert.equal(await readsOfRegistry(), seen);
   clock.now += 2 * 60 * 1000;
   assert.deepEqual(await verifier.verify(alpine, digest, candidates), { name: 'acme', fingerprint: key.fingerprint });
 });
 
 test('a publisher with two keys is trusted when its second key signed', async (t) => {
-  const { fake, verifier } = await setup(t);
+  const { verifier } = setupReal(t);
   const first = keyPair();
   const second = keyPair('ed25519');
   const digest = randomDigest();
-  publishLegacy(fake, alpine, digest, [signedPayload(second.privateKey, 'docker.io/library/alpine', digest)]);
+  await publishToRegistry(alpine, digest, [signedPayload(second.privateKey, 'docker.io/library/alpine', digest)]);
   const result = await verifier.verify(alpine, digest, [publisher('acme', first.publicPem + second.publicPem)]);
   assert.deepEqual(result, { name: 'acme', fingerprint: second.fingerprint });
 });
 
 test('the first candidate in the given order wins when several signed', async (t) => {
-  const { fake, verifier } = await setup(t);
+  const { verifier } = setupReal(t);
   const a = keyPair();
   const b = keyPair();
   const digest = randomDigest();
-  publishLegacy(fake, alpine, digest, [signedPayload(a.privateKey, 'docker.io/library/alpine', digest), signedPayload(b.privateKey, 'docker.io/library/alpine', digest)]);
+  await publishToRegistry(alpine, digest, [signedPayload(a.privateKey, 'docker.io/library/alpine', digest), signedPayload(b.privateKey, 'docker.io/library/alpine', digest)]);
   const result = await verifier.verify(alpine, digest, [publisher('bee', b.publicPem), publisher('ay', a.publicPem)]);
   assert.deepEqual(result, { name: 'bee', fingerprint: b.fingerprint });
 });
 
 test('Docker Hub spellings of the repository in the payload are accepted', async (t) => {
-  const { fake, verifier } = await setup(t);
+  const { verifier } = setupReal(t);
   const key = keyPair();
   for (const reference of ['index.docker.io/library/alpine', 'docker.io/alpine']) {
     const digest = randomDigest();
-    publishLegacy(fake, alpine, digest, [signedPayload(key.privateKey, reference, digest)]);
+    await publishToRegistry(alpine, digest, [signedPayload(key.privateKey, reference, digest)]);
     assert.deepEqual(await verifier.verify(alpine, digest, [publisher('acme', key.publicPem)]), { name: 'acme', fingerprint: key.fingerprint }, reference);
   }
 });
 
 test('a payload naming the private upstream by its real host and port is accepted', async (t) => {
-  const { fake, port, verifier } = await setup(t, 'registry.internal');
+  const { verifier } = setupReal(t, 'registry.internal');
   const route: Route = { upstream: 'registry.internal', path: 'library/busybox', repository: 'registry.internal/library/busybox' };
   const key = keyPair();
   const digest = randomDigest();
-  publishLegacy(fake, route, digest, [signedPayload(key.privateKey, `127.0.0.1:${port}/library/busybox`, digest)]);
+  await publishToRegistry(route, digest, [signedPayload(key.privateKey, `${reg.host}/library/busybox`, digest)]);
   assert.deepEqual(await verifier.verify(route, digest, [publisher('acme', key.publicPem)]), { name: 'acme', fingerprint: key.fingerprint });
   const other = randomDigest();
-  publishLegacy(fake, route, other, [signedPayload(key.privateKey, `127.0.0.1:${port + 1}/library/busybox`, other)]);
+  await publishToRegistry(route, other, [signedPayload(key.privateKey, `127.0.0.1:${reg.port + 1}/library/busybox`, other)]);
   assert.equal(await verifier.verify(route, other, [publisher('acme', key.publicPem)]), null);
 });
 
@@ -313,13 +373,15 @@ test('a bundle signed by another key admits nothing', async (t) => {
 });
 
 test('without a referrers API the legacy signature tag is still used', async (t) => {
-  const { fake, verifier } = await setup(t);
+  // distribution 2.8 has no referrers API: it answers the referrers path 404 with a plain-text body.
+  const { verifier } = setupReal(t);
   const key = keyPair();
   const digest = randomDigest();
-  publishLegacy(fake, alpine, digest, [signedPayload(key.privateKey, 'docker.io/library/alpine', digest)]);
-  fake.set(`/v2/library/alpine/referrers/${digest}`, Buffer.from('404 page not found\n'), 'text/plain', 404);
+  await publishToRegistry(alpine, digest, [signedPayload(key.privateKey, 'docker.io/library/alpine', digest)]);
   assert.deepEqual(await verifier.verify(alpine, digest, [publisher('acme', key.publicPem)]), { name: 'acme', fingerprint: key.fingerprint });
-  assert.ok(fake.requests.includes(`/v2/library/alpine/referrers/${digest}`));
+  await reg.settle();
+  const asked = reg.requests().filter((e) => e.method === 'GET' && e.path === `/v2/library/alpine/referrers/${digest}`);
+  assert.deepEqual(asked.map((e) => e.status), [404], 'the referrers API was asked, and the registry has none');
 });
 
 test('without a referrers API a bundle under the sha256-<hex> referrers tag is found', async (t) => {

@@ -1,5 +1,11 @@
-// Pull-through against faults a real registry cannot produce (an in-process fake upstream), and against the real
-// CNCF registry with token auth: verified bytes, nothing bad cached, one upstream GET per blob, breaker, 429.
+// Pull-through: verified bytes, nothing bad cached, one upstream GET per blob, a tag served from its last digest when
+// the upstream is unreachable, the breaker, 429.
+// What a real registry does is tested against the real CNCF registry (docker-registry 2.8, over TLS): wrong bytes for
+// a digest (one byte flipped in the blob's data file in its storage), the upstream stopped and started again, and its
+// access log counting upstream GETs; the last describe adds token auth and a path prefix.
+// An in-process fake upstream is used only for what a real registry cannot be made to do: a redirect to a blob storage
+// host, a connection cut mid-body, a drip or a slow body, 400/429/500/503 answers, a blob without Content-Length or a
+// manifest without layer sizes, a download that fails for one repository only, and a token service that fails.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -12,9 +18,9 @@ import { Breaker } from '../server/mirror/breaker.js';
 import { Upstream } from '../server/mirror/upstream.js';
 import { RegistryError } from '../server/errors.js';
 import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
-import { buildImage, inspectDigest, pushImage } from './harness/images.js';
+import { buildImage, fetchManifest, inspectDigest, pushImage } from './harness/images.js';
 import { stopAll, track, waitFor } from './harness/proc.js';
-import { type HttpResult, registryRequest, startRegistry } from './harness/registry.js';
+import { type HttpResult, type Registry, registryRequest, startRegistry } from './harness/registry.js';
 
 const sha = (b: Buffer): string => `sha256:${crypto.createHash('sha256').update(b).digest('hex')}`;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -152,6 +158,50 @@ let cutManifest: string;
 let storage: FakeUpstream;
 let t: TestAirlock;
 const images: Record<string, { manifest: string; layers: string[]; bytes: Buffer[] }> = {};
+// reg is the real registry, configured in airlock as upstream REAL; real holds the images pushed to it.
+const REAL = 'registry.acme.test';
+let reg: Registry;
+const real: Record<string, { manifest: string; layer: string; size: number }> = {};
+
+// realBlobGet fetches a blob of library/<name> at the real registry through airlock, a transport failure as status -1.
+async function realBlobGet(name: string, digest: string, headers: Record<string, string> = {}): Promise<HttpResult> {
+  try {
+    return await t.request('pull', `/v2/${REAL}/library/${name}/blobs/${digest}`, { headers, timeoutMs: 60_000 });
+  } catch (err) {
+    return { status: -1, headers: {}, body: Buffer.from(String((err as Error).message)) };
+  }
+}
+
+// registryGets counts the GETs of a path the real registry has answered, once its access log has every answered request.
+async function registryGets(urlPath: string): Promise<number> {
+  await reg.settle();
+  return reg.requests().filter((e) => e.method === 'GET' && e.path === urlPath).length;
+}
+
+// corruptBlob flips one byte in the middle of a blob's data file in the real registry's storage (same size), as a
+// disk or a tampered mirror would, and returns a function that puts the original bytes back.
+function corruptBlob(digest: string): () => void {
+  const hex = digest.slice('sha256:'.length);
+  const data = path.join(reg.dataDir, 'docker', 'registry', 'v2', 'blobs', 'sha256', hex.slice(0, 2), hex, 'data');
+  const original = fs.readFileSync(data);
+  const bad = Buffer.from(original);
+  bad[bad.length >> 1] ^= 0xff;
+  fs.writeFileSync(data, bad);
+  return () => fs.writeFileSync(data, original);
+}
+
+// whileRegistryStopped runs fn with the real registry stopped, then starts it again on the same port.
+async function whileRegistryStopped<T>(fn: () => Promise<T>): Promise<T> {
+  const port = reg.port;
+  await reg.stop();
+  try {
+    return await fn();
+  } finally {
+    await reg.restart();
+    track(reg);
+    assert.equal(reg.port, port, 'the registry came back on its port, where airlock looks for it');
+  }
+}
 
 function addImage(name: string, layers: Buffer[]): void {
   const r = fake.addImage(`library/${name}`, 'v1', layers);
@@ -191,17 +241,13 @@ before(async () => {
   storage = new FakeUpstream();
   await storage.start();
   fake.redirectTo = storage.url;
-  addImage('good', [crypto.randomBytes(300_000)]);
-  addImage('big', [crypto.randomBytes(64 * 1024 * 1024)]);
   addImage('range', [crypto.randomBytes(1_000_000)]);
-  addImage('poison', [crypto.randomBytes(200_000)]);
   addImage('cut', [crypto.randomBytes(2_000_000)]);
   addImage('drip', [crypto.randomBytes(200_000)]);
   addImage('limited', [crypto.randomBytes(1000)]);
   addImage('broken', [crypto.randomBytes(1000)]);
   addImage('stale', [crypto.randomBytes(1000)]);
   addImage('redirected', [crypto.randomBytes(100_000)]);
-  addImage('headless', [crypto.randomBytes(50_000)]);
   addImage('notmp', [crypto.randomBytes(50_000)]);
   addImage('truncated', [crypto.randomBytes(80_000)]);
   addImage('revoked', [crypto.randomBytes(60_000)]);
@@ -224,13 +270,36 @@ before(async () => {
   );
   fake.manifests.set(sha(sizelessManifest), sizelessManifest);
   images.sizeless = { manifest: sha(sizelessManifest), layers: [sizelessDigest], bytes: [sizeless] };
+  // The real registry's images, built in parallel (one work directory each) and pushed over TLS.
+  reg = track(await startRegistry({ dir: path.join(tmp, 'registry'), accessLog: true }));
+  const realLayers: Record<string, number> = {
+    good: 300_000,
+    big: 64 * 1024 * 1024,
+    poison: 200_000,
+    bigpoison: 3 * 1024 * 1024,
+    stale: 1000,
+    headless: 50_000,
+  };
+  await Promise.all(
+    Object.entries(realLayers).map(async ([name, layerBytes]) => {
+      const img = await buildImage(path.join(tmp, 'images', name), { tag: 'v1', files: { '/name.txt': `${name} ${crypto.randomUUID()}\n` }, layerBytes });
+      await pushImage(img, `${reg.host}/library/${name}:v1`, { certDir: reg.certDir });
+      const m = await fetchManifest(reg, `library/${name}`, 'v1');
+      const layer = (JSON.parse(m.bytes.toString()) as { layers: { digest: string; size: number }[] }).layers[0];
+      real[name] = { manifest: m.digest, layer: layer.digest, size: layer.size };
+    }),
+  );
   const pins = Object.entries(images).map(([name, i]) => `docker.io/library/${name}@${i.manifest}`);
+  pins.push(...Object.entries(real).map(([name, i]) => `${REAL}/library/${name}@${i.manifest}`));
   // cutmanifest is pinned but not fetched before the tests: its manifest first comes from the upstream in one.
   cutManifest = fake.addImage('library/cutmanifest', 'v1', [crypto.randomBytes(1000)]).manifest;
   pins.push(`docker.io/library/cutmanifest@${cutManifest}`);
   t = await startTestAirlock({
     dir: path.join(tmp, 'airlock'),
-    upstreams: [{ name: 'docker.io', url: fake.url, insecure: true, readTimeoutMs: 1000, connectTimeoutMs: 1000, usernameEnv: 'FAKE_USER', passwordEnv: 'FAKE_PASS' }],
+    upstreams: [
+      { name: 'docker.io', url: fake.url, insecure: true, readTimeoutMs: 1000, connectTimeoutMs: 1000, usernameEnv: 'FAKE_USER', passwordEnv: 'FAKE_PASS' },
+      { name: REAL, url: reg.url, ca: reg.caPath, readTimeoutMs: 5000, connectTimeoutMs: 1000 },
+    ],
     pins,
     env: { FAKE_USER: 'mirror', FAKE_PASS: 'upstream-secret' },
   });
@@ -238,6 +307,10 @@ before(async () => {
   for (const name of Object.keys(images)) {
     const r = await t.request('pull', `/v2/library/${name}/manifests/${images[name].manifest}`);
     assert.equal(r.status, 200, `manifest of ${name}`);
+  }
+  for (const [name, i] of Object.entries(real)) {
+    const r = await t.request('pull', `/v2/${REAL}/library/${name}/manifests/${i.manifest}`);
+    assert.equal(r.status, 200, `manifest of ${REAL}/library/${name}: ${r.body.toString()}`);
   }
 });
 
@@ -251,29 +324,33 @@ after(async () => {
 
 describe('pull-through', () => {
   test('an uncached blob is streamed, verified, cached, then served without the upstream', async () => {
-    const { layers, bytes } = images.good;
-    const first = await blobGet('good', layers[0]);
+    const { layer, size } = real.good;
+    const upstreamBytes = (await registryRequest(reg, `/v2/library/good/blobs/${layer}`)).body;
+    assert.equal(upstreamBytes.length, size);
+    const first = await realBlobGet('good', layer);
     assert.equal(first.status, 200);
-    assert.deepEqual(first.body, bytes[0]);
-    await waitFor(() => t.airlock.services.blobs.size(layers[0]) !== null, { timeoutMs: 5000, what: 'blob cached' });
-    const before = fake.count('GET', layers[0]);
-    const second = await blobGet('good', layers[0]);
-    assert.deepEqual(second.body, bytes[0]);
-    assert.equal(fake.count('GET', layers[0]), before);
+    assert.deepEqual(first.body, upstreamBytes);
+    assert.equal(await registryGets(`/v2/library/good/blobs/${layer}`), 2, 'the test and airlock each asked the registry once');
+    await waitFor(() => t.airlock.services.blobs.size(layer) !== null, { timeoutMs: 5000, what: 'blob cached' });
+    // With the registry stopped, only the cache can answer.
+    const second = await whileRegistryStopped(() => realBlobGet('good', layer));
+    assert.equal(second.status, 200, second.body.toString());
+    assert.deepEqual(second.body, upstreamBytes);
   });
 
   test('eight concurrent requests for one uncached 64 MiB blob cause one upstream GET and get identical bytes', async () => {
-    const { layers, bytes } = images.big;
+    const { layer, size } = real.big;
+    assert.ok(size > 64 * 1024 * 1024, `the layer holds 64 MiB of random bytes: ${size}`);
     const rssBefore = process.memoryUsage().rss;
-    const results = await Promise.all(Array.from({ length: 8 }, () => blobGet('big', layers[0])));
+    const results = await Promise.all(Array.from({ length: 8 }, () => realBlobGet('big', layer)));
     const rssAfter = process.memoryUsage().rss;
     console.log(`8 x 64 MiB: test-process RSS ${Math.round(rssBefore / 2 ** 20)} -> ${Math.round(rssAfter / 2 ** 20)} MiB (responses are buffered by the test client)`);
-    assert.equal(fake.count('GET', `/blobs/${layers[0]}`), 1);
+    assert.equal(await registryGets(`/v2/library/big/blobs/${layer}`), 1, 'one GET of the blob in the registry access log');
     for (const r of results) {
       assert.equal(r.status, 200);
-      assert.equal(sha(r.body), layers[0]);
+      assert.equal(sha(r.body), layer);
     }
-    assert.equal(results[0].body.length, bytes[0].length);
+    assert.equal(results[0].body.length, size);
   });
 
   test('a redirect to a blob storage host is followed without forwarding the upstream credentials', async () => {
@@ -301,30 +378,32 @@ describe('pull-through', () => {
   });
 
   test('wrong bytes for a large blob abort the client mid-stream, one byte short', async () => {
-    const big = crypto.randomBytes(3 * 1024 * 1024);
-    const bd = fake.addBlob(big);
-    fake.modes.set(bd, 'wrong-bytes');
-    const r0 = fake.addImage('library/bigpoison', 'v1', [big]);
-    const s = t.airlock.services;
-    s.policyStore.addPin({ repository: 'docker.io/library/bigpoison', digest: r0.manifest, tag: null, note: null, source: 'api', createdBy: 'test' });
-    s.policy.changed();
-    assert.equal((await t.request('pull', `/v2/library/bigpoison/manifests/${r0.manifest}`)).status, 200);
-    const r = await blobGet('bigpoison', bd);
-    assert.equal(r.status, -1, 'headers were sent, so the connection is aborted rather than ended cleanly');
-    await assertNothingCached(bd);
+    const { manifest, layer: bd } = real.bigpoison;
+    const restore = corruptBlob(bd);
+    try {
+      assert.equal((await t.request('pull', `/v2/${REAL}/library/bigpoison/manifests/${manifest}`)).status, 200);
+      const r = await realBlobGet('bigpoison', bd);
+      assert.equal(r.status, -1, 'headers were sent, so the connection is aborted rather than ended cleanly');
+      await assertNothingCached(bd);
+    } finally {
+      restore();
+    }
   });
 
   test('wrong bytes for a digest abort the client, cache nothing and are audited', async () => {
-    const d = images.poison.layers[0];
-    fake.modes.set(d, 'wrong-bytes');
-    const r = await blobGet('poison', d);
-    assert.ok(r.status === -1 || r.status === 503, `the client gets no complete response (aborted, or 503 before the first byte): ${r.status}`);
-    await assertNothingCached(d);
-    await waitFor(async () => (await auditEvents('upstream.fault')).some((e) => e.digest === d && e.reason === 'digest_mismatch'), { timeoutMs: 3000, what: 'fault audited' });
-    const log = fs.readFileSync(t.logPath, 'utf8');
-    assert.match(log, new RegExp(`"digest":"${d}"[^\\n]*"fault":"digest_mismatch"`));
-    fake.modes.delete(d);
-    const again = await blobGet('poison', d);
+    const d = real.poison.layer;
+    const restore = corruptBlob(d);
+    try {
+      const r = await realBlobGet('poison', d);
+      assert.ok(r.status === -1 || r.status === 503, `the client gets no complete response (aborted, or 503 before the first byte): ${r.status}`);
+      await assertNothingCached(d);
+      await waitFor(async () => (await auditEvents('upstream.fault')).some((e) => e.digest === d && e.reason === 'digest_mismatch'), { timeoutMs: 3000, what: 'fault audited' });
+      const log = fs.readFileSync(t.logPath, 'utf8');
+      assert.match(log, new RegExp(`"digest":"${d}"[^\\n]*"fault":"digest_mismatch"`));
+    } finally {
+      restore();
+    }
+    const again = await realBlobGet('poison', d);
     assert.equal(again.status, 200);
     assert.equal(sha(again.body), d);
   });
@@ -427,13 +506,29 @@ describe('pull-through', () => {
   });
 
   test('an unpinned tag is resolved upstream, and served from its last digest when the upstream fails', async () => {
+    const ok = await t.request('pull', `/v2/${REAL}/library/stale/manifests/v1`);
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers['docker-content-digest'], real.stale.manifest);
+    await reg.settle();
+    assert.ok(reg.requests().some((e) => e.path === '/v2/library/stale/manifests/v1' && e.status === 200), 'the tag was resolved at the registry');
+    // The upstream unreachable: the registry stopped.
+    const stale = await whileRegistryStopped(() => t.request('pull', `/v2/${REAL}/library/stale/manifests/v1`));
+    assert.equal(stale.status, 200, stale.body.toString());
+    assert.equal(stale.headers['docker-content-digest'], real.stale.manifest);
+  });
+
+  test('an unpinned tag is served from its last digest when the upstream answers 500', async () => {
+    // Not unreachable, but an upstream answering with a server error (which a real registry gives only for faults of its own).
     const ok = await t.request('pull', '/v2/library/stale/manifests/v1');
     assert.equal(ok.status, 200);
     fake.modes.set('library/stale:v1', '500');
-    const stale = await t.request('pull', '/v2/library/stale/manifests/v1');
-    assert.equal(stale.status, 200);
-    assert.equal(stale.headers['docker-content-digest'], images.stale.manifest);
-    fake.modes.delete('library/stale:v1');
+    try {
+      const stale = await t.request('pull', '/v2/library/stale/manifests/v1');
+      assert.equal(stale.status, 200);
+      assert.equal(stale.headers['docker-content-digest'], images.stale.manifest);
+    } finally {
+      fake.modes.delete('library/stale:v1');
+    }
   });
 
   test('another 4xx for a tag is passed on as MANIFEST_UNKNOWN, not served from its last digest', async () => {
@@ -453,14 +548,12 @@ describe('pull-through', () => {
   });
 
   test('HEAD of an uncached blob asks the upstream: UNAVAILABLE while it fails, the size once it answers', async () => {
-    const d = images.headless.layers[0];
-    fake.modes.set(d, '500');
-    const failed = await t.request('pull', `/v2/library/headless/blobs/${d}`, { method: 'HEAD' });
+    const { layer: d, size } = real.headless;
+    const failed = await whileRegistryStopped(() => t.request('pull', `/v2/${REAL}/library/headless/blobs/${d}`, { method: 'HEAD' }));
     assert.equal(failed.status, 503);
-    fake.modes.delete(d);
-    const ok = await t.request('pull', `/v2/library/headless/blobs/${d}`, { method: 'HEAD' });
+    const ok = await t.request('pull', `/v2/${REAL}/library/headless/blobs/${d}`, { method: 'HEAD' });
     assert.equal(ok.status, 200);
-    assert.equal(ok.headers['content-length'], '50000');
+    assert.equal(ok.headers['content-length'], String(size));
   });
 
   test('a blob that cannot be cached here (its temp folder gone) is UNAVAILABLE, and served once the folder is back', async () => {

@@ -13,6 +13,7 @@ const HTPASSWD_BIN = '/usr/bin/htpasswd';
 const SYSTEM_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 const TOKEN_SERVICE = 'airlock-test-registry';
 const TOKEN_ISSUER = 'airlock-test-token-issuer';
+const SETTLE_MARKER = 'airlock-test-settle';
 
 /** RegistryAuth selects how the upstream registry authenticates clients. */
 export type RegistryAuth = 'token' | 'htpasswd' | 'none';
@@ -65,6 +66,16 @@ export interface RegistryOptions {
   prefix?: string;
   /** dataDir shares another registry's storage (default dir/data). */
   dataDir?: string;
+  /** accessLog turns on the registry's access log (off by default), so requests() lists what it was asked. */
+  accessLog?: boolean;
+}
+
+/** AccessLogEntry is one request in a registry's access log. */
+export interface AccessLogEntry {
+  method: string;
+  /** path is the request target as sent, query included. */
+  path: string;
+  status: number;
 }
 
 /** TokenServer is the in-process token issuer for a registry with `auth: token`. */
@@ -103,6 +114,13 @@ export interface Registry extends RegistryEndpoint {
   configPath: string;
   tokenServer?: TokenServer;
   logs(): string;
+  /**
+   * requests lists the requests the registry answered, from its access log across restarts (empty unless started
+   * with accessLog). A request is logged once answered: call settle() first to be sure every answered request is listed.
+   */
+  requests(): AccessLogEntry[];
+  /** settle sends a marker request and waits until the access log lists it (needs accessLog). */
+  settle(): Promise<void>;
   stop(): Promise<void>;
   restart(): Promise<void>;
 }
@@ -416,7 +434,7 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
 
   const config: Record<string, unknown> = {
     version: 0.1,
-    log: { level: opts.logLevel ?? 'info', formatter: 'text', accesslog: { disabled: true } },
+    log: { level: opts.logLevel ?? 'info', formatter: 'text', accesslog: { disabled: opts.accessLog !== true } },
     storage: {
       filesystem: { rootdirectory: dataDir },
       delete: { enabled: true },
@@ -478,6 +496,25 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
 
   const configPath = path.join(dir, 'config.yml');
   const scheme = useTls ? 'https' : 'http';
+  // The access log (Apache combined format, on stdout) is read back from the process log file, which every start of
+  // this registry appends to; only what this registry wrote counts.
+  const logFile = path.join(dir, 'registry.log');
+  const logStart = fs.existsSync(logFile) ? fs.statSync(logFile).size : 0;
+  const readAccessLog = (): AccessLogEntry[] => {
+    if (!fs.existsSync(logFile)) {
+      return [];
+    }
+    const lines = fs.readFileSync(logFile).subarray(logStart).toString().split('\n');
+    lines.pop(); // the last piece has no newline yet: a line still being written, or nothing
+    const entries: AccessLogEntry[] = [];
+    for (const line of lines) {
+      const m = /"([A-Z]+) (\S+) HTTP\/[\d.]+" (\d{3}) /.exec(line);
+      if (m?.[1] !== undefined && m[2] !== undefined && m[3] !== undefined) {
+        entries.push({ method: m[1], path: m[2], status: Number(m[3]) });
+      }
+    }
+    return entries;
+  };
   let port = 0;
   let proc: Proc | undefined;
 
@@ -543,6 +580,15 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
     password,
     tokenServer,
     logs: () => proc?.output() ?? '',
+    requests: () => readAccessLog().filter((e) => !e.path.includes(SETTLE_MARKER)),
+    async settle(): Promise<void> {
+      if (opts.accessLog !== true) {
+        throw new Error('settle() needs a registry started with accessLog: true');
+      }
+      const marker = `${opts.prefix ?? ''}/v2/?${SETTLE_MARKER}=${randomUUID()}`;
+      await rawRequest(new URL(marker, registry.url), { url: registry.url, caPath: ca.certPath }, { timeoutMs: 5000 });
+      await waitFor(() => readAccessLog().some((e) => e.path === marker), { timeoutMs: 5000, what: 'the registry to log a marker request' });
+    },
     async stop(): Promise<void> {
       untrack(registry);
       await proc?.stop();
