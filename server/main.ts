@@ -101,6 +101,8 @@ async function serve(argv: string[]): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // A closed terminal must not kill the server without its final checkpoint; there is nothing to reload.
+  process.on('SIGHUP', () => airlock.services.logger.warn('SIGHUP ignored: airlock reads its configuration at start; restart it to apply changes'));
   const address = mirrorAddress(config, { host: config.listen.host, port: airlock.port }, airlock.services.serverNames);
   // The commands below reach airlock by a name its certificate holds; where it listens can be a wildcard or another one.
   const base = `https://${address}`;

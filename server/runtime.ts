@@ -234,9 +234,16 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
     revoked.stop();
     // Fastify's close waits for every response under way, a slow client's long download too, unless hurried.
     const appClosed = app.close();
-    await Promise.race([appClosed, hurried]);
-    app.server.closeAllConnections();
-    await appClosed;
+    // Fastify closes the connections idle now. One whose response ends later would stay open for its keep-alive
+    // timeout (65 s) and hold the close that long, past a service manager's stop timeout.
+    const idle = setInterval(() => app.server.closeIdleConnections(), 100);
+    try {
+      await Promise.race([appClosed, hurried]);
+      app.server.closeAllConnections();
+      await appClosed;
+    } finally {
+      clearInterval(idle);
+    }
     // The server says it closed before its sockets have; a response cut off is recorded when its socket closes.
     await drained(connections, 5000);
     await withDeadline(Promise.race([mirror.inflight.settle(), hurried]), 30000);

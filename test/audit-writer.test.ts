@@ -89,6 +89,30 @@ describe('the audit writer thread', () => {
 });
 
 describe('the audit log with a sink that fails', () => {
+  test('a checkpoint the database refuses (a full disk) is reported and retried, never thrown', async () => {
+    const { db, store } = freshStore();
+    const log = new AuditLog(store, key, keyIdOf(key), async (batch) => store.append(batch));
+    const errors: string[] = [];
+    log.onError = (err) => errors.push(err.message);
+    const save = store.saveCheckpoint;
+    try {
+      assert.equal(log.open().problem, null);
+      for (let i = 0; i < 3; i++) log.append({ action: 'pull.blob', status: 200, bytes: i });
+      store.saveCheckpoint = () => {
+        throw new Error('database or disk is full');
+      };
+      assert.equal(await log.checkpoint(), null, 'no checkpoint, and no rejection');
+      assert.deepEqual(errors, ['database or disk is full']);
+      store.saveCheckpoint = save;
+      assert.equal((await log.checkpoint())?.seq, 3, 'the next tick stores it');
+      assert.equal(store.lastCheckpoint()?.seq, 3);
+    } finally {
+      store.saveCheckpoint = save;
+      await log.close();
+      db.close();
+    }
+  });
+
   test('refused events stay queued in order and are stored once the sink accepts them; stored() says whether all are', async () => {
     const { db, store } = freshStore();
     let broken = true;

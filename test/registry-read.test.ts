@@ -532,10 +532,33 @@ describe('stopping while a client holds a download open', () => {
       req.on('socket', (socket) => socket.on('close', () => resolve('closed by the server')));
     });
     await received;
+    // A keep-alive client whose response is still under way when the close begins, and ends after it.
+    const agent = new https.Agent({ keepAlive: true, ca: fs.readFileSync(b.endpoint.caPath ?? ''), cert: fs.readFileSync(b.endpoint.clientCertPath ?? ''), key: fs.readFileSync(b.endpoint.clientKeyPath ?? '') });
+    let keptResponse: { resume(): void; on(event: string, f: () => void): void } | undefined;
+    let keptSocketClosed = (): void => {};
+    const keptClosed = new Promise<string>((resolve) => (keptSocketClosed = () => resolve('closed')));
+    const keptStarted = new Promise<void>((resolve) => {
+      const r = https.get({ host: u.hostname, port: u.port, path: `/v2/library/seeded/blobs/${sha(bigB)}`, agent }, (res) => {
+        res.once('data', () => {
+          res.pause();
+          resolve();
+        });
+        keptResponse = res;
+      });
+      r.on('socket', (socket) => socket.on('close', () => keptSocketClosed()));
+    });
+    await keptStarted;
     let closed = false;
     const closing = t.airlock.close().then(() => (closed = true));
     await new Promise((resolve) => setTimeout(resolve, 1000));
     assert.equal(closed, false, 'close waits for the response under way');
+    // Once its response has ended, the server closes that connection rather than keeping it alive for 65 s.
+    const keptEnded = new Promise<void>((resolve) => keptResponse?.on('end', () => resolve()));
+    keptResponse?.resume();
+    await keptEnded;
+    const idleLimit = new Promise<string>((resolve) => setTimeout(() => resolve('still open after 10 s'), 10_000).unref());
+    assert.equal(await Promise.race([keptClosed, idleLimit]), 'closed', 'the finished keep-alive connection is closed by the closing server');
+    agent.destroy();
     const started = Date.now();
     t.airlock.hurry();
     await closing;

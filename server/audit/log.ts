@@ -198,7 +198,14 @@ export class AuditLog {
     // signed the lost events, and that checkpoint must be replaced, not kept as if it covered the new head.
     if (head.seq === 0 || (head.seq === this.lastCheckpointSeq && head.hash === this.lastCheckpointHash)) return null;
     const cp = signCheckpoint(this.key, this.keyId, head.seq, head.hash);
-    this.store.saveCheckpoint(cp);
+    try {
+      this.store.saveCheckpoint(cp);
+    } catch (err) {
+      // A full disk (or a failing one) refuses the checkpoint as it refuses events: the server keeps serving, and the
+      // next tick (or the close) tries again over the head stored by then.
+      this.onError(err as Error, this.pending.length);
+      return null;
+    }
     this.lastCheckpointSeq = cp.seq;
     this.lastCheckpointHash = cp.hash;
     return cp;
