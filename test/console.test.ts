@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, chromium, type Page, type Route } from 'playwright-core';
 import type { Role } from '../server/pki/ca.js';
 import { writeSigningKey } from '../server/signing/key.js';
 import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
@@ -286,4 +286,200 @@ test('an admin issues, downloads and revokes a certificate, manages pins and pub
   await page.getByRole('button', { name: 'Load' }).click();
   await page.locator('#view td.num', { hasText: /^1$/ }).first().waitFor({ timeout: WAIT_MS });
   assert.deepEqual(pageErrors, [], 'no script errors or CSP violations in any page');
+});
+
+// The checks below hold, fail or fake single API calls in the browser (page.route) to produce the slow and failing
+// answers a real airlock gives only under load. A 5XX they fulfil logs "Failed to load resource", which is expected.
+const scriptErrors = (): string[] => pageErrors.filter((e) => !/Failed to load resource/.test(e));
+const isRequests = (status?: string) => (url: URL): boolean => url.pathname === '/api/v1/requests' && (status === undefined || url.searchParams.get('status') === status);
+
+test('a stuck requests poll is never doubled, gives up after 15 s with a message, and the other screens keep working', async () => {
+  const { page } = await openConsole('admin', '#/images');
+  await page.locator('#view td', { hasText: `${UPSTREAM}/acme/web` }).first().waitFor({ timeout: WAIT_MS });
+  const held: { route: Route; at: number }[] = [];
+  await page.route(isRequests(), (route) => {
+    held.push({ route, at: Date.now() });
+  });
+  // The next poll (at most 3 s away) is held: no answer ever comes.
+  const deadline = Date.now() + WAIT_MS;
+  while (held.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  assert.equal(held.length, 1, 'a requests poll is held');
+  await page.locator('#tabs a[data-screen="pins"]').click();
+  await page.locator('#view td', { hasText: `${UPSTREAM}/library/base` }).first().waitFor({ timeout: WAIT_MS });
+  await page.locator('.message.error', { hasText: 'did not answer within 15 s' }).waitFor({ timeout: 30_000 });
+  assert.ok(Date.now() - held[0].at >= 14_000, 'the call gave up after its 15 s');
+  assert.equal(held.length, 1, 'no second requests poll started while the first one was stuck');
+  await page.unrouteAll({ behavior: 'ignoreErrors' });
+  for (const h of held) await h.route.abort().catch(() => undefined);
+  // The next poll answers and clears the message.
+  await page.locator('.message.error', { hasText: 'did not answer within 15 s' }).waitFor({ state: 'detached', timeout: WAIT_MS });
+  assert.deepEqual(scriptErrors(), []);
+});
+
+test('a slower poll started for another status filter does not paint its rows', async () => {
+  const { page } = await openConsole('admin', '#/requests?status=approved');
+  await requestRow(page, `${UPSTREAM}/acme/web`).waitFor({ timeout: WAIT_MS });
+  const held: Route[] = [];
+  const approved = isRequests('approved');
+  let holding = true;
+  await page.route(approved, (route) => (holding ? held.push(route) : route.continue()));
+  const deadline = Date.now() + WAIT_MS;
+  while (held.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  assert.ok(held.length > 0, 'a poll of the approved requests is held');
+  await page.getByLabel('Request status').selectOption('denied');
+  await requestRow(page, `${UPSTREAM}/acme/worker`).waitFor({ timeout: WAIT_MS });
+  holding = false;
+  const answered = page.waitForResponse((res) => approved(new URL(res.url())), { timeout: WAIT_MS });
+  for (const route of held) await route.continue();
+  await answered;
+  // The old answer would be drawn at once; watch the table for a while after it arrived.
+  for (let i = 0; i < 20; i++) {
+    assert.equal(await requestRow(page, `${UPSTREAM}/acme/web`).count(), 0, 'no approved row in the denied list');
+    assert.equal(await requestRow(page, `${UPSTREAM}/acme/worker`).count(), 1, 'the denied row stays');
+    await new Promise((r) => setTimeout(r, 75));
+  }
+  await page.unrouteAll({ behavior: 'ignoreErrors' });
+  assert.deepEqual(scriptErrors(), []);
+});
+
+test('relative times stay current between redraws, and a redraw keeps the keyboard focus on the same row button', async () => {
+  const { page } = await openConsole('admin', '#/requests');
+  await page.locator('#requests-table').waitFor({ timeout: WAIT_MS });
+  const seen = new Date(Date.now() - 20_000).toISOString();
+  let count = 1;
+  await page.route(isRequests('pending'), (route) => route.fulfill({
+    json: { requests: [{ id: 990001, repository: `${UPSTREAM}/acme/fake`, digest: `sha256:${'ab'.repeat(32)}`, tag: '1', requestedBy: 'test-pull', count, firstSeen: seen, lastSeen: seen, status: 'pending', decidedBy: null, decidedAt: null, note: null }] },
+    headers: { 'x-total-count': '1' },
+  }));
+  const row = page.locator('tr[data-request="990001"]');
+  await row.waitFor({ timeout: WAIT_MS });
+  // The same answer on every poll: the row is not redrawn, its "… s ago" still moves on.
+  await row.evaluate((el) => { el.dataset.marker = 'kept'; });
+  const first = await row.locator('[data-ago]').textContent();
+  assert.match(String(first), / s ago$/);
+  const until = Date.now() + WAIT_MS;
+  while ((await row.locator('[data-ago]').textContent()) === first && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
+  assert.notEqual(await row.locator('[data-ago]').textContent(), first, 'the relative time moved on');
+  assert.equal(await row.getAttribute('data-marker'), 'kept', 'the time changed in place, without a redraw');
+  // A changed answer redraws the list; the focused Deny button of the row is focused again.
+  await row.getByRole('button', { name: 'Deny' }).focus();
+  count = 2;
+  await row.locator('td.num', { hasText: /^2$/ }).waitFor({ timeout: WAIT_MS });
+  assert.equal(await row.getAttribute('data-marker'), null, 'the row was redrawn');
+  const focused = await page.evaluate(`(() => {
+    const el = document.activeElement;
+    return { key: el?.dataset.focusKey, text: el?.textContent, row: el?.closest('tr')?.dataset.request };
+  })()`);
+  assert.deepEqual(focused, { key: 'deny:990001', text: 'Deny', row: '990001' });
+  await page.unrouteAll({ behavior: 'ignoreErrors' });
+  assert.deepEqual(scriptErrors(), []);
+});
+
+test('an audit range past the year 9999 or reversed is reported, loads nothing and disables the downloads; a failed load is reported once', async () => {
+  const { page } = await openConsole('admin', '#/audit');
+  await page.locator('#view td', { hasText: 'admin.deny' }).first().waitFor({ timeout: WAIT_MS });
+  const from = page.getByLabel('From');
+  const to = page.getByRole('textbox', { name: /^To\b/ });
+  assert.equal(await from.getAttribute('max'), '9999-12-31T23:59');
+  assert.equal(await to.getAttribute('max'), '9999-12-31T23:59');
+  const loads: string[] = [];
+  page.on('request', (req) => {
+    if (new URL(req.url()).pathname === '/api/v1/audit') loads.push(req.url());
+  });
+  const csv = page.locator('.exports a', { hasText: 'Download CSV' });
+  const rangeError = page.locator('#audit-range-error');
+
+  await from.fill('10000-01-01T00:00');
+  await from.dispatchEvent('change');
+  await rangeError.filter({ hasText: 'From is not a valid time' }).waitFor({ timeout: WAIT_MS });
+  assert.equal(await csv.getAttribute('href'), null, 'no download of a range that is none');
+  assert.equal(await csv.getAttribute('aria-disabled'), 'true');
+  await page.getByRole('button', { name: 'Load' }).click();
+  await from.press('Enter');
+  await page.waitForTimeout(500);
+  assert.deepEqual(loads, [], 'Load and Enter load nothing');
+
+  await from.fill('2030-01-02T00:00');
+  await to.fill('2030-01-01T00:00');
+  await to.dispatchEvent('change');
+  await rangeError.filter({ hasText: 'To is before From' }).waitFor({ timeout: WAIT_MS });
+  await page.locator('.exports-note', { hasText: 'To is before From' }).waitFor({ timeout: WAIT_MS });
+  await shoot(page, 'audit-reversed-range');
+  assert.equal(await csv.getAttribute('href'), null, 'no download of a reversed range');
+  await page.getByRole('button', { name: 'Load' }).click();
+  await page.waitForTimeout(500);
+  assert.deepEqual(loads, [], 'a reversed range loads nothing');
+
+  await to.fill('');
+  await to.dispatchEvent('change');
+  await rangeError.waitFor({ state: 'hidden', timeout: WAIT_MS });
+  assert.match(String(await csv.getAttribute('href')), /since=2030-01-0[12]T/);
+  assert.doesNotMatch(String(await csv.getAttribute('href')), /until=/);
+  await page.getByRole('button', { name: 'Load' }).click();
+  await page.getByText(/^0 matching events \(0 in range\)/).waitFor({ timeout: WAIT_MS });
+  assert.equal(loads.length, 1, 'a valid range loads');
+
+  // A load that fails is reported once, also after leaving the screen and coming back.
+  await from.fill('');
+  await from.dispatchEvent('change');
+  await page.route((url) => url.pathname === '/api/v1/audit', (route) => route.fulfill({ status: 503, json: { error: { code: 'UNAVAILABLE', message: 'held by the test' } } }));
+  await page.getByRole('button', { name: 'Load' }).click();
+  const failed = page.locator('.message.error', { hasText: 'Loading the audit log failed' });
+  await failed.waitFor({ timeout: WAIT_MS });
+  await page.locator('#tabs a[data-screen="pins"]').click();
+  await page.locator('#view td', { hasText: `${UPSTREAM}/library/base` }).first().waitFor({ timeout: WAIT_MS });
+  await page.locator('#tabs a[data-screen="audit"]').click();
+  await page.getByRole('form', { name: 'Audit filters' }).waitFor({ timeout: WAIT_MS });
+  await page.waitForTimeout(300);
+  assert.equal(await failed.count(), 1, 'the failure is reported once');
+  await page.unrouteAll({ behavior: 'ignoreErrors' });
+  assert.deepEqual(scriptErrors(), []);
+});
+
+test('Issue PKCS#12 checks the whole form as the PEM button does: Days 0 issues nothing, an empty Days means 365', async () => {
+  const { page } = await openConsole('admin', '#/certs');
+  const form = page.getByRole('form', { name: 'Issue a certificate' });
+  await form.waitFor({ timeout: WAIT_MS });
+  const issues: string[] = [];
+  page.on('request', (req) => {
+    if (req.method() === 'POST' && new URL(req.url()).pathname === '/api/v1/certs') issues.push(req.url());
+  });
+  await form.getByLabel('Name (CN)').fill('zero-days');
+  await form.getByLabel('Days').fill('0');
+  await form.getByRole('button', { name: 'Issue PKCS#12' }).click();
+  await form.getByRole('button', { name: 'Issue PEM bundle' }).click();
+  await page.waitForTimeout(500);
+  assert.deepEqual(issues, [], 'neither button issues a certificate for 0 days');
+  assert.equal(await form.getByLabel('Days').evaluate((el) => (el as unknown as { validity: { valid: boolean } }).validity.valid), false);
+
+  await form.getByLabel('Name (CN)').fill('default-days');
+  await form.getByLabel('Days').fill('');
+  const [p12] = await Promise.all([page.waitForEvent('download'), form.getByRole('button', { name: 'Issue PKCS#12' }).click()]);
+  assert.equal(p12.suggestedFilename(), 'default-days.p12');
+  const res = await t.request('admin', '/api/v1/certs');
+  const cert = (JSON.parse(res.body.toString()) as { certs: { name: string; notAfter: string }[] }).certs.find((c) => c.name === 'default-days');
+  assert.ok(cert, 'the certificate is listed');
+  const days = (new Date(cert.notAfter).getTime() - Date.now()) / 86_400_000;
+  assert.ok(days > 364 && days < 366, `valid for 365 days, not ${days}`);
+  assert.deepEqual(scriptErrors(), []);
+});
+
+test('a screen that failed to load has a Retry button that loads it in place', async () => {
+  const { page } = await openConsole('admin', '#/images');
+  await page.locator('#view td', { hasText: `${UPSTREAM}/acme/web` }).first().waitFor({ timeout: WAIT_MS });
+  let failures = 1;
+  await page.route((url) => url.pathname === '/api/v1/pins', (route) => {
+    if (failures-- > 0) return route.fulfill({ status: 503, json: { error: { code: 'UNAVAILABLE', message: 'held by the test' } } });
+    return route.continue();
+  });
+  await page.locator('#tabs a[data-screen="pins"]').click();
+  const retry = page.locator('#view').getByRole('button', { name: 'Retry' });
+  await retry.waitFor({ timeout: WAIT_MS });
+  await shoot(page, 'failed-screen-retry');
+  await page.locator('.message.error', { hasText: 'Could not load pins' }).waitFor({ timeout: WAIT_MS });
+  await retry.click();
+  await page.locator('#view td', { hasText: `${UPSTREAM}/library/base` }).first().waitFor({ timeout: WAIT_MS });
+  await page.locator('.message.error', { hasText: 'Could not load pins' }).waitFor({ state: 'detached', timeout: WAIT_MS });
+  await page.unrouteAll({ behavior: 'ignoreErrors' });
+  assert.deepEqual(scriptErrors(), []);
 });

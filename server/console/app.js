@@ -8,6 +8,12 @@ const AUDIT_ROW_LIMIT = 500;
 // REQUESTS_MAX is the most requests the API lists at once.
 const REQUESTS_MAX = 5000;
 const CONFIRM_MS = 4000;
+// API_TIMEOUT_MS bounds every API call, the body included: a stuck call gives up with a message instead of holding one
+// of the browser's few connections to airlock for good. Loading the audit log may take longer (AUDIT_TIMEOUT_MS).
+const API_TIMEOUT_MS = 15000;
+const AUDIT_TIMEOUT_MS = 60000;
+// The datetime-local inputs and the API take years up to 9999 (toISOString writes larger ones differently).
+const AUDIT_MAX_INPUT = '9999-12-31T23:59';
 
 const state = {
   me: { cn: null, role: null, serial: null },
@@ -16,6 +22,8 @@ const state = {
   generation: 0,
   notes: new Map(),
   requestsKey: '',
+  // requestsSeq numbers the requests refreshes: only the newest one started may paint.
+  requestsSeq: 0,
   // requestsLimit is how many requests a list asks for: the API's default (500) until an admin asks for more.
   requestsLimit: null,
   metricsSample: null,
@@ -76,6 +84,16 @@ function ago(iso) {
   if (s < 3600) return `${Math.floor(s / 60)} min ago`;
   if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
   return `${Math.floor(s / 86400)} d ago`;
+}
+
+/** agoText shows how long ago iso was; refreshAgo keeps every such text current between redraws. */
+const agoText = (iso) => h('div', { class: 'small muted', dataset: { ago: iso ?? '' } }, ago(iso));
+
+function refreshAgo() {
+  for (const el of document.querySelectorAll('[data-ago]')) {
+    const text = ago(el.dataset.ago);
+    if (el.textContent !== text) el.textContent = text;
+  }
 }
 
 function until(iso) {
@@ -149,7 +167,12 @@ function unsay(key) {
   $('#messages').querySelector(`[data-key="${CSS.escape(key)}"]`)?.remove();
 }
 
-const errorText = (err) => (err instanceof ApiFailure ? `${err.message} (${err.code}, HTTP ${err.status})` : String(err?.message ?? err));
+function errorText(err) {
+  if (err instanceof ApiFailure) return `${err.message} (${err.code}${err.status ? `, HTTP ${err.status}` : ''})`;
+  // A body still arriving when the time is up fails with the signal's TimeoutError.
+  if (err?.name === 'TimeoutError') return `airlock did not answer in time (TIMEOUT)`;
+  return String(err?.message ?? err);
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // API
@@ -162,9 +185,10 @@ class ApiFailure extends Error {
   }
 }
 
-/** api calls airlock; the browser presents the client certificate on the TLS connection. Errors become ApiFailure. */
-async function api(method, path, body, { raw = false } = {}) {
-  const init = { method, headers: { accept: 'application/json' }, credentials: 'same-origin', cache: 'no-store' };
+/** api calls airlock; the browser presents the client certificate on the TLS connection. Errors become ApiFailure.
+ * A call (reading the body included) gives up after timeoutMs. */
+async function api(method, path, body, { raw = false, timeoutMs = API_TIMEOUT_MS } = {}) {
+  const init = { method, headers: { accept: 'application/json' }, credentials: 'same-origin', cache: 'no-store', signal: AbortSignal.timeout(timeoutMs) };
   if (body !== undefined) {
     init.headers['content-type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -173,6 +197,7 @@ async function api(method, path, body, { raw = false } = {}) {
   try {
     res = await fetch(path, init);
   } catch (err) {
+    if (err?.name === 'TimeoutError') throw new ApiFailure(0, 'TIMEOUT', `${method} ${path.split('?')[0]}: airlock did not answer within ${Math.round(timeoutMs / 1000)} s`);
     throw new ApiFailure(0, 'NETWORK', `airlock did not answer: ${err.message}`);
   }
   if (!res.ok) {
@@ -191,7 +216,12 @@ async function api(method, path, body, { raw = false } = {}) {
   }
   if (raw) return res;
   if (res.status === 204) return null;
-  return res.json();
+  try {
+    return await res.json();
+  } catch (err) {
+    if (err?.name === 'TimeoutError') throw new ApiFailure(0, 'TIMEOUT', `${method} ${path.split('?')[0]}: airlock did not finish its answer within ${Math.round(timeoutMs / 1000)} s`);
+    throw err;
+  }
 }
 
 /** act runs an admin action from a button: disables it meanwhile, reports success or the API's error. */
@@ -299,13 +329,14 @@ function requestActions(r) {
     'aria-label': `Note for request ${r.id}`,
     maxlength: '1000',
     value: state.notes.get(r.id) ?? '',
-    dataset: { noteFor: String(r.id) },
+    dataset: { focusKey: `note:${r.id}` },
     oninput: (e) => state.notes.set(r.id, e.target.value),
   });
   const text = () => note.value.trim();
   const approve = h('button', {
     type: 'button',
     class: 'primary',
+    dataset: { focusKey: `approve:${r.id}` },
     onclick: async () => {
       const ok = await act(approve, `Approving request ${r.id}`, async () => {
         const body = text() ? { note: text() } : {};
@@ -321,6 +352,7 @@ function requestActions(r) {
   const deny = h('button', {
     type: 'button',
     class: 'danger',
+    dataset: { focusKey: `deny:${r.id}` },
     onclick: async () => {
       const ok = await act(deny, `Denying request ${r.id}`, async () => {
         const reason = text() || `denied in the console by ${state.me.cn ?? 'an admin'}`;
@@ -348,7 +380,7 @@ function requestRow(r) {
     h('td', {}, digest(r.digest)),
     h('td', {}, r.requestedBy ?? muted('—')),
     h('td', { class: 'num' }, String(r.count)),
-    h('td', {}, time(r.lastSeen), h('div', { class: 'small muted' }, ago(r.lastSeen)), r.firstSeen !== r.lastSeen ? h('div', { class: 'small muted' }, 'first ', time(r.firstSeen)) : null),
+    h('td', {}, time(r.lastSeen), agoText(r.lastSeen), r.firstSeen !== r.lastSeen ? h('div', { class: 'small muted' }, 'first ', time(r.firstSeen)) : null),
     h('td', {}, badge(r.status, statusKind), decision),
     isAdmin() ? h('td', {}, requestActions(r)) : null);
 }
@@ -360,7 +392,7 @@ function requestsTable({ list, total }, status) {
   const more = total > list.length
     ? h('p', { class: 'small muted' }, `Showing the ${list.length} with the newest activity of ${total}. `,
       list.length < REQUESTS_MAX
-        ? h('button', { type: 'button', onclick: () => { state.requestsLimit = Math.min(total, REQUESTS_MAX); void route(); } }, total > REQUESTS_MAX ? `Show ${REQUESTS_MAX}` : `Show all ${total}`)
+        ? h('button', { type: 'button', dataset: { focusKey: 'show-all' }, onclick: () => { state.requestsLimit = Math.min(total, REQUESTS_MAX); void route(); } }, total > REQUESTS_MAX ? `Show ${REQUESTS_MAX}` : `Show all ${total}`)
         : null)
     : null;
   return h('div', {}, more, table(columns, list.map(requestRow), empty));
@@ -384,38 +416,56 @@ async function renderRequests(view, gen) {
     h('div', { id: 'requests-table' }, requestsTable(list, status)));
 }
 
-/** refreshRequests polls the pending count (the tab badge) and, on the Requests screen, redraws the table when it changed. */
+/** refreshRequests polls the pending count (the tab badge) and, on the Requests screen, redraws the table when it
+ * changed. Only the newest refresh started paints, and only onto the screen and filter it was started for: an older,
+ * slower answer (another filter's rows) is dropped. */
 async function refreshRequests(force = false) {
+  const seq = ++state.requestsSeq;
+  const gen = state.generation;
+  const onScreen = state.screen === 'requests';
+  const status = requestStatusFilter();
+  const newest = () => seq === state.requestsSeq;
+  const sameView = () => gen === state.generation && state.screen === 'requests' && requestStatusFilter() === status;
   try {
     // The badge needs only the count; the list of pending requests is fetched in full when it is on screen.
-    const status = requestStatusFilter();
-    const pending = await fetchRequests('pending', state.screen === 'requests' && status === 'pending' ? state.requestsLimit : 1);
+    const pending = await fetchRequests('pending', onScreen && status === 'pending' ? state.requestsLimit : 1);
+    if (!newest()) return;
     state.pending = pending.total;
     const count = $('#pending-count');
     count.textContent = String(pending.total);
     count.hidden = pending.total === 0;
-    if (state.screen === 'requests') {
+    if (onScreen) {
       const list = status === 'pending' ? pending : await fetchRequests(status);
+      if (!newest() || !sameView()) return;
       const key = JSON.stringify(list);
       const holder = $('#requests-table');
       if (holder && (force || key !== state.requestsKey)) {
-        const focused = document.activeElement?.dataset?.noteFor;
         state.requestsKey = key;
-        fill(holder, requestsTable(list, status));
-        if (focused) {
-          const input = holder.querySelector(`[data-note-for="${CSS.escape(focused)}"]`);
-          if (input) {
-            input.focus();
-            input.setSelectionRange(input.value.length, input.value.length);
-          }
-        }
+        redrawKeepingFocus(holder, () => requestsTable(list, status));
       }
       const stamp = $('#requests-updated');
       if (stamp) stamp.textContent = `live · ${fmtTime(new Date().toISOString())}`;
     }
     unsay('poll-requests');
   } catch (err) {
-    say('poll-requests', 'error', `Could not refresh requests: ${errorText(err)}`);
+    if (newest()) say('poll-requests', 'error', `Could not refresh requests: ${errorText(err)}`);
+  }
+}
+
+/** redrawKeepingFocus replaces holder's content; a focused control (a note, a row's button) that has a counterpart
+ * with the same data-focus-key in the new content gets the focus back, a text field its selection too. */
+function redrawKeepingFocus(holder, content) {
+  const active = document.activeElement;
+  const focusKey = active && holder.contains(active) ? active.dataset?.focusKey : undefined;
+  const selection = focusKey && typeof active.selectionStart === 'number' ? [active.selectionStart, active.selectionEnd] : null;
+  fill(holder, content());
+  if (!focusKey) return;
+  const again = holder.querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
+  if (!again) return;
+  again.focus();
+  if (selection && typeof again.setSelectionRange === 'function') {
+    const end = again.value.length;
+    again.setSelectionRange(Math.min(selection[0], end), Math.min(selection[1], end));
   }
 }
 
@@ -606,7 +656,7 @@ async function renderDrift(view, gen) {
     h('td', {}, digest(d.pinnedDigest)),
     h('td', {}, digest(d.upstreamDigest)),
     h('td', {}, time(d.firstSeen)),
-    h('td', {}, time(d.lastSeen), h('div', { class: 'small muted' }, ago(d.lastSeen)))));
+    h('td', {}, time(d.lastSeen), agoText(d.lastSeen))));
   fill(view,
     screenHeader('Drift', 'Pinned tags whose upstream now points at another digest. The pin keeps being served; to follow the upstream, pin the new digest.',
       h('button', { type: 'button', onclick: () => route() }, 'Refresh')),
@@ -632,12 +682,14 @@ function certForm() {
   const role = h('select', { name: 'role' }, ['pull', 'audit', 'admin'].map((r) => h('option', { value: r }, r)));
   const days = h('input', { type: 'number', name: 'days', min: '1', max: '3650', value: '365', size: '6' });
   const password = h('input', { type: 'password', name: 'p12Password', placeholder: 'empty', size: '12', autocomplete: 'new-password' });
-  const body = () => ({ name: name.value.trim(), role: role.value, days: Number(days.value) || 365 });
+  // An empty Days means the default, 365; anything else is sent as given, after the form's checks (1 to 3650).
+  const body = () => ({ name: name.value.trim(), role: role.value, days: days.value.trim() === '' ? 365 : Number(days.value) });
   const pem = h('button', { type: 'submit', class: 'primary' }, 'Issue PEM bundle');
   const p12 = h('button', {
     type: 'button',
     onclick: async () => {
-      if (!name.reportValidity()) return;
+      // The same checks as the PEM button's submit: the whole form, Days included.
+      if (!form.reportValidity()) return;
       const ok = await act(p12, 'Issuing the certificate', async () => {
         const res = await api('POST', `${API}/certs?format=p12`, { ...body(), p12Password: password.value }, { raw: true });
         const serial = res.headers.get('x-airlock-serial') ?? '?';
@@ -647,7 +699,7 @@ function certForm() {
       if (ok) await route();
     },
   }, 'Issue PKCS#12');
-  return h('form', {
+  const form = h('form', {
     class: 'card form-row',
     'aria-label': 'Issue a certificate',
     onsubmit: async (e) => {
@@ -666,6 +718,7 @@ function certForm() {
       if (ok) await route();
     },
   }, h('h2', {}, 'Issue a certificate'), field('Name (CN)', name), field('Role', role), field('Days', days), field('PKCS#12 password', password), pem, p12);
+  return form;
 }
 
 function certStatus(c) {
@@ -713,21 +766,37 @@ async function renderCerts(view, gen) {
 
 const toLocalInput = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
 
-// auditRange is the query of the range the inputs show. From starts as the last 24 hours, written into its input; an
-// empty From means from the first event.
+// localTime reads a datetime-local value: null when empty, undefined when it is no time the API takes (a year past
+// 9999, which toISOString cannot write as the API expects, or a value the input could not parse).
+function localTime(value, bad) {
+  if (bad) return undefined;
+  if (!value) return null;
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}/.test(value)) return undefined;
+  const d = new Date(value);
+  return Number.isNaN(d.getTime()) ? undefined : d;
+}
+
+// auditRange is the query of the range the inputs show, or the error that keeps it from being loaded or downloaded.
+// From starts as the last 24 hours, written into its input; an empty From means from the first event.
 function auditRange() {
   const a = state.audit;
   if (a.since === null) a.since = toLocalInput(new Date(Date.now() - 24 * 3600 * 1000));
   const query = new URLSearchParams();
-  if (a.since) query.set('since', new Date(a.since).toISOString());
-  if (a.until) query.set('until', new Date(a.until).toISOString());
-  return query;
+  const since = localTime(a.since, a.sinceBad);
+  const until = localTime(a.until, a.untilBad);
+  if (since === undefined) return { query, error: 'From is not a valid time (years up to 9999).' };
+  if (until === undefined) return { query, error: 'To is not a valid time (years up to 9999).' };
+  if (since && until && until.getTime() < since.getTime()) return { query, error: 'To is before From.' };
+  if (since) query.set('since', since.toISOString());
+  if (until) query.set('until', until.toISOString());
+  return { query, error: null };
 }
 
 async function loadAudit() {
-  const query = auditRange();
+  const { query, error } = auditRange();
+  if (error) throw new Error(error);
   query.set('format', 'jsonl');
-  const res = await api('GET', `${API}/audit?${query}`, undefined, { raw: true });
+  const res = await api('GET', `${API}/audit?${query}`, undefined, { raw: true, timeoutMs: AUDIT_TIMEOUT_MS });
   const events = [];
   let checkpoint = null;
   for (const line of (await res.text()).split('\n')) {
@@ -741,6 +810,12 @@ async function loadAudit() {
   state.audit.checkpoint = checkpoint;
   state.audit.loadedAt = new Date();
   unsay('audit-load');
+}
+
+function clearAudit() {
+  state.audit.events = [];
+  state.audit.checkpoint = null;
+  state.audit.loadedAt = null;
 }
 
 function auditRows(filters) {
@@ -772,23 +847,48 @@ function auditRows(filters) {
 async function renderAudit(view, gen) {
   const a = state.audit;
   auditRange();
-  // The download links follow the inputs at once: they export what the inputs say, loaded or not.
-  const since = h('input', { type: 'datetime-local', value: a.since, onchange: (e) => { a.since = e.target.value; drawLinks(); } });
-  const until = h('input', { type: 'datetime-local', value: a.until, onchange: (e) => { a.until = e.target.value; drawLinks(); } });
+  // The download links follow the inputs at once: they export what the inputs say, loaded or not, and are disabled,
+  // with the reason next to them and under the form, while the inputs hold no range (a bad time, To before From).
+  const rangeError = h('p', { class: 'form-error', id: 'audit-range-error', role: 'alert', hidden: true });
+  const exportLinks = h('span', { class: 'exports' });
+  const drawRange = () => {
+    const { query: q, error } = auditRange();
+    rangeError.hidden = !error;
+    rangeError.textContent = error ?? '';
+    const link = (format) => {
+      const label = `Download ${format.toUpperCase()}`;
+      if (error) return h('a', { class: 'button disabled', role: 'link', 'aria-disabled': 'true', title: error }, label);
+      q.set('format', format);
+      return h('a', { href: `${API}/audit?${q}`, download: `airlock-audit.${format}`, class: 'button' }, label);
+    };
+    fill(exportLinks, error ? h('span', { class: 'small exports-note' }, error) : null, link('jsonl'), link('csv'));
+    return error;
+  };
+  const rangeInput = (key) => {
+    const input = h('input', { type: 'datetime-local', max: AUDIT_MAX_INPUT, value: a[key] });
+    const read = () => {
+      a[key] = input.value;
+      a[`${key}Bad`] = input.validity.badInput;
+      drawRange();
+    };
+    input.addEventListener('input', read);
+    input.addEventListener('change', read);
+    return input;
+  };
+  const since = rangeInput('since');
+  const until = rangeInput('until');
   const filters = {
     actor: h('input', { type: 'search', placeholder: 'CN contains…', size: '14' }),
     repository: h('input', { type: 'search', placeholder: 'name contains…', size: '22' }),
     decision: h('select', {}, h('option', { value: '' }, 'any'), h('option', { value: 'allow' }, 'allow'), h('option', { value: 'deny' }, 'deny')),
   };
   const results = h('div', { id: 'audit-results' });
-  const exportLinks = h('span', { class: 'exports' });
-  const drawLinks = () => {
-    const q = auditRange();
-    const link = (format) => {
-      q.set('format', format);
-      return h('a', { href: `${API}/audit?${q}`, download: `airlock-audit.${format}`, class: 'button' }, `Download ${format.toUpperCase()}`);
-    };
-    fill(exportLinks, link('jsonl'), link('csv'));
+  const checkpointHolder = h('div', {});
+  const drawCheckpoint = () => {
+    const cp = a.checkpoint;
+    fill(checkpointHolder, cp
+      ? h('p', { class: 'small muted' }, `The export ends with a checkpoint over event ${cp.seq}, signed by the mirror key `, h('code', { title: cp.keyId }, String(cp.keyId).slice(0, 16)), ' — verify a download with ', h('code', {}, 'airlock audit verify'), '.')
+      : null);
   };
   const draw = () => fill(results, ...auditRows(filters));
   for (const input of Object.values(filters)) input.addEventListener('input', draw);
@@ -799,37 +899,44 @@ async function renderAudit(view, gen) {
     onsubmit: async (e) => {
       e.preventDefault();
       a.since = since.value;
+      a.sinceBad = since.validity.badInput;
       a.until = until.value;
-      drawLinks();
-      const ok = await act(load, 'Loading the audit log', async () => {
+      a.untilBad = until.validity.badInput;
+      if (drawRange()) return;
+      // A failed load is reported once, under its own key, as entering the screen reports it.
+      load.disabled = true;
+      try {
         await loadAudit();
-        return '';
-      });
-      if (ok) draw();
+        drawCheckpoint();
+        draw();
+      } catch (err) {
+        say('audit-load', 'error', `Loading the audit log failed: ${errorText(err)}`);
+      } finally {
+        load.disabled = false;
+      }
     },
-  }, field('From', since, 'empty: the first event'), field('To', until, 'empty: now'), load, field('Actor', filters.actor), field('Repository', filters.repository), field('Decision', filters.decision));
-  drawLinks();
-  // Entering the screen loads the range again: events keep coming. A range the API refuses (To before From) or a
-  // failed load leaves the form on screen, with the message, to be put right.
+  }, field('From', since, 'empty: the first event'), field('To', until, 'empty: now'), load, field('Actor', filters.actor), field('Repository', filters.repository), field('Decision', filters.decision), rangeError);
+  // Entering the screen loads the range again: events keep coming. A range the inputs cannot express loads nothing and
+  // says why under the form; a failed load leaves the form on screen, with the message, to be put right.
   let failure = null;
-  try {
-    await loadAudit();
-  } catch (err) {
-    failure = err;
-    state.audit.events = [];
-    state.audit.checkpoint = null;
-    state.audit.loadedAt = null;
+  if (drawRange()) {
+    clearAudit();
+    unsay('audit-load');
+  } else {
+    try {
+      await loadAudit();
+    } catch (err) {
+      failure = err;
+      clearAudit();
+    }
   }
   if (gen !== state.generation) return;
-  const cp = a.checkpoint;
-  const checkpoint = cp
-    ? h('p', { class: 'small muted' }, `The export ends with a checkpoint over event ${cp.seq}, signed by the mirror key `, h('code', { title: cp.keyId }, String(cp.keyId).slice(0, 16)), ' — verify a download with ', h('code', {}, 'airlock audit verify'), '.')
-    : null;
   if (failure) say('audit-load', 'error', `Loading the audit log failed: ${errorText(failure)}`);
+  drawCheckpoint();
   fill(view,
     screenHeader('Audit', 'Every pull, refusal, admission and admin action, hash-chained. Loading the log is itself an audited export.', exportLinks),
     form,
-    checkpoint,
+    checkpointHolder,
     results);
   draw();
 }
@@ -926,12 +1033,21 @@ async function route() {
   if (changed) fill(view, h('p', { class: 'muted' }, 'Loading…'));
   try {
     await SCREENS[name](view, gen);
+    if (gen !== state.generation) return;
     unsay('screen');
   } catch (err) {
     if (gen !== state.generation) return;
     say('screen', 'error', `Could not load ${name}: ${errorText(err)}`);
-    if (changed) fill(view, h('p', { class: 'empty' }, 'This screen could not be loaded; see the message above.'));
+    if (changed || view.dataset.failed === name) {
+      // Retry draws the screen again in place; the hash has not changed, so nothing else would.
+      const retry = h('button', { type: 'button', class: 'primary', dataset: { focusKey: 'retry' }, onclick: () => { retry.disabled = true; void route(); } }, 'Retry');
+      fill(view, h('div', { class: 'empty failed' }, h('p', {}, 'This screen could not be loaded; see the message above.'), retry));
+      view.dataset.failed = name;
+      if (!changed) retry.focus();
+    }
+    return;
   }
+  delete view.dataset.failed;
 }
 
 async function start() {
@@ -948,10 +1064,26 @@ async function start() {
   document.body.dataset.role = state.me.role ?? '';
   window.addEventListener('hashchange', () => route());
   await route();
-  refreshStatus();
-  refreshRequests();
-  setInterval(refreshRequests, REQUESTS_POLL_MS);
-  setInterval(refreshStatus, STATUS_POLL_MS);
+  poll(refreshStatus, STATUS_POLL_MS);
+  poll(() => {
+    refreshAgo();
+    return refreshRequests();
+  }, REQUESTS_POLL_MS);
+}
+
+/** poll runs fn now and again ms after each run ends, so a slow answer never has a second call of its kind started
+ * beside it (each would hold one of the browser's few connections to airlock). */
+function poll(fn, ms) {
+  const tick = async () => {
+    try {
+      await fn();
+    } catch (err) {
+      console.error(err);
+    } finally {
+      setTimeout(tick, ms);
+    }
+  };
+  void tick();
 }
 
 start();
