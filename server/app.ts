@@ -35,16 +35,18 @@ export async function buildApp(app: FastifyInstance, s: Services, record: Record
   app.addHook('onRequest', (req, reply, done) => {
     const identity = identityOf(req.raw.socket as TLSSocket);
     req.airlock = freshContext(identity, routeLabel(req.url));
+    // Every response closes, finished or cut off by the client (a download stopped half way, which never reaches
+    // Fastify's onResponse), so this is where each request is counted, audited and logged.
+    reply.raw.once('close', () => record(req.airlock, req.method, req.url, req.ip, reply.statusCode, !reply.raw.writableFinished, reply.elapsedTime));
     const refused = identity && whyRefused(identity, s.revoked);
     if (identity && refused) {
-      s.audit.append({ action: 'tls.refused', actor: identity.cn, actorSerial: identity.serial, role: identity.role, ip: req.ip, decision: 'deny', reason: `certificate ${refused}` });
+      // A certificate revoked (or expired) while its connection stayed open: the connection ends, and the request is
+      // logged and counted as cut off, its audit event the tls.refused one.
+      Object.assign(req.airlock, { action: 'tls.refused', decision: 'deny', reason: `certificate ${refused}` });
       s.metrics.tlsRefused.inc({ reason: refused });
       req.raw.socket.destroy();
       return;
     }
-    // Every response closes, finished or cut off by the client (a download stopped half way, which never reaches
-    // Fastify's onResponse), so this is where each request is counted, audited and logged.
-    reply.raw.once('close', () => record(req.airlock, req.method, req.url, req.ip, reply.statusCode, !reply.raw.writableFinished, reply.elapsedTime));
     const registry = req.url.startsWith('/v2');
     if (registry) reply.headers(REGISTRY_HEADERS);
     else if (req.url.startsWith('/api/') || req.url.startsWith('/metrics')) reply.headers(API_HEADERS);

@@ -57,7 +57,7 @@ export function createRecorder(s: Services): Recorder {
   return (c, method, url, ip, status, aborted, ms) => {
     s.metrics.requests.inc(c.routeLabel, method, aborted ? 'aborted' : String(status));
     s.metrics.requestSeconds.observe({ route: c.routeLabel }, ms / 1000);
-    if (c.bytes && !aborted) s.metrics.bytesServed.add(c.bytes, c.source ?? 'cache');
+    if (c.bytes) s.metrics.bytesServed.add(c.bytes, c.source ?? 'cache');
     const decision = c.decision ?? (status < 400 ? 'allow' : 'deny');
     if (c.routeLabel.startsWith('v2') || c.action) {
       s.audit.append({
@@ -70,7 +70,8 @@ export function createRecorder(s: Services): Recorder {
         reference: c.reference,
         digest: c.digest,
         decision,
-        reason: aborted ? 'aborted' : c.reason,
+        // A request refused by its connection's certificate is cut off on purpose: the reason says why.
+        reason: aborted && c.action !== 'tls.refused' ? 'aborted' : c.reason,
         status: aborted ? null : status,
         bytes: aborted ? null : c.bytes,
       });

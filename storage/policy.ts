@@ -207,13 +207,15 @@ export function createPolicyStore(db: Db) {
       return s.hostSeen.get(from, to, from, to, from, to) !== undefined;
     },
     // deletePin removes a pin; an approved request for its (repository, digest) is pending again once no pin admits it:
-    // the approval no longer holds.
+    // the approval no longer holds. The transaction takes the write lock first (IMMEDIATE): one that read first and then
+    // wrote would fail at once with "database is locked" whenever the audit writer committed in between, as SQLite's
+    // busy timeout does not cover a read snapshot grown stale.
     deletePin: db.transaction((id: number): boolean => {
       const p = s.pinById.get(id);
       if (!p || s.pinDelete.run(id).changes === 0) return false;
       if (!s.pinFor.get(p.repository, p.digest)) s.reqReopen.run(p.repository, p.digest);
       return true;
-    }),
+    }).immediate,
 
     // recordRefusal creates or bumps the approval request for a refused (repository, digest).
     recordRefusal: (repository: string, digest: string, tag: string | null, requestedBy: string | null): ApprovalRequest => {

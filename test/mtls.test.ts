@@ -16,6 +16,7 @@ import type { AuditEvent } from '../server/audit/chain.js';
 import { createCa, issueClientCert, issueClientCertWithValidity, type CertKeyPair } from '../server/pki/ca.js';
 import { parseManifest } from '../server/registry/manifest.js';
 import { startTestAirlock, TEST_KEY_PASSWORD, type TestAirlock } from './harness/airlock.js';
+import { readRequestLog } from './harness/clients.js';
 import { run, stopAll, waitFor } from './harness/proc.js';
 import { startRegistry } from './harness/registry.js';
 
@@ -437,6 +438,12 @@ describe('remembered manifest answers', () => {
       assert.deepEqual(
         events.map((e) => [e.action, e.reason]),
         [['tls.refused', 'certificate revoked']],
+      );
+      // The refused request is one log line too, cut off, with the reason (SPEC §8: one line per request).
+      await waitFor(
+        () =>
+          readRequestLog(t.logPath).some((l) => (l as unknown as { serial?: string }).serial === victim.serial && l.status === 'aborted' && (l as unknown as { reason?: string }).reason === 'certificate revoked'),
+        { timeoutMs: 5000, what: 'the log line of the refused request' },
       );
     } finally {
       agent.destroy();

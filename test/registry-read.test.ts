@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
+import { readRequestLog } from './harness/clients.js';
 import { stopAll, track, waitFor } from './harness/proc.js';
 import type { AuditEvent } from '../server/audit/chain.js';
 import { type Registry, startRegistry } from './harness/registry.js';
@@ -578,6 +579,11 @@ describe('stopping while a client holds a download open', () => {
       assert.equal(store.lastCheckpoint()?.seq, last.seq, 'a final checkpoint signs the last event');
       const cut = [...store.range('', '9999', Number.MAX_SAFE_INTEGER)].reverse().find((e) => e.action === 'pull.blob' && e.digest === sha(huge));
       assert.equal(cut?.reason, 'aborted');
+      // Its log line counts what the socket took before the cut: some of the blob, not all of it.
+      const line = readRequestLog(t.logPath)
+        .reverse()
+        .find((l) => l.digest === sha(huge) && l.status === 'aborted') as unknown as { bytes: number } | undefined;
+      assert.ok(line && line.bytes > 0 && line.bytes < huge.length, `bytes of the cut download: ${JSON.stringify(line)}`);
     } finally {
       db.close();
     }

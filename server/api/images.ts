@@ -141,7 +141,9 @@ export async function imageRoutes(app: FastifyInstance, s: Services): Promise<vo
           skipped++;
           continue;
         }
-        s.signer.sign(a.repository, a.digest, { reason: a.how as typeof decision.reason, approvedBy: a.approvedBy, publisherKey: a.publisherKey });
+        // Signed as admitted now, which may differ from the way recorded (a pin deleted since): the record follows.
+        s.policyStore.recordAdmission({ repository: a.repository, digest: a.digest, how: decision.reason, approvedBy: decision.approvedBy, publisherKey: decision.publisherKey });
+        s.signer.sign(a.repository, a.digest, decision);
         resigned++;
       }
       return { resigned, skipped, keyId: s.signer.keyId };

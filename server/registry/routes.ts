@@ -77,12 +77,14 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
 
   const actor = (req: FastifyRequest): string | null => req.airlock.identity?.cn ?? null;
 
-  // admitManifest refuses with DENIED unless policy admits (repository, digest); it names the approval request.
-  const admitManifest = async (req: FastifyRequest, r: Route, digest: string, tag: string | null): Promise<void> => {
+  // admitManifest refuses with DENIED unless policy admits (repository, digest); it names the approval request. A
+  // request counts one decision: an admitted index that another manifest is served in place of (final false) is not
+  // counted, the decision on what is served is.
+  const admitManifest = async (req: FastifyRequest, r: Route, digest: string, tag: string | null, final = true): Promise<void> => {
     const v = await s.policy.admit(r, digest, { tag, actor: actor(req) });
     req.airlock.decision = v.admitted ? 'allow' : 'deny';
     req.airlock.reason = v.reason;
-    s.metrics.decisions.inc(req.airlock.decision, v.reason);
+    if (final || !v.admitted) s.metrics.decisions.inc(req.airlock.decision, v.reason);
     if (v.admitted) return;
     if (v.reason === 'revoked') {
       const rev = s.policyStore.revocation(r.repository, digest);
@@ -162,10 +164,10 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     }
     const generation = s.policy.generation;
     let { manifest: m, source } = await s.mirror.manifest(r, digest);
-    await admitManifest(req, r, digest, tag);
     // A pinned tag is served from the index it is pinned to; to a client whose Accept names types but not that index's
     // type, what the upstream would have answered instead (an unpinned tag gets that answer from the upstream itself).
     const substituted = pinnedTag && accept !== null && isIndexType(m.mediaType) && !acceptsType(accept, m.mediaType);
+    await admitManifest(req, r, digest, tag, !substituted);
     if (substituted) ({ manifest: m, source } = await platformManifest(req, r, tag as string, m));
     req.airlock.source = source;
     s.metrics.cache.inc('manifest', source === 'upstream' ? 'miss' : 'hit');
@@ -205,7 +207,10 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
   const signature = async (req: FastifyRequest, reply: FastifyReply, r: Route, digest: string, head: boolean, wanted: string | null = null): Promise<void> => {
     req.airlock.action = 'pull.signature';
     req.airlock.digest = digest;
-    const d = await s.policy.evaluate(r, digest);
+    let d = await s.policy.evaluate(r, digest);
+    // Admitted another way than the signature says (a pin deleted, a pin added), it is recorded and signed anew first:
+    // the signature always says how the digest is admitted now. A digest not admitted opens no approval request here.
+    if (d.admitted) d = await s.policy.admit(r, digest, { tag: null, actor: actor(req) });
     const adm = d.admitted ? s.policyStore.admission(r.repository, digest) : null;
     const m = adm?.signature && (wanted === null || adm.signature === wanted) ? s.content.manifest(adm.signature) : null;
     req.airlock.decision = m ? 'allow' : 'deny';
@@ -281,11 +286,11 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     s.metrics.cache.inc('blob', answer.source === 'upstream' ? 'miss' : 'hit');
     if (range) {
       reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);
-      req.airlock.bytes = range.end - range.start + 1;
     } else if (answer.size !== null) {
       reply.header('content-length', answer.size);
-      req.airlock.bytes = answer.size;
     }
+    // sendBody counts the bytes the socket took into req.airlock.bytes: a client that leaves half way is logged and
+    // counted with what it was sent, and an upstream that fails before the first byte sends none.
     await sendBody(reply, answer.body);
   };
 

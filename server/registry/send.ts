@@ -53,17 +53,24 @@ export async function sendBody(reply: FastifyReply, body: BlobBody): Promise<voi
   }
   // A client that goes away also ends a read waiting for an upstream download.
   res.once('close', () => body.close());
-  pump(res, body, first, r.n).catch((err: Error) => res.destroy(err));
+  const sent = reply.request.airlock;
+  sent.bytes = 0;
+  pump(res, body, first, r.n, sent).catch((err: Error) => res.destroy(err));
 }
 
-async function pump(res: ServerResponse, body: BlobBody, first: Buffer, firstLength: number): Promise<void> {
+async function pump(res: ServerResponse, body: BlobBody, first: Buffer, firstLength: number, sent: { bytes: number | null }): Promise<void> {
   let buf = first;
   let n = firstLength;
   try {
     while (n > 0) {
-      const sent = buf;
-      // The write callback runs once the socket has taken the bytes (or failed): only then is the buffer free again.
-      const more = res.write(n === sent.length ? sent : sent.subarray(0, n), () => chunkPool.give(sent));
+      const chunk = buf;
+      const length = n;
+      // The write callback runs once the socket has taken the bytes (or failed): only then is the buffer free again,
+      // and only then are the bytes counted as sent.
+      const more = res.write(n === chunk.length ? chunk : chunk.subarray(0, n), (err) => {
+        if (!err) sent.bytes = (sent.bytes ?? 0) + length;
+        chunkPool.give(chunk);
+      });
       const next = chunkPool.take();
       const reading = readInto(body, next);
       if (!more && !res.destroyed) await drained(res);
