@@ -154,6 +154,7 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
   });
 
   policy.publisherVerifier = new UpstreamSignatureVerifier(upstreams, policyStore, logger);
+  policy.manifestLoader = (route, digest) => mirror.manifest(route, digest);
 
   const seeded = seedPolicy(config, policyStore);
   if (seeded.changes > 0) logger.info(seeded, 'applied policy seeds from the configuration');

@@ -98,6 +98,7 @@ export function createPolicyStore(db: Db) {
     pinById: db.prepare<[number], PinRow>('SELECT * FROM pins WHERE id = ?'),
     pinFor: db.prepare<[string, string], PinRow>('SELECT * FROM pins WHERE repository = ? AND digest = ? ORDER BY id LIMIT 1'),
     pinForTag: db.prepare<[string, string], PinRow>('SELECT * FROM pins WHERE repository = ? AND tag = ?'),
+    pinDigests: db.prepare<[string], { digest: string }>('SELECT DISTINCT digest FROM pins WHERE repository = ? ORDER BY digest'),
     pinInsert: db.prepare<[string, string, string | null, string | null, string, string | null, string]>(
       'INSERT INTO pins (repository, digest, tag, note, source, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
     ),
@@ -186,6 +187,8 @@ export function createPolicyStore(db: Db) {
       const r = s.pinForTag.get(repository, tag);
       return r ? pin(r) : null;
     },
+    // pinnedDigests lists the digests pinned in a repository, tag pins included.
+    pinnedDigests: (repository: string): string[] => s.pinDigests.all(repository).map((r) => r.digest),
     // addPin creates a pin, or returns the identical one that exists; a tag already pinned elsewhere is a conflict (null).
     // An API pin identical to an approval's pin takes it over (created): the admin's pin must outlive a later deny.
     addPin: (p: { repository: string; digest: string; tag: string | null; note: string | null; source: Pin['source']; createdBy: string | null }): { pin: Pin; created: boolean } | null => {

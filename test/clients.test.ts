@@ -1,10 +1,12 @@
 // Pull-through with real clients (SPEC §3, §4): skopeo, containerd's ctr and podman pull pinned images from a real
 // upstream registry through airlock over mutual TLS, and get exactly the upstream's digests.
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { buildPayload, signPayload } from '../server/signing/cosign.js';
 import { startTestAirlock, type Bundle, type TestAirlock } from './harness/airlock.js';
 import {
   describeRun,
@@ -22,6 +24,7 @@ import {
   type Podman,
 } from './harness/clients.js';
 import { ALL_MANIFEST_TYPES, buildImage, buildIndex, fetchManifest, inspectDigest, MEDIA_TYPES, pushImage, skopeoCopy } from './harness/images.js';
+import { pushLegacySignature } from './harness/cosign.js';
 import { stopAll } from './harness/proc.js';
 import { startRegistry, type Registry } from './harness/registry.js';
 
@@ -249,7 +252,34 @@ describe('a tag asked for by a client that takes no index', () => {
     assert.equal(narrow.status, 200, narrow.body.toString());
     assert.equal(narrow.headers['docker-content-digest'], amd.digest);
     assert.equal(narrow.headers['content-type'], MEDIA_TYPES.dockerManifest);
-    assert.equal(s.content.tag(repo, '1'), digests.multilist, "the tag's digest for everyone is the index");
+    assert.notEqual(s.content.holds(repo, digests.multilist), null, 'airlock fetched the pinned index to learn what it lists');
+    assert.equal(s.policyStore.requestFor(repo, amd.digest), null, 'and no approval request was made for the platform manifest');
+  });
+
+  test('gets the platform manifest of an index a publisher signed, once airlock asked what the tag is for everyone', async () => {
+    const repo = 'docker.io/library/multilist3';
+    await skopeoCopy(`docker://${upstream.host}/library/multilist:1`, `docker://${upstream.host}/library/multilist3:1`, { srcCertDir: upstream.certDir, destCertDir: upstream.certDir, all: true });
+    const list = JSON.parse((await fetchManifest(upstream, 'library/multilist3', '1')).bytes.toString()) as ImageIndex;
+    const amd = list.manifests.find((m) => m.platform?.architecture === 'amd64');
+    assert.ok(amd);
+    // The publisher signed the list only, as `cosign sign` without --recursive does.
+    const { privateKey, publicKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    const payload = buildPayload(repo, digests.multilist, null);
+    await pushLegacySignature(upstream, 'library/multilist3', digests.multilist, [{ payload, signature: signPayload(privateKey, payload) }]);
+    const publicPem = publicKey.export({ format: 'pem', type: 'spki' }).toString();
+    const added = await t.request('admin', '/api/v1/publishers', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'multilist3', publicKey: publicPem, repositories: [repo] }),
+    });
+    assert.equal(added.status, 201, added.body.toString());
+    const s = t.airlock.services;
+    assert.equal(s.content.holds(repo, digests.multilist), null, 'airlock has not seen the list in this repository');
+    const narrow = await t.request('pull', '/v2/library/multilist3/manifests/1', { headers: { accept: MEDIA_TYPES.dockerManifest } });
+    assert.equal(narrow.status, 200, narrow.body.toString());
+    assert.equal(narrow.headers['docker-content-digest'], amd.digest);
+    assert.equal(s.content.tag(repo, '1'), digests.multilist, "the tag's digest for everyone is the list");
+    assert.equal(s.policyStore.admission(repo, amd.digest)?.how, 'index');
     assert.equal(s.policyStore.requestFor(repo, amd.digest), null, 'and no approval request was made for the platform manifest');
   });
 

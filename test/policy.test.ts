@@ -7,9 +7,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
-import { buildImage, inspectDigest, pushImage } from './harness/images.js';
+import { buildImage, buildIndex, inspectDigest, pushImage } from './harness/images.js';
 import { run, stopAll, track, waitFor } from './harness/proc.js';
-import { type Registry, startRegistry } from './harness/registry.js';
+import { type Registry, registryRequest, startRegistry } from './harness/registry.js';
 
 let tmp: string;
 let reg: Registry;
@@ -46,15 +46,28 @@ const post = (path: string, body: unknown) => t.request('admin', path, { method:
 
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-policy-'));
-  reg = track(await startRegistry({ dir: path.join(tmp, 'upstream') }));
+  reg = track(await startRegistry({ dir: path.join(tmp, 'upstream'), accessLog: true }));
   d.app = await push('library/app', '1.0');
   d.frozen = await push('library/frozen', 'stable');
   d.secret = await push('library/secret', '1');
   d.revokable = await push('library/revokable', '1');
+  // A two-platform image whose index is pinned, and a pin of a digest the upstream does not have, in one repository.
+  const work = path.join(tmp, 'img', 'platforms');
+  const amd64 = await buildImage(work, { tag: 'amd64', files: { '/id': `amd64 ${crypto.randomUUID()}\n` } });
+  const arm64 = await buildImage(work, { tag: 'arm64', arch: 'arm64', files: { '/id': `arm64 ${crypto.randomUUID()}\n` } });
+  await pushImage(await buildIndex(work, [amd64, arm64], 'both'), `${reg.host}/library/platforms:1`, { certDir: reg.certDir, all: true });
+  d.platforms = await inspectDigest(reg, 'library/platforms', '1');
+  d.unpinned = await push('library/platforms', 'unpinned');
+  d.missing = `sha256:${crypto.createHash('sha256').update('never pushed').digest('hex')}`;
   t = await startTestAirlock({
     dir: path.join(tmp, 'airlock'),
     upstreams: [{ name: 'docker.io', url: reg.url, ca: reg.caPath }],
-    pins: [`docker.io/library/frozen:stable@${d.frozen}`, `docker.io/library/revokable:1@${d.revokable}`],
+    pins: [
+      `docker.io/library/frozen:stable@${d.frozen}`,
+      `docker.io/library/revokable:1@${d.revokable}`,
+      `docker.io/library/platforms@${d.platforms}`,
+      `docker.io/library/platforms@${d.missing}`,
+    ],
     driftCheckMs: 0,
   });
 });
@@ -196,6 +209,30 @@ describe('admission policy', () => {
       const other = await t.request('pull', `/v2/library/app/blobs/${layer}`);
       assert.equal(other.status, 404, 'nor through another repository');
     }
+  });
+
+  test('a platform manifest pulled by digest before its pinned index is admitted as listed in it', async () => {
+    const manifestGets = (digest: string): number => reg.requests().filter((e) => e.method === 'GET' && e.path === `/v2/library/platforms/manifests/${digest}`).length;
+    const index = await registryRequest(reg, `/v2/library/platforms/manifests/${d.platforms}`, { headers: { accept: 'application/vnd.oci.image.index.v1+json' } });
+    const [first, second] = (json(index.body).manifests as { digest: string }[]).map((m) => m.digest);
+    assert.ok(!t.airlock.services.content.holds('docker.io/library/platforms', d.platforms), 'nobody pulled the index yet');
+    const r = await t.request('pull', `/v2/library/platforms/manifests/${first}`);
+    assert.equal(r.status, 200, r.body.toString());
+    assert.equal(r.headers['docker-content-digest'], first);
+    assert.equal((await signaturePayload('library/platforms', first))['airlock.admission'], 'index');
+    // A real client copies the other platform by digest.
+    const copied = await skopeo(`library/platforms@${second}`);
+    assert.equal(copied.code, 0, copied.stderr);
+    // The pin the upstream does not have was asked for once; a refusal right after does not ask for it again.
+    await reg.settle();
+    assert.equal(manifestGets(d.missing), 1);
+    const refused = await t.request('pull', `/v2/library/platforms/manifests/${d.unpinned}`);
+    assert.equal(refused.status, 403, refused.body.toString());
+    const requests = json((await t.request('audit', '/api/v1/requests')).body).requests as { digest: string }[];
+    assert.deepEqual(requests.filter((q) => [first, second, d.unpinned].includes(q.digest)).map((q) => q.digest), [d.unpinned], 'only the unpinned image has an approval request');
+    await reg.settle();
+    assert.equal(manifestGets(d.missing), 1, 'the missing pin is not asked for on every refusal');
+    assert.equal(manifestGets(d.platforms), 2, 'the index was fetched once by airlock (and once by this test)');
   });
 
   test('revoking an admitted image makes the next pull fail within one second', async () => {

@@ -20,7 +20,8 @@ import { keyFingerprint } from '../server/signing/key.js';
 import { openDatabase } from '../storage/db.js';
 import { createPolicyStore, type PolicyStore, type Publisher } from '../storage/policy.js';
 import { stopAll, track } from './harness/proc.js';
-import { expectOk, type Registry, registryRequest, startRegistry } from './harness/registry.js';
+import { pushLegacySignature } from './harness/cosign.js';
+import { type Registry, startRegistry } from './harness/registry.js';
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -148,27 +149,8 @@ function publishLegacy(fake: FakeUpstream, route: Route, digest: string, entries
   for (const blob of artifact.blobs) fake.set(`/v2/${route.path}/blobs/${blob.digest}`, blob.bytes);
 }
 
-// publishToRegistry pushes a cosign .sig manifest to the real registry as cosign sign --tlog-upload=false does: each
-// blob by a POST and a PUT of the upload, then the manifest by PUT under the sha256-<hex>.sig tag.
-async function publishToRegistry(route: Route, digest: string, entries: { payload: Buffer; signature: string }[]): Promise<void> {
-  const artifact = buildSignatureArtifact(entries);
-  for (const blob of artifact.blobs) {
-    const started = expectOk(`start an upload of ${blob.digest}`, await registryRequest(reg, `/v2/${route.path}/blobs/uploads/`, { method: 'POST' }));
-    const upload = new URL(String(started.headers.location), reg.url);
-    upload.searchParams.set('digest', blob.digest);
-    expectOk(
-      `upload ${blob.digest}`,
-      await registryRequest(reg, upload.toString(), { method: 'PUT', headers: { 'content-type': 'application/octet-stream' }, body: blob.bytes }),
-    );
-  }
-  const put = await registryRequest(reg, `/v2/${route.path}/manifests/${sigTag(digest)}`, {
-    method: 'PUT',
-    headers: { 'content-type': OCI_MANIFEST },
-    body: artifact.manifest,
-  });
-  expectOk(`PUT ${route.path}:${sigTag(digest)}`, put);
-  assert.equal(put.headers['docker-content-digest'], artifact.digest, 'the registry stored the manifest bytes as built');
-}
+// publishToRegistry pushes a cosign .sig manifest to the real registry as cosign sign --tlog-upload=false does.
+const publishToRegistry = (route: Route, digest: string, entries: { payload: Buffer; signature: string }[]): Promise<void> => pushLegacySignature(reg, route.path, digest, entries);
 
 function signedPayload(key: KeyObject, reference: string, digest: string): { payload: Buffer; signature: string } {
   const payload = buildPayload(reference, digest, null);

@@ -11,6 +11,10 @@ export interface PublisherVerifier {
   verify(route: Route, digest: string, candidates: Publisher[]): Promise<{ name: string; fingerprint: string } | null>;
 }
 
+// ManifestLoader fetches a manifest of the route's repository by digest into the content store, verified, so that what
+// it lists is known.
+export type ManifestLoader = (route: Route, digest: string) => Promise<unknown>;
+
 // PolicyHooks are told about first admissions (to sign them).
 export interface PolicyHooks {
   admitted(route: Route, digest: string, decision: Decision): void;
@@ -23,6 +27,10 @@ export interface Verdict extends Decision {
 
 const MAX_INDEX_DEPTH = 3;
 const MAX_REEVALUATIONS = 3;
+// A pinned manifest the upstream could not give is asked for again after LOAD_RETRY_MS; MAX_LOAD_FAILURES bounds the
+// failures remembered.
+const LOAD_RETRY_MS = 60_000;
+const MAX_LOAD_FAILURES = 10000;
 
 // Policy decides admission; its caches are dropped whenever the live policy changes (changed()).
 // MAX_TAG_PINS bounds the cached tag-pin answers.
@@ -33,6 +41,8 @@ export class Policy {
   private readonly content: ContentStore;
   private readonly hooks: PolicyHooks;
   publisherVerifier: PublisherVerifier | null = null;
+  manifestLoader: ManifestLoader | null = null;
+  private readonly loadFailures = new Map<string, number>();
   private readonly decisions = new Map<string, Decision>();
   private readonly recorded = new Set<string>();
   private readonly blobDecisions = new Map<string, string>();
@@ -124,14 +134,45 @@ export class Policy {
     return decision;
   }
 
+  // admittedByIndex tells whether an admitted index of the repository lists digest. A pinned index is admitted before
+  // anyone fetched it, and a platform manifest may be asked for by digest first (a pull of one platform, a copy of one
+  // image): so when no known index lists digest, the repository's pinned manifests not fetched yet are fetched and it
+  // is asked again.
   private async admittedByIndex(route: Route, digest: string, depth: number): Promise<boolean> {
     if (depth >= MAX_INDEX_DEPTH) return false;
+    if (await this.listedInAdmitted(route, digest, depth)) return true;
+    return depth === 0 && (await this.loadPinned(route)) && (await this.listedInAdmitted(route, digest, depth));
+  }
+
+  private async listedInAdmitted(route: Route, digest: string, depth: number): Promise<boolean> {
     for (const parent of this.content.parents(route.repository, digest, 'manifest')) {
       if (parent.own) continue;
       const d = await this.evaluate(route, parent.digest, depth + 1);
       if (d.admitted) return true;
     }
     return false;
+  }
+
+  // loadPinned fetches the repository's pinned manifests that it does not hold yet; true when it fetched any. One the
+  // upstream could not give is left alone for LOAD_RETRY_MS, so refusals do not ask the upstream for it each time.
+  private async loadPinned(route: Route): Promise<boolean> {
+    if (!this.manifestLoader) return false;
+    let loaded = false;
+    for (const digest of this.store.pinnedDigests(route.repository)) {
+      if (this.content.holds(route.repository, digest)) continue;
+      const key = `${route.repository}@${digest}`;
+      const failed = this.loadFailures.get(key);
+      if (failed !== undefined && Date.now() - failed < LOAD_RETRY_MS) continue;
+      try {
+        await this.manifestLoader(route, digest);
+        this.loadFailures.delete(key);
+        loaded = true;
+      } catch {
+        if (this.loadFailures.size >= MAX_LOAD_FAILURES) this.loadFailures.clear();
+        this.loadFailures.set(key, Date.now());
+      }
+    }
+    return loaded;
   }
 
   // candidates are the publishers whose most specific matching glob ties for the most specific match of all.

@@ -1,8 +1,12 @@
-// Shared test helpers for the files that drive the real cosign binary and need scratch directories.
+// Shared test helpers for the files that drive the real cosign binary, need scratch directories, or publish cosign
+// signatures to a registry.
+import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildSignatureArtifact, sigTag } from '../../server/signing/cosign.js';
+import { expectOk, type RegistryEndpoint, registryRequest } from './registry.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -47,4 +51,27 @@ export function scratchDirs(root: string): () => string {
     fs.mkdirSync(dir);
     return dir;
   };
+}
+
+// pushLegacySignature pushes a cosign .sig manifest of digest to repository path at a registry as cosign sign
+// --tlog-upload=false does: each blob by a POST and a PUT of the upload, then the manifest by PUT under the
+// sha256-<hex>.sig tag.
+export async function pushLegacySignature(reg: RegistryEndpoint, repoPath: string, digest: string, entries: { payload: Buffer; signature: string }[]): Promise<void> {
+  const artifact = buildSignatureArtifact(entries);
+  for (const blob of artifact.blobs) {
+    const started = expectOk(`start an upload of ${blob.digest}`, await registryRequest(reg, `/v2/${repoPath}/blobs/uploads/`, { method: 'POST' }));
+    const upload = new URL(String(started.headers.location), reg.url);
+    upload.searchParams.set('digest', blob.digest);
+    expectOk(
+      `upload ${blob.digest}`,
+      await registryRequest(reg, upload.toString(), { method: 'PUT', headers: { 'content-type': 'application/octet-stream' }, body: blob.bytes }),
+    );
+  }
+  const put = await registryRequest(reg, `/v2/${repoPath}/manifests/${sigTag(digest)}`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' },
+    body: artifact.manifest,
+  });
+  expectOk(`PUT ${repoPath}:${sigTag(digest)}`, put);
+  assert.equal(put.headers['docker-content-digest'], artifact.digest, 'the registry stored the manifest bytes as built');
 }
