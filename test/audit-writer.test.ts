@@ -12,6 +12,7 @@ import { type AuditEvent, chainEvent, hashEvent, keyIdOf, ZERO_HASH } from '../s
 import { verifyAuditExport } from '../server/audit/verify.js';
 import { createAuditStore, startAuditWriter } from '../storage/audit.js';
 import { DB_FILE, openDatabase } from '../storage/db.js';
+import { createPolicyStore } from '../storage/policy.js';
 
 let tmp: string;
 let n = 0;
@@ -81,6 +82,32 @@ describe('the audit writer thread', () => {
       const again = [...events(5, 1001, all[999].hash), all[999]];
       await assert.rejects(writer.write(again), /UNIQUE constraint failed: audit\.seq/);
       assert.equal(store.count(), 1000, 'nothing of the refused batch was stored');
+    } finally {
+      await writer.close();
+      db.close();
+    }
+  });
+  test('a pin is deleted while the writer thread commits batches: the delete waits for the write lock, never "database is locked"', async () => {
+    const { dir, db } = freshStore();
+    const policy = createPolicyStore(db);
+    const writer = startAuditWriter(path.join(dir, DB_FILE));
+    try {
+      const all = events(4000);
+      const writes: Promise<void>[] = [];
+      for (let i = 0; i < all.length; i += 4) writes.push(writer.write(all.slice(i, i + 4)));
+      // The writer thread works through its batches while this thread adds and deletes pins; a delete that read the
+      // pin before taking the write lock would fail whenever a batch committed between its read and its write.
+      const until = Date.now() + 1500;
+      let deleted = 0;
+      for (let i = 0; Date.now() < until; i++) {
+        const p = policy.addPin({ repository: 'docker.io/library/a', digest: `sha256:${String(i).padStart(64, '0')}`, tag: null, note: null, source: 'api', createdBy: 'test' });
+        assert.ok(p);
+        assert.equal(policy.deletePin(p.pin.id), true);
+        deleted++;
+      }
+      await Promise.all(writes);
+      assert.ok(deleted > 100, `${deleted} pins were added and deleted`);
+      assert.equal(policy.pins().length, 0);
     } finally {
       await writer.close();
       db.close();
