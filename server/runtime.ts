@@ -154,7 +154,11 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
   });
 
   policy.publisherVerifier = new UpstreamSignatureVerifier(upstreams, policyStore, logger);
-  policy.manifestLoader = (route, digest) => mirror.manifest(route, digest);
+  policy.manifestLoader = (route, digest) =>
+    mirror.manifest(route, digest).catch((err: Error) => {
+      logger.warn({ repo: route.repository, digest, err: err.message }, 'a pinned manifest could not be fetched to learn what it lists; asked again in a minute at the earliest');
+      throw err;
+    });
 
   const seeded = seedPolicy(config, policyStore);
   if (seeded.changes > 0) logger.info(seeded, 'applied policy seeds from the configuration');

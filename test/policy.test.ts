@@ -55,9 +55,10 @@ before(async () => {
   const work = path.join(tmp, 'img', 'platforms');
   const amd64 = await buildImage(work, { tag: 'amd64', files: { '/id': `amd64 ${crypto.randomUUID()}\n` } });
   const arm64 = await buildImage(work, { tag: 'arm64', arch: 'arm64', files: { '/id': `arm64 ${crypto.randomUUID()}\n` } });
-  await pushImage(await buildIndex(work, [amd64, arm64], 'both'), `${reg.host}/library/platforms:1`, { certDir: reg.certDir, all: true });
+  const both = await buildIndex(work, [amd64, arm64], 'both');
+  for (const repo of ['platforms', 'revpin']) await pushImage(both, `${reg.host}/library/${repo}:1`, { certDir: reg.certDir, all: true });
   d.platforms = await inspectDigest(reg, 'library/platforms', '1');
-  d.unpinned = await push('library/platforms', 'unpinned');
+  for (const repo of ['platforms', 'revpin']) d[`${repo}Other`] = await push(`library/${repo}`, 'unpinned');
   d.missing = `sha256:${crypto.createHash('sha256').update('never pushed').digest('hex')}`;
   t = await startTestAirlock({
     dir: path.join(tmp, 'airlock'),
@@ -67,6 +68,7 @@ before(async () => {
       `docker.io/library/revokable:1@${d.revokable}`,
       `docker.io/library/platforms@${d.platforms}`,
       `docker.io/library/platforms@${d.missing}`,
+      `docker.io/library/revpin@${d.platforms}`,
     ],
     driftCheckMs: 0,
   });
@@ -226,13 +228,23 @@ describe('admission policy', () => {
     // The pin the upstream does not have was asked for once; a refusal right after does not ask for it again.
     await reg.settle();
     assert.equal(manifestGets(d.missing), 1);
-    const refused = await t.request('pull', `/v2/library/platforms/manifests/${d.unpinned}`);
+    const refused = await t.request('pull', `/v2/library/platforms/manifests/${d.platformsOther}`);
     assert.equal(refused.status, 403, refused.body.toString());
     const requests = json((await t.request('audit', '/api/v1/requests')).body).requests as { digest: string }[];
-    assert.deepEqual(requests.filter((q) => [first, second, d.unpinned].includes(q.digest)).map((q) => q.digest), [d.unpinned], 'only the unpinned image has an approval request');
+    assert.deepEqual(requests.filter((q) => [first, second, d.platformsOther].includes(q.digest)).map((q) => q.digest), [d.platformsOther], 'only the unpinned image has an approval request');
     await reg.settle();
     assert.equal(manifestGets(d.missing), 1, 'the missing pin is not asked for on every refusal');
     assert.equal(manifestGets(d.platforms), 2, 'the index was fetched once by airlock (and once by this test)');
+  });
+
+  test('a revoked pinned index is not fetched to learn what it lists', async () => {
+    const revoked = await post('/api/v1/images/revoke', { repository: 'docker.io/library/revpin', digest: d.platforms, reason: 'CVE-2026-0002' });
+    assert.equal(revoked.status, 200, revoked.body.toString());
+    const r = await t.request('pull', `/v2/library/revpin/manifests/${d.revpinOther}`);
+    assert.equal(r.status, 403, r.body.toString());
+    await reg.settle();
+    assert.equal(reg.requests().filter((e) => e.method === 'GET' && e.path === `/v2/library/revpin/manifests/${d.platforms}`).length, 0);
+    assert.equal(t.airlock.services.content.holds('docker.io/library/revpin', d.platforms), null);
   });
 
   test('revoking an admitted image makes the next pull fail within one second', async () => {

@@ -27,10 +27,11 @@ export interface Verdict extends Decision {
 
 const MAX_INDEX_DEPTH = 3;
 const MAX_REEVALUATIONS = 3;
-// A pinned manifest the upstream could not give is asked for again after LOAD_RETRY_MS; MAX_LOAD_FAILURES bounds the
-// failures remembered.
+// Pinned manifests not fetched yet are fetched LOAD_PARALLEL at a time; one the upstream could not give is asked for
+// again after LOAD_RETRY_MS; MAX_LOAD_FAILURES bounds the failures remembered.
 const LOAD_RETRY_MS = 60_000;
 const MAX_LOAD_FAILURES = 10000;
+const LOAD_PARALLEL = 4;
 
 // Policy decides admission; its caches are dropped whenever the live policy changes (changed()).
 // MAX_TAG_PINS bounds the cached tag-pin answers.
@@ -130,21 +131,19 @@ export class Policy {
       facts.publisher = await this.publisherSignature(route, digest);
       decision = decide(facts) as Decision;
     }
+    // Nothing admits digest: a pinned index airlock has not fetched yet may list it (a platform manifest pulled by
+    // digest before its index). Only then are the repository's pinned manifests fetched, and the question asked again.
+    if (decision.reason === 'unknown' && depth === 0) {
+      await this.loadPinned(route);
+      if (await this.admittedByIndex(route, digest, depth)) decision = decide({ ...facts, admittedIndex: true }) as Decision;
+    }
     if ((decision.admitted || decision.reason === 'revoked') && generation === this.generation) this.decisions.set(key, decision);
     return decision;
   }
 
-  // admittedByIndex tells whether an admitted index of the repository lists digest. A pinned index is admitted before
-  // anyone fetched it, and a platform manifest may be asked for by digest first (a pull of one platform, a copy of one
-  // image): so when no known index lists digest, the repository's pinned manifests not fetched yet are fetched and it
-  // is asked again.
+  // admittedByIndex tells whether an admitted index of the repository that airlock has fetched lists digest.
   private async admittedByIndex(route: Route, digest: string, depth: number): Promise<boolean> {
     if (depth >= MAX_INDEX_DEPTH) return false;
-    if (await this.listedInAdmitted(route, digest, depth)) return true;
-    return depth === 0 && (await this.loadPinned(route)) && (await this.listedInAdmitted(route, digest, depth));
-  }
-
-  private async listedInAdmitted(route: Route, digest: string, depth: number): Promise<boolean> {
     for (const parent of this.content.parents(route.repository, digest, 'manifest')) {
       if (parent.own) continue;
       const d = await this.evaluate(route, parent.digest, depth + 1);
@@ -153,26 +152,30 @@ export class Policy {
     return false;
   }
 
-  // loadPinned fetches the repository's pinned manifests that it does not hold yet; true when it fetched any. One the
-  // upstream could not give is left alone for LOAD_RETRY_MS, so refusals do not ask the upstream for it each time.
-  private async loadPinned(route: Route): Promise<boolean> {
-    if (!this.manifestLoader) return false;
-    let loaded = false;
-    for (const digest of this.store.pinnedDigests(route.repository)) {
-      if (this.content.holds(route.repository, digest)) continue;
-      const key = `${route.repository}@${digest}`;
-      const failed = this.loadFailures.get(key);
-      if (failed !== undefined && Date.now() - failed < LOAD_RETRY_MS) continue;
-      try {
-        await this.manifestLoader(route, digest);
-        this.loadFailures.delete(key);
-        loaded = true;
-      } catch {
-        if (this.loadFailures.size >= MAX_LOAD_FAILURES) this.loadFailures.clear();
-        this.loadFailures.set(key, Date.now());
+  // loadPinned fetches the repository's pinned manifests that it does not hold yet, revoked ones aside, LOAD_PARALLEL
+  // at a time. One the upstream could not give is left alone for LOAD_RETRY_MS, so that refusals do not ask the
+  // upstream for it each time.
+  private async loadPinned(route: Route): Promise<void> {
+    const loader = this.manifestLoader;
+    if (!loader) return;
+    const wanted = this.store.pinnedDigests(route.repository).filter((digest) => {
+      if (this.content.holds(route.repository, digest) || this.store.revocation(route.repository, digest) !== null) return false;
+      const failed = this.loadFailures.get(`${route.repository}@${digest}`);
+      return failed === undefined || Date.now() - failed >= LOAD_RETRY_MS;
+    });
+    const next = async (): Promise<void> => {
+      for (let digest = wanted.shift(); digest !== undefined; digest = wanted.shift()) {
+        const key = `${route.repository}@${digest}`;
+        try {
+          await loader(route, digest);
+          this.loadFailures.delete(key);
+        } catch {
+          if (this.loadFailures.size >= MAX_LOAD_FAILURES) this.loadFailures.clear();
+          this.loadFailures.set(key, Date.now());
+        }
       }
-    }
-    return loaded;
+    };
+    await Promise.all(Array.from({ length: Math.min(LOAD_PARALLEL, wanted.length) }, next));
   }
 
   // candidates are the publishers whose most specific matching glob ties for the most specific match of all.
