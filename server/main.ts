@@ -13,7 +13,7 @@ import { type Config, listenAddress, loadConfigFile } from './config.js';
 import { UserError, whyUnreadable } from './errors.js';
 import { defaultHosts, initDataDir } from './init.js';
 import { CertAuthority } from './pki/authority.js';
-import { isRole, normalizeSerial, writeClientBundle } from './pki/ca.js';
+import { bundleFolder, checkClientName, checkDays, isRole, normalizeSerial, writeClientBundle } from './pki/ca.js';
 import { startAirlock } from './runtime.js';
 import { parsePublicKey, writeSigningKey } from './signing/key.js';
 import { signCommand } from './signing/sign-command.js';
@@ -168,6 +168,17 @@ function cert(argv: string[]): void {
     const out = str(values.out) ?? path.join(config.dataDir, 'pki', 'clients', name);
     // Another bundle there (init's admin bundle, say) would be replaced, and with it the only copy of its private key.
     if (fs.existsSync(path.join(out, 'client.key'))) throw new UserError(`${path.resolve(out)} already holds a client bundle; choose another --out or --name, or remove it first`);
+    try {
+      checkClientName(name);
+      checkDays(Number(daysText));
+    } catch (err) {
+      throw new UserError((err as Error).message);
+    }
+    try {
+      bundleFolder(out);
+    } catch (err) {
+      throw new UserError(`cannot write the bundle: ${(err as Error).message}`);
+    }
     const db = openDatabase(config.dataDir);
     try {
       const authority = new CertAuthority({ certPem: fs.readFileSync(config.tls.clientCa[0], 'utf8'), keyPem: fs.readFileSync(caKey, 'utf8') }, createCertStore(db));

@@ -450,6 +450,30 @@ describe('client certificates', () => {
     assert.ok(!certs.some((c) => c.name === '12345' || c.name === 'typed'), 'none of them was issued');
   });
 
+  test('a server whose CA key is kept elsewhere, or is not its CA certificate\'s, answers 409 CONFLICT and issues nothing', async () => {
+    const keyFile = path.join(t.config.dataDir, 'pki', 'ca.key');
+    const kept = fs.readFileSync(keyFile);
+    try {
+      fs.rmSync(keyFile);
+      await t.restart();
+      const offline = await call('admin', 'POST', '/api/v1/certs', { name: 'offline', role: 'pull' });
+      assert.equal(offline.status, 409);
+      assert.equal(offline.json.error?.code, 'CONFLICT');
+      assert.match(String(offline.json.error?.message), /no CA key .* where the CA key lives/);
+      fs.writeFileSync(keyFile, crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+      await t.restart();
+      const other = await call('admin', 'POST', '/api/v1/certs', { name: 'offline', role: 'pull' });
+      assert.equal(other.status, 409);
+      assert.match(String(other.json.error?.message), /not the key of its CA certificate/);
+      const certs = (await call('admin', 'GET', '/api/v1/certs')).json.certs as { name: string }[];
+      assert.ok(!certs.some((c) => c.name === 'offline'), 'nothing was issued');
+    } finally {
+      fs.writeFileSync(keyFile, kept, { mode: 0o600 });
+      await t.restart();
+    }
+    assert.equal((await call('admin', 'POST', '/api/v1/certs', { name: 'online-again', role: 'pull' })).status, 201);
+  });
+
   test('a revoked certificate is refused within one second', async () => {
     const r = await call('admin', 'POST', `/api/v1/certs/${issued.serial}/revoke`, { reason: 'runner decommissioned' });
     assert.equal(r.status, 200);

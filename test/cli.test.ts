@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { loadConfigFile } from '../server/config.js';
 import { createAuditStore } from '../storage/audit.js';
+import { createCertStore } from '../storage/certs.js';
 import { openDatabase } from '../storage/db.js';
 import { normalizeSerial } from '../server/pki/ca.js';
 import { loadSigningKey } from '../server/signing/key.js';
@@ -325,11 +326,33 @@ describe('airlock cert', () => {
     assert.ok(!fs.existsSync(path.join(data, 'pki', 'escape')));
   });
 
-  test('issue into a folder that cannot be made is one line, and revokes the certificate whose key it could not write', async () => {
+  test('issue into a folder that cannot be made, or that others can write to, is one line and issues nothing', async () => {
     const blocker = path.join(tmp, 'a-file');
     fs.writeFileSync(blocker, 'not a folder');
-    const r = await airlock(['cert', 'issue', '--config', configPath, '--name', 'gina', '--role', 'pull', '--out', path.join(blocker, 'gina')]);
-    assertUserError(r, /cannot write the bundle into .*a-file\/gina \(ENOTDIR\); certificate ([0-9a-f]+) was revoked/);
+    const open = path.join(tmp, 'open-to-all');
+    fs.mkdirSync(open);
+    fs.chmodSync(open, 0o777);
+    const listed = (): number => {
+      const db = openDatabase(data);
+      try {
+        return createCertStore(db).list().length;
+      } finally {
+        db.close();
+      }
+    };
+    const before = listed();
+    assertUserError(await airlock(['cert', 'issue', '--config', configPath, '--name', 'gina', '--role', 'pull', '--out', path.join(blocker, 'gina')]), /cannot write the bundle: ENOTDIR/);
+    assertUserError(await airlock(['cert', 'issue', '--config', configPath, '--name', 'gina', '--role', 'pull', '--out', open]), /open-to-all must be a folder of your own that no one else can write to/);
+    assert.equal(listed(), before, 'no certificate was issued');
+    assert.deepEqual(fs.readdirSync(open), []);
+  });
+
+  test('a bundle that cannot be written once issued is one line, and its certificate is revoked', async () => {
+    const out = path.join(tmp, 'iris');
+    fs.mkdirSync(path.join(out, 'client.cert'), { recursive: true, mode: 0o700 });
+    fs.chmodSync(out, 0o700);
+    const r = await airlock(['cert', 'issue', '--config', configPath, '--name', 'iris', '--role', 'pull', '--out', out]);
+    assertUserError(r, /cannot write the bundle into .*iris \(ERR_FS_EISDIR\); certificate ([0-9a-f]+) was revoked/);
     const serial = /certificate ([0-9a-f]+) was revoked/.exec(r.stderr)?.[1] ?? '';
     const again = await airlock(['cert', 'revoke', '--config', configPath, '--serial', serial]);
     assert.match(again.stdout, /already revoked/);

@@ -165,6 +165,39 @@ test('rewriting a bundle over loosened files makes the key private again', () =>
   assert.equal(fs.statSync(path.join(dir, 'client.key')).mode & 0o777, 0o600);
 });
 
+test('a bundle is written neither through a link nor into a file or folder someone else made', () => {
+  const dir = path.join(tmp, 'planted');
+  fs.mkdirSync(dir, { mode: 0o700 });
+  const victim = path.join(tmp, 'victim.yaml');
+  fs.writeFileSync(victim, 'keep me\n');
+  fs.symlinkSync(victim, path.join(dir, 'client.cert'));
+  const planted = path.join(dir, 'client.p12');
+  fs.writeFileSync(planted, 'theirs');
+  fs.chmodSync(planted, 0o666);
+  const root = process.getuid?.() === 0;
+  if (root) fs.chownSync(planted, 1234, 1234);
+  writeClientBundle(dir, client, ca.certPem, '');
+  assert.equal(fs.readFileSync(victim, 'utf8'), 'keep me\n', 'the link was replaced, not followed');
+  assert.ok(fs.lstatSync(path.join(dir, 'client.cert')).isFile());
+  const p12 = fs.statSync(planted);
+  assert.equal(p12.mode & 0o777, 0o600);
+  assert.equal(p12.uid, process.getuid?.(), 'the planted file was replaced by a file of our own');
+
+  const open = path.join(tmp, 'open');
+  fs.mkdirSync(open);
+  fs.chmodSync(open, 0o777);
+  assert.throws(() => writeClientBundle(open, client, ca.certPem, ''), /open must be a folder of your own that no one else can write to/);
+  fs.symlinkSync(dir, path.join(tmp, 'link-to-folder'));
+  assert.throws(() => writeClientBundle(path.join(tmp, 'link-to-folder'), client, ca.certPem, ''), /is not a folder \(a link to one is refused too\)/);
+  if (root) {
+    const theirs = path.join(tmp, 'theirs');
+    fs.mkdirSync(theirs, { mode: 0o700 });
+    fs.chownSync(theirs, 1234, 1234);
+    assert.throws(() => writeClientBundle(theirs, client, ca.certPem, ''), /theirs must be a folder of your own/);
+  }
+  assert.deepEqual(fs.readdirSync(open), []);
+});
+
 test('the PKCS#12 opens in OpenSSL 3 without -legacy and holds the client certificate, the CA and the key', () => {
   const p12 = path.join(clientDir, 'client.p12');
   const certs = openssl('pkcs12', '-in', p12, '-passin', 'pass:PW', '-nokeys');

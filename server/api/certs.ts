@@ -1,6 +1,7 @@
 // Client certificates (SPEC §6): list, issue (PEM, or PKCS#12 for browsers) and revoke, effective at once.
 import type { FastifyInstance } from 'fastify';
 import { ApiError } from '../errors.js';
+import { CaUnavailableError } from '../pki/authority.js';
 import { normalizeSerial, type Role, toPkcs12 } from '../pki/ca.js';
 import type { Services } from '../services.js';
 import { actorOf, invalidField } from './common.js';
@@ -35,7 +36,7 @@ export async function certRoutes(app: FastifyInstance, s: Services): Promise<voi
         summary: 'Issue a client certificate',
         description:
           'Answers the PEM certificate, private key and CA as JSON, or with ?format=p12 a PKCS#12 file (application/x-pkcs12) protected by p12Password (empty by default). ' +
-          'airlock keeps no copy of the private key.',
+          'airlock keeps no copy of the private key. A server whose CA key is kept elsewhere (or is not its CA certificate\'s) answers 409.',
         tags: TAGS,
         querystring: { type: 'object', properties: { format: { type: 'string', enum: ['pem', 'p12'], default: 'pem' } }, additionalProperties: false },
         body: obj(
@@ -66,7 +67,7 @@ export async function certRoutes(app: FastifyInstance, s: Services): Promise<voi
       try {
         issued = s.authority.issue(name, role, days, actorOf(req));
       } catch (err) {
-        throw new ApiError('BAD_REQUEST', (err as Error).message);
+        throw new ApiError(err instanceof CaUnavailableError ? 'CONFLICT' : 'BAD_REQUEST', (err as Error).message);
       }
       req.airlock.reference = issued.serial;
       reply.code(201).header('cache-control', 'no-store').header('x-airlock-serial', issued.serial);

@@ -11,6 +11,14 @@ export interface IssuedCert extends IssuedClientCert {
   caPem: string;
 }
 
+// CaUnavailableError says this CA cannot issue here: its key is kept elsewhere, or is not the certificate's.
+export class CaUnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CaUnavailableError';
+  }
+}
+
 // CertAuthority holds the CA.
 export class CertAuthority {
   private readonly ca: CertKeyPair;
@@ -28,10 +36,25 @@ export class CertAuthority {
 
   // issue makes a client certificate for name with role and records it.
   issue(name: string, role: Role, days: number, issuedBy: string | null): IssuedCert {
+    this.checkKey();
     const cert = issueClientCert(this.ca, name, role, days);
     const notAfter = new Date(new crypto.X509Certificate(cert.certPem).validTo).toISOString();
     this.certs.record({ serial: cert.serial, name, role, notAfter, issuedBy });
     return { ...cert, name, role, notAfter, caPem: this.ca.certPem };
+  }
+
+  // checkKey refuses to issue without the CA's key, or with a key that is not the CA certificate's: clients would get
+  // certificates no server accepts.
+  private checkKey(): void {
+    if (this.ca.keyPem === '') throw new CaUnavailableError('this server has no CA key (pki/ca.key is kept elsewhere); issue certificates with airlock cert issue where the CA key lives');
+    let matches = false;
+    try {
+      const spki = (k: crypto.KeyObject): Buffer => k.export({ type: 'spki', format: 'der' });
+      matches = spki(new crypto.X509Certificate(this.ca.certPem).publicKey).equals(spki(crypto.createPublicKey(crypto.createPrivateKey(this.ca.keyPem))));
+    } catch {
+      // An unreadable key matches nothing.
+    }
+    if (!matches) throw new CaUnavailableError("this server's CA key (pki/ca.key) is not the key of its CA certificate (tls.clientCa's first file); certificates it signed would not be accepted");
   }
 
   // revoke records a certificate's revocation; the running server refuses it within a second.

@@ -177,9 +177,10 @@ export function toPkcs12(cert: CertKeyPair, caPem: string, password: string, fri
   return Buffer.from(forge.asn1.toDer(asn1).getBytes(), 'binary');
 }
 
-// writeClientBundle writes the Docker/containerd certs.d files plus a PKCS#12 for browsers into dir.
+// writeClientBundle writes the Docker/containerd certs.d files plus a PKCS#12 for browsers into dir, which must be a
+// folder of this user's that no one else can write to (see bundleFolder).
 export function writeClientBundle(dir: string, cert: CertKeyPair, caPem: string, p12Password: string): ClientBundle {
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  bundleFolder(dir);
   const entries: Array<[string, string | Buffer, number]> = [
     ['ca.crt', caPem, 0o644],
     ['client.cert', cert.certPem, 0o644],
@@ -195,11 +196,30 @@ export function writeClientBundle(dir: string, cert: CertKeyPair, caPem: string,
   return { dir, files };
 }
 
-// writeWithMode writes a file with mode, whatever mode an earlier file there had: the mode option of writeFileSync only
-// applies when the file is created.
+// bundleFolder creates dir (0700) if it is missing, and refuses one that is not a folder of this user's or that
+// others can write to: there, another user could have put a link to a file to be overwritten, or a file of theirs to
+// read the private key from (a folder under /tmp made before the bundle was written, say).
+export function bundleFolder(dir: string): void {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = fs.lstatSync(dir);
+  const uid = process.getuid?.();
+  if (!st.isDirectory()) throw new Error(`${path.resolve(dir)} is not a folder (a link to one is refused too)`);
+  if ((uid !== undefined && st.uid !== uid) || (st.mode & 0o022) !== 0) {
+    throw new Error(`${path.resolve(dir)} must be a folder of your own that no one else can write to; choose a new folder, or one made with mktemp -d`);
+  }
+}
+
+// writeWithMode writes a new file with mode in place of whatever was there: a link is removed, never followed, and a
+// file someone else created is replaced, not written into.
 export function writeWithMode(file: string, content: string | Buffer, mode: number): void {
-  fs.writeFileSync(file, content, { mode });
-  fs.chmodSync(file, mode);
+  fs.rmSync(file, { force: true });
+  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode);
+  try {
+    fs.writeFileSync(fd, content);
+    fs.fchmodSync(fd, mode);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 interface ForgeKeys {
@@ -282,13 +302,15 @@ function validityFromDays(days: number): [Date, Date] {
   return [new Date(now - BACKDATE_MS), new Date(now + days * DAY_MS)];
 }
 
-function checkDays(days: number): void {
+// checkDays refuses a validity a client certificate cannot have.
+export function checkDays(days: number): void {
   if (!Number.isInteger(days) || days < 1 || days > MAX_DAYS) {
     throw new Error(`days must be a whole number from 1 to ${MAX_DAYS}, got ${String(days)}`);
   }
 }
 
-function checkClientName(name: string): void {
+// checkClientName refuses a name a client certificate cannot have.
+export function checkClientName(name: string): void {
   if (typeof name !== 'string' || !NAME_PATTERN.test(name)) {
     throw new Error(
       `client name must be 1 to 64 characters of letters, digits, ".", "_", "@" or "-", starting with a letter or digit, got "${String(name)}"`,
