@@ -41,7 +41,8 @@ export interface Config {
   dataDir: string;
   publicUrl: string | null;
   tls: { cert: string; key: string; clientCa: string[] };
-  signing: { key: string; password: string };
+  // passwordFrom says where the signing key's password came from, for an error that cannot decrypt the key.
+  signing: { key: string; password: string; passwordFrom: string };
   upstreams: UpstreamConfig[];
   defaultUpstream: string | null;
   policy: { pins: PinSeed[]; publishers: PublisherSeed[] };
@@ -200,6 +201,12 @@ export function validateConfig(doc: unknown, base: string, env: Env, file: strin
   const signing = {
     key: v.file('signing.key', signingObj.key ?? 'keys/mirror.key', signingObj.key === undefined ? dataDir : base, true, true) ?? '',
     password: signingObj.passwordEnv === undefined ? env.AIRLOCK_KEY_PASSWORD ?? '' : v.secret('signing.passwordEnv', signingObj.passwordEnv, env) ?? '',
+    passwordFrom:
+      signingObj.passwordEnv !== undefined
+        ? `$${String(signingObj.passwordEnv)} (signing.passwordEnv)`
+        : env.AIRLOCK_KEY_PASSWORD === undefined
+          ? '$AIRLOCK_KEY_PASSWORD, which is not set: an empty password'
+          : '$AIRLOCK_KEY_PASSWORD',
   };
 
   const upstreams = parseUpstreams(v, top.upstreams, base, env);

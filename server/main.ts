@@ -36,6 +36,8 @@ function args<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[],
     return r;
   } catch (err) {
     if (err instanceof UserError) throw err;
+    const unknown = /^Unknown option '([^']*)'/.exec((err as Error).message);
+    if (unknown) throw new UserError(`unknown option ${unknown[1]}; run "airlock help" for the usage`);
     throw new UserError((err as Error).message.split('\n')[0]);
   }
 }
@@ -298,6 +300,12 @@ async function audit(argv: string[]): Promise<number> {
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  // `airlock cert --help`, `airlock serve -h`: the usage of that command.
+  const lines = USAGE.split('\n').filter((l) => l.startsWith(`  airlock ${cmd} `));
+  if (lines.length > 0 && rest.some((a) => a === '--help' || a === '-h')) {
+    console.log(`usage:\n${lines.join('\n')}`);
+    return 0;
+  }
   switch (cmd) {
     case 'init':
       init(rest);

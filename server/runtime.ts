@@ -92,7 +92,8 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
     }
   } catch (err) {
     db.close();
-    throw new UserError(`signing key ${config.signing.key}: ${(err as Error).message}`);
+    const wrongPassword = (err as Error).message.startsWith('cannot decrypt');
+    throw new UserError(`signing key ${config.signing.key}: ${(err as Error).message}${wrongPassword ? ` (the password is read from ${config.signing.passwordFrom})` : ''}`);
   }
   const ca = loadCa(config);
   const authority = new CertAuthority(ca, certs);

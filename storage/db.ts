@@ -14,7 +14,7 @@ export const DB_FILE = 'airlock.db';
 // openDatabase opens (creating if needed) DATADIR/airlock.db and runs the migrations it has not run yet. A database it
 // cannot use (not a database, unwritable, from a newer airlock) is a UserError naming the file.
 export function openDatabase(dataDir: string): Db {
-  fs.mkdirSync(dataDir, { recursive: true });
+  fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const file = path.join(dataDir, DB_FILE);
   let db: Db | null = null;
   try {

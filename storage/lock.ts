@@ -21,7 +21,7 @@ export function lockDataDir(dataDir: string): DataDirLock {
   const file = path.join(dataDir, LOCK_FILE);
   let db: Database.Database | null = null;
   try {
-    fs.mkdirSync(dataDir, { recursive: true });
+    fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     db = new Database(file, { timeout: 0 });
     // The lock takes no journal file: nothing is ever written, and a journal would need a writable directory.
     db.pragma('journal_mode = MEMORY');

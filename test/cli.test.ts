@@ -390,6 +390,12 @@ describe('command-line mistakes', () => {
     const r = await airlock(['help']);
     assert.equal(r.code, 0);
     assert.match(r.stdout, /airlock cert issue --config FILE --name NAME --role pull\|audit\|admin/);
+    for (const argv of [['serve', '--help'], ['cert', 'issue', '-h'], ['audit', 'verify', '--help']]) {
+      const one = await airlock(argv);
+      assert.equal(one.code, 0, one.stderr);
+      assert.match(one.stdout, new RegExp(`^usage:\\n(  airlock ${argv[0]} .*\\n)+$`), argv.join(' '));
+    }
+    assertUserError(await airlock(['serve', '--bogus']), /^airlock: unknown option --bogus; run "airlock help" for the usage$/);
   });
 });
 
@@ -554,6 +560,13 @@ describe('airlock serve', () => {
     const file = path.join(data, 'ed25519.yaml');
     fs.writeFileSync(file, listenOn('127.0.0.1:0').replace('key: keys/mirror.key', `key: ${path.join(dir, 'imported.key')}`));
     assertUserError(await airlock(['serve', '--config', file]), /signing key .*imported\.key: the mirror key must be ECDSA P-256, not ed25519/);
+  });
+
+  test('serve with a mirror key it cannot decrypt says where the password was read from', async () => {
+    const file = path.join(data, 'wrong-password.yaml');
+    fs.writeFileSync(file, listenOn('127.0.0.1:0'));
+    assertUserError(await airlock(['serve', '--config', file], { env: BASE_ENV }), /cannot decrypt signing key: wrong password or corrupt key \(the password is read from \$AIRLOCK_KEY_PASSWORD, which is not set: an empty password\)$/);
+    assertUserError(await airlock(['serve', '--config', file], { env: { ...BASE_ENV, AIRLOCK_KEY_PASSWORD: 'not it' } }), /wrong password or corrupt key \(the password is read from \$AIRLOCK_KEY_PASSWORD\)$/);
   });
 
   test('serve on a database it cannot use (from a newer airlock, or not a database) is one line naming the file', async () => {

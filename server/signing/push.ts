@@ -189,7 +189,7 @@ export class RegistryClient {
 
   // getManifest fetches repo:ref (tag or digest) with the given Accept header; null when the registry has none.
   async getManifest(repo: string, ref: string, accept: string): Promise<FetchedManifest | null> {
-    const what = `GET manifest ${repo}:${ref}`;
+    const what = `GET manifest ${repo}${ref.startsWith('sha256:') ? '@' : ':'}${ref}`;
     const res = await this.send(repo, `/v2/${repo}/manifests/${ref}`, what, {
       method: 'GET',
       headers: { accept },
