@@ -80,6 +80,8 @@ export function initDataDir(o: InitOptions): InitResult {
       const authority = new CertAuthority(ca, createCertStore(db));
       const admin = authority.issue('admin', 'admin', 365, 'airlock init');
       const adminBundle = path.join(pki, 'clients', 'admin');
+      // The old admin bundle is of the CA being replaced: its folder is made anew, this user's.
+      if (o.force) fs.rmSync(adminBundle, { recursive: true, force: true });
       writeClientBundle(adminBundle, admin, ca.certPem, o.p12Password);
 
       const config = path.join(dir, 'airlock.yaml');
