@@ -10,6 +10,7 @@ import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
 import { readRequestLog } from './harness/clients.js';
 import { stopAll, track, waitFor } from './harness/proc.js';
 import type { AuditEvent } from '../server/audit/chain.js';
+import { parseManifest } from '../server/registry/manifest.js';
 import { type Registry, startRegistry } from './harness/registry.js';
 
 const sha = (b: Buffer): string => `sha256:${crypto.createHash('sha256').update(b).digest('hex')}`;
@@ -88,7 +89,6 @@ before(async () => {
   });
   const s = t.airlock.services;
   for (const b of [blob2k, empty, emptyJson, config, bigA, bigB, huge]) await s.blobs.put(sha(b), b);
-  const { parseManifest } = await import('../server/registry/manifest.js');
   for (const m of [manifest, index, artifact, unpinned, bigManifest, inner, layered]) {
     const p = parseManifest(m, null);
     s.content.saveManifest(repo, { digest: sha(m), mediaType: p.mediaType, size: m.length, bytes: m }, p.refs, p.subject, p.artifactType);
@@ -146,8 +146,7 @@ describe('registry read API', () => {
     const s = t.airlock.services;
     const page = Buffer.from('<html><script>fetch("/api/v1/certs",{method:"POST"})</script></html>');
     await s.blobs.put(sha(page), page);
-    const { parseManifest } = await import('../server/registry/manifest.js');
-    const m = Buffer.from(
+      const m = Buffer.from(
       JSON.stringify({
         schemaVersion: 2,
         mediaType: OCI_MANIFEST,
@@ -510,6 +509,47 @@ describe('registry read API', () => {
 });
 
 // Last: it stops the server the tests above share.
+describe('a repository whose indexes list the same manifests many times over', () => {
+  test('a blob request decides each stored manifest once, not once for every path through the indexes', async () => {
+    const s = t.airlock.services;
+    const flood = 'docker.io/library/flood';
+    const n = 12;
+    const shared = crypto.randomBytes(64);
+    const save = (doc: unknown): string => {
+      const bytes = Buffer.from(JSON.stringify(doc));
+      const p = parseManifest(bytes, null);
+      s.content.saveManifest(flood, { digest: sha(bytes), mediaType: p.mediaType, size: bytes.length, bytes }, p.refs, p.subject, p.artifactType);
+      return sha(bytes);
+    };
+    const desc = (digest: string) => ({ mediaType: OCI_MANIFEST, digest, size: 100 });
+    // n images sharing a layer; n indexes listing all of them; n listing those; n listing those. No pin admits any.
+    const images = Array.from({ length: n }, (_, i) =>
+      save({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length }, layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha(shared), size: 64 }], annotations: { i: String(i) } }),
+    );
+    let level = images;
+    for (const name of ['a', 'b', 'c']) {
+      const below = level;
+      level = Array.from({ length: n }, (_, i) => save({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: below.map(desc), annotations: { [name]: String(i) } }));
+    }
+    const parents = s.content.parents.bind(s.content);
+    let calls = 0;
+    s.content.parents = (repository, child, kind) => {
+      calls++;
+      return parents(repository, child, kind);
+    };
+    try {
+      const r = await t.request('pull', `/v2/library/flood/blobs/${sha(shared)}`);
+      assert.equal(r.status, 404);
+      assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'BLOB_UNKNOWN');
+    } finally {
+      s.content.parents = parents;
+    }
+    // Each of the 3n manifests below the top level is asked for its parents about once, and again after the pins were
+    // looked at (62 look-ups); walking every path asked 3,769 times, growing with n^3.
+    assert.ok(calls <= 8 * n, `${calls} parent look-ups`);
+  });
+});
+
 describe('stopping while a client holds a download open', () => {
   test('close waits for the download; hurry cuts it, and the audit log still closes with the download recorded', async () => {
     const b = t.bundle('pull');
