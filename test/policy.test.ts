@@ -247,6 +247,18 @@ describe('admission policy', () => {
     assert.equal(t.airlock.services.content.holds('docker.io/library/revpin', d.platforms), null);
   });
 
+  test("a manifest fetched through one repository is not another repository's until that one's upstream has it", async () => {
+    const refused = await t.request('pull', `/v2/library/secret/manifests/${d.secret}`);
+    assert.equal(refused.status, 403, refused.body.toString());
+    // library/elsewhere never held the image upstream: airlock asks there, and passes on the upstream's answer.
+    const elsewhere = await t.request('pull', `/v2/library/elsewhere/manifests/${d.secret}`);
+    assert.equal(elsewhere.status, 404, elsewhere.body.toString());
+    assert.equal((json(elsewhere.body).errors as { code: string }[])[0].code, 'MANIFEST_UNKNOWN');
+    assert.equal(t.airlock.services.policyStore.requestFor('docker.io/library/elsewhere', d.secret), null, 'no approval request names a repository without the image');
+    await reg.settle();
+    assert.ok(reg.requests().some((e) => e.method === 'GET' && e.path === `/v2/library/elsewhere/manifests/${d.secret}`), 'its upstream was asked');
+  });
+
   test('revoking an admitted image makes the next pull fail within one second', async () => {
     assert.equal((await t.request('pull', '/v2/library/revokable/manifests/1')).status, 200);
     const r = await post('/api/v1/images/revoke', { repository: 'docker.io/library/revokable', digest: d.revokable, reason: 'CVE-2026-0001' });

@@ -61,18 +61,17 @@ export class Mirror {
     return u;
   }
 
-  // localManifest returns a manifest from the store, recording that route's repository holds it. Manifests are
-  // immutable by digest, so the ones served recently are kept in memory too.
+  // localManifest returns a manifest the route's repository holds: one fetched from its upstream (or made by airlock).
+  // The same digest fetched through another repository does not count: this repository's upstream must have it, or an
+  // approval request and a signature would name a repository that never held the image. Manifests are immutable by
+  // digest, so the ones served recently are kept in memory too.
   localManifest(route: Route, digest: string): StoredManifest | null {
     const key = `${route.repository}@${digest}`;
     const hot = this.hot.get(key);
     if (hot) return hot;
+    if (!this.content.holds(route.repository, digest)) return null;
     const m = this.content.manifest(digest);
     if (!m) return null;
-    if (!this.content.holds(route.repository, digest)) {
-      const p = parseManifest(m.bytes, m.mediaType);
-      this.content.saveManifest(route.repository, m, p.refs, p.subject, p.artifactType);
-    }
     this.remember(key, m);
     return m;
   }
