@@ -6,7 +6,7 @@ import { apiRoutes } from './api/routes.js';
 import { consoleRoutes } from './console.js';
 import { ApiError, apiCodeFor, RegistryError } from './errors.js';
 import { whyRefused } from './pki/identity.js';
-import { freshContext, identityOf, type Recorder, refusedAsAdmin, routeLabel } from './record.js';
+import { crossSite, freshContext, identityOf, type Recorder, refusedAsAdmin, routeLabel } from './record.js';
 import { registryRoutes } from './registry/routes.js';
 import { REGISTRY_HEADERS } from './registry/send.js';
 import { API_HEADERS } from './api/routes.js';
@@ -57,6 +57,10 @@ export async function buildApp(app: FastifyInstance, s: Services, record: Record
       // A change refused this way is audited; a read is logged.
       if (req.method !== 'GET' && req.method !== 'HEAD') refusedAsAdmin(req.airlock, req.method, req.url, 'shutting down');
       return done(new ApiError('UNAVAILABLE', why));
+    }
+    if (registry) {
+      const foreign = crossSite(req.headers);
+      if (foreign !== null) return done(new RegistryError('DENIED', `cross-site request: ${foreign}; the registry answers container clients, not the pages of other sites`));
     }
     if (!identity || identity.role === null) {
       const err = 'the client certificate names no airlock role (pull, audit or admin)';

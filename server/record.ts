@@ -1,6 +1,7 @@
 // What a request is to airlock and how it is recorded: the client certificate's identity, the request's context, and
 // the one recorder that counts, audits and logs every response (SPEC §7, §8), whether Fastify or a remembered answer
 // (registry/remembered.ts) sent it.
+import type { IncomingHttpHeaders } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { requestLog, type RequestLine } from './logging.js';
 import { identityFromPeer, type Identity } from './pki/identity.js';
@@ -30,6 +31,25 @@ export function refusedAsAdmin(c: RequestContext, method: string, url: string, r
   c.reference = reference;
   c.decision = 'deny';
   c.reason = reason;
+}
+
+// crossSite says why a request comes from another site's page, or null. A browser holding an airlock client
+// certificate presents it on every page's requests to airlock, so without this any web page an admin opens could
+// approve an image or revoke a certificate through the admin's browser (CSRF), or pull through the mirror in the
+// admin's name. Browsers mark such requests with Sec-Fetch-Site and Origin; the console's own requests are
+// same-origin, and registry clients, curl and scripts send neither header.
+export function crossSite(headers: IncomingHttpHeaders): string | null {
+  const site = headers['sec-fetch-site'];
+  if (site === 'cross-site' || site === 'same-site') return `the browser marked it ${site}`;
+  const origin = headers.origin;
+  if (origin === undefined) return null;
+  let host: string | null = null;
+  try {
+    host = new URL(origin).host;
+  } catch {
+    // "null" (a sandboxed frame, a data: URL) and anything else that is not an origin.
+  }
+  return host !== null && host === headers.host ? null : `it comes from the page at ${origin.slice(0, 100)}`;
 }
 
 // routeLabel names the route of a URL for the metrics.

@@ -553,6 +553,24 @@ describe('roles', () => {
     assert.ok(refused.some((e) => e.reference === 'POST /api/v1/certs/:serial/revoke' && e.actor === 'test-admin'), 'the refusal is audited');
   });
 
+  test("another site's page cannot pull through the registry either, remembered answers included, and opens no approval request", async () => {
+    const s = t.airlock.services;
+    assert.equal((await call('pull', 'GET', '/v2/library/app/manifests/stable')).status, 200, 'a registry client sends neither header');
+    assert.equal((await call('pull', 'GET', '/v2/library/app/manifests/stable')).status, 200, 'and is answered from memory the second time');
+    const requests = s.policyStore.requests(null, 1000).total;
+    const unknown = sha(Buffer.from('a manifest nobody stored'));
+    for (const headers of [{ origin: 'https://evil.example' }, { 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }] as Record<string, string>[]) {
+      for (const p of ['/v2/library/app/manifests/stable', `/v2/library/app/manifests/${unknown}`, `/v2/library/app/blobs/${sha(config)}`]) {
+        const r = await call('admin', 'GET', p, undefined, headers);
+        assert.equal(r.status, 403, `${p} ${JSON.stringify(headers)}`);
+        const e = (r.json.errors as { code: string; message: string }[])[0];
+        assert.equal(e.code, 'DENIED');
+        assert.match(e.message, /^cross-site request: /);
+      }
+    }
+    assert.equal(s.policyStore.requests(null, 1000).total, requests, 'no approval request was opened');
+  });
+
   test('a pull certificate reads the signing key and client configuration', async () => {
     const key = await call('pull', 'GET', '/api/v1/signing-key');
     assert.equal(key.status, 200);

@@ -3,7 +3,7 @@
 import type { FastifyRequest } from 'fastify';
 import { ApiError } from '../errors.js';
 import type { Role } from '../pki/ca.js';
-import { refusedAsAdmin } from '../record.js';
+import { crossSite, refusedAsAdmin } from '../record.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -21,24 +21,6 @@ export function allows(have: Role | null, need: Role): boolean {
   return have !== null && RANK[have] >= RANK[need];
 }
 
-// crossSite says why a request comes from another site's page, or null. A browser holding an airlock client
-// certificate presents it on every page's requests to airlock, so without this any web page an admin opens could
-// approve an image or revoke a certificate through the admin's browser (CSRF). Browsers mark such requests with
-// Sec-Fetch-Site and Origin; the console's own requests are same-origin, and curl and scripts send neither header.
-function crossSite(req: FastifyRequest): string | null {
-  const site = req.headers['sec-fetch-site'];
-  if (site === 'cross-site' || site === 'same-site') return `the browser marked it ${site}`;
-  const origin = req.headers.origin;
-  if (origin === undefined) return null;
-  let host: string | null = null;
-  try {
-    host = new URL(origin).host;
-  } catch {
-    // "null" (a sandboxed frame, a data: URL) and anything else that is not an origin.
-  }
-  return host !== null && host === req.headers.host ? null : `it comes from the page at ${origin.slice(0, 100)}`;
-}
-
 // requireRole is the API scope's onRequest hook: it refuses a caller whose role is too weak, or a request from another
 // site's page (403, audited), and names the audit action of a change before validation, so that refused and malformed
 // changes are audited too.
@@ -51,7 +33,7 @@ export async function requireRole(req: FastifyRequest): Promise<void> {
     refusedAsAdmin(req.airlock, req.method, req.url, reason, route);
     return new ApiError('FORBIDDEN', message);
   };
-  const foreign = crossSite(req);
+  const foreign = crossSite(req.headers);
   if (foreign !== null) throw refuse(`cross-site request: ${foreign}`, `${route} refused: ${foreign}; the API answers only its own console and clients that are not browsers`);
   if (!allows(have, need)) throw refuse(`needs role ${need}, certificate has ${have ?? 'none'}`, `${route} needs the ${need} role; this client certificate has the ${have ?? 'no'} role`);
   if (config.action) req.airlock.action = config.action;

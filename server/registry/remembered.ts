@@ -7,7 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { StoredManifest } from '../../storage/content.js';
 import { whyRefused } from '../pki/identity.js';
-import { freshContext, identityOf, type Recorder, routeLabel } from '../record.js';
+import { crossSite, freshContext, identityOf, type Recorder, routeLabel } from '../record.js';
 import type { Services } from '../services.js';
 import type { Route } from './names.js';
 import { acceptsType, isIndexType } from './manifest.js';
@@ -79,6 +79,7 @@ export class RememberedAnswers {
       const accept = req.headers.accept;
       if (accept !== undefined && !acceptsType(accept, known.indexType)) return false;
     }
+    if (crossSite(req.headers) !== null) return false;
     const identity = identityOf(req.socket as TLSSocket);
     if (identity === null || identity.role === null || whyRefused(identity, this.s.revoked) !== null) return false;
     const started = performance.now();
