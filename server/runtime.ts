@@ -162,7 +162,8 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
     });
 
   const seeded = seedPolicy(config, policyStore);
-  if (seeded.changes > 0) logger.info(seeded, 'applied policy seeds from the configuration');
+  if (seeded.changes.length > 0) logger.info({ changes: seeded.changes.length }, 'applied policy seeds from the configuration');
+  for (const c of seeded.changes) audit.append({ ...c, actor: 'config', decision: 'allow', reason: 'policy seed from the configuration' });
   for (const p of seeded.problems) logger.warn({ problem: p }, 'policy seed not applied');
 
   const revoked = watchRevocations(db, certs, () => audit.chainQueued());

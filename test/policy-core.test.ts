@@ -116,7 +116,7 @@ describe('seedPolicy', () => {
       seedPolicy(seeds([{ repository: 'docker.io/library/alpine', tag: '3.20', digest: pinned }]), store);
       store.recordDrift('docker.io/library/alpine', '3.20', pinned, `sha256:${'b'.repeat(64)}`);
       assert.equal(store.drift().length, 1);
-      assert.equal(seedPolicy(seeds([]), store).changes, 1);
+      assert.deepEqual(seedPolicy(seeds([]), store).changes, [{ action: 'admin.pin.delete', repository: 'docker.io/library/alpine', digest: pinned, reference: '3.20' }]);
       assert.deepEqual(store.pins(), []);
       assert.deepEqual(store.drift(), []);
     } finally {
@@ -192,7 +192,7 @@ describe('seedPolicy and API publishers', () => {
       store.addPublisher({ name: 'acme', publicKey: pem(), fingerprint: 'sha256:api', repositories: ['ghcr.io/old/*'], source: 'api', createdBy: 'admin' });
       const seeds = { policy: { pins: [], publishers: [{ name: 'acme', publicKey: pem(), repositories: ['ghcr.io/acme/*'] }] } } as unknown as Parameters<typeof seedPolicy>[0];
       const r = seedPolicy(seeds, store);
-      assert.equal(r.changes, 0);
+      assert.deepEqual(r.changes, []);
       assert.deepEqual(r.problems, ['publisher acme: a publisher of that name was added through the API; delete it there, or rename this one']);
       assert.deepEqual(store.publisher('acme')?.repositories, ['ghcr.io/old/*']);
     } finally {

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import YAML from 'yaml';
 import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
 import { buildImage, buildIndex, inspectDigest, pushImage } from './harness/images.js';
 import { run, stopAll, track, waitFor } from './harness/proc.js';
@@ -269,6 +270,30 @@ describe('admission policy', () => {
     const m = await t.request('pull', `/v2/library/revokable/manifests/${d.revokable}`);
     assert.match((json(m.body).errors as { message: string }[])[0].message, /revoked: CVE-2026-0001/);
     assert.deepEqual((json(m.body).errors as { detail: unknown }[])[0].detail, { request: null, repository: 'docker.io/library/revokable', digest: d.revokable });
+  });
+
+  test('the policy seeds of the configuration are audit events with actor config, at every start that changes them', async () => {
+    const s = t.airlock.services;
+    const seeded = async (): Promise<{ action: string; repository: string | null; reference: string | null; actor: string | null; digest: string | null }[]> => {
+      await t.airlock.services.audit.stored();
+      return [...t.airlock.services.auditStore.range('', '9999', Number.MAX_SAFE_INTEGER)].filter((e) => e.actor === 'config');
+    };
+    const added = await seeded();
+    assert.ok(added.some((e) => e.action === 'admin.pin.add' && e.repository === 'docker.io/library/frozen' && e.digest === d.frozen && e.reference === 'stable'));
+    assert.equal(added.filter((e) => e.action === 'admin.pin.add').length, s.policyStore.pins().filter((p) => p.source === 'config').length);
+    // The revokable pin taken out of the file: the next start deletes it, and says so.
+    const doc = YAML.parse(fs.readFileSync(t.configPath, 'utf8')) as { policy: { pins: string[] } };
+    doc.policy.pins = doc.policy.pins.filter((p) => !p.includes('revokable'));
+    fs.writeFileSync(t.configPath, YAML.stringify(doc));
+    await t.restart();
+    const after = await seeded();
+    assert.deepEqual(
+      after.slice(added.length).map((e) => [e.action, e.repository, e.digest, e.reference]),
+      [['admin.pin.delete', 'docker.io/library/revokable', d.revokable, '1']],
+    );
+    // A start that changes nothing records nothing.
+    await t.restart();
+    assert.equal((await seeded()).length, after.length);
   });
 });
 
