@@ -12,6 +12,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { RegistryError } from '../server/errors.js';
 import { parseChallenge, TokenCache } from '../server/mirror/auth.js';
+import { addressKind, foreignTargetProblem, guardedLookup, isLocalHost } from '../server/mirror/egress.js';
 import { retryAfterSeconds, Upstream } from '../server/mirror/upstream.js';
 import { createCa, issueServerCert } from '../server/pki/ca.js';
 
@@ -142,6 +143,69 @@ test('an https upstream may not send its credentials to a plain-http token servi
   } finally {
     await up.close();
   }
+});
+
+test('a redirect or a token service on a link-local or unspecified address is refused before any connection, and the breaker stays closed', async () => {
+  const registry = await serve(true);
+  let where = '';
+  registry.handle = (req, res) => {
+    if (req.url?.includes('/blobs/')) res.writeHead(307, { location: where });
+    else res.writeHead(401, { 'www-authenticate': `Bearer realm="${where}",service="svc"` });
+    res.end();
+  };
+  const up = upstreamFor(registry.url);
+  try {
+    for (const target of ['https://169.254.169.254/latest/meta-data/iam/security-credentials/', 'https://[fe80::1]/x', 'https://0.0.0.0/x', 'https://[::ffff:169.254.169.254]/x']) {
+      where = target;
+      const host = new URL(target).host;
+      await assert.rejects(up.fetch('GET', '/v2/acme/app/blobs/sha256:00', 'acme/app'), (err: unknown) => err instanceof RegistryError && err.message.includes(`redirected to ${host}, and `) && /; refused$/.test(err.message), target);
+      await assert.rejects(up.fetch('GET', '/v2/acme/app/manifests/v1', 'acme/app'), (err: unknown) => err instanceof RegistryError && err.message.includes(`names a token service at ${host}, and `), target);
+    }
+    assert.equal(up.breaker.allow(), true, 'a refused target does not count as the upstream being down');
+  } finally {
+    await up.close();
+  }
+});
+
+test('a local upstream may redirect to another port of this host, by name or address', async () => {
+  const storage = await serve();
+  storage.handle = (_req, res) => res.end('blob bytes');
+  const registry = await serve();
+  registry.handle = (_req, res) => {
+    res.writeHead(307, { location: `${storage.url.replace('127.0.0.1', 'localhost')}/storage` });
+    res.end();
+  };
+  const up = upstreamFor(registry.url);
+  try {
+    const r = await up.fetch('GET', '/v2/acme/app/blobs/sha256:00', 'acme/app');
+    assert.equal(r.status, 200);
+    assert.equal(Buffer.concat(await r.body.toArray()).toString(), 'blob bytes');
+    assert.equal(storage.seen[0]?.authorization, undefined, 'without the credentials');
+  } finally {
+    await up.close();
+  }
+});
+
+test('addresses are sorted by where they lead, and a name is refused by what it resolves to', async () => {
+  const kinds: [string, string][] = [
+    ['127.0.0.1', 'loopback'], ['127.9.9.9', 'loopback'], ['::1', 'loopback'], ['[::1]', 'loopback'], ['::ffff:127.0.0.1', 'loopback'], ['::ffff:7f00:1', 'loopback'],
+    ['169.254.169.254', 'link-local'], ['fe80::1', 'link-local'], ['FE80::abcd', 'link-local'], ['::ffff:169.254.0.1', 'link-local'],
+    ['0.0.0.0', 'unspecified'], ['::', 'unspecified'],
+    ['10.0.0.5', 'other'], ['192.168.1.1', 'other'], ['8.8.8.8', 'other'], ['2001:db8::1', 'other'], ['registry.example', 'other'],
+  ];
+  for (const [address, kind] of kinds) assert.equal(addressKind(address), kind, address);
+  assert.equal(foreignTargetProblem('127.0.0.1', false), '127.0.0.1 is a loopback address');
+  assert.equal(foreignTargetProblem('127.0.0.1', true), null);
+  assert.equal(foreignTargetProblem('169.254.169.254', true), '169.254.169.254 is a link-local address');
+  assert.equal(foreignTargetProblem('10.1.2.3', false), null, 'private networks are where private upstreams keep their blobs');
+  for (const u of ['https://localhost:5000', 'http://127.0.0.1', 'https://[::1]:443', 'https://registry.localhost']) assert.ok(isLocalHost(new URL(u)), u);
+  for (const u of ['https://registry-1.docker.io', 'https://10.0.0.5']) assert.ok(!isLocalHost(new URL(u)), u);
+  const lookup = (local: boolean): Promise<NodeJS.ErrnoException | null> =>
+    new Promise((resolve) => guardedLookup(local)('localhost', { all: true }, (err) => resolve(err)));
+  const refused = await lookup(false);
+  assert.equal(refused?.code, 'ERR_UPSTREAM_TARGET');
+  assert.match(String(refused?.message), /^localhost resolves to .* is a loopback address$/);
+  assert.equal(await lookup(true), null);
 });
 
 test('a token answer larger than 64 KiB is refused unread, not parsed', async () => {

@@ -9,6 +9,7 @@ import type { UpstreamConfig } from '../config.js';
 import { RegistryError } from '../errors.js';
 import { Breaker } from './breaker.js';
 import { parseChallenge, schemeAllowed, TokenCache } from './auth.js';
+import { foreignTargetProblem, guardedLookup, isLocalHost } from './egress.js';
 
 // UpstreamResponse is an upstream's answer; the caller must consume or destroy body.
 export interface UpstreamResponse {
@@ -65,6 +66,10 @@ export class Upstream {
   // long as its body takes, nor a download behind others.
   private readonly agent: Agent;
   private readonly blobAgent: Agent;
+  // Other origins (blob storage an upstream redirects to, a token service on another host) have connections of their
+  // own, made only to addresses egress.ts allows.
+  private readonly foreignAgent: Agent;
+  private readonly local: boolean;
   // answerMs bounds the wait for an answer's headers from the call on, time queued for a connection included: undici
   // starts its headers timeout only once a request has a connection, and requests queued behind ones to an upstream
   // that accepts connections but never answers would otherwise each wait a whole timeout more.
@@ -84,9 +89,10 @@ export class Upstream {
     this.breaker = breaker;
     this.breaker.onChange = (state) => hooks.breaker(cfg.name, state);
     const ca = cfg.ca ? [...tls.rootCertificates, fs.readFileSync(cfg.ca, 'utf8')] : undefined;
-    const agent = (connections: number | null): Agent =>
+    this.local = isLocalHost(url);
+    const agent = (connections: number | null, lookup?: ReturnType<typeof guardedLookup>): Agent =>
       new Agent({
-        connect: { ca, timeout: cfg.connectTimeoutMs },
+        connect: { ca, timeout: cfg.connectTimeoutMs, ...(lookup ? { lookup } : {}) },
         headersTimeout: cfg.readTimeoutMs,
         bodyTimeout: cfg.readTimeoutMs,
         keepAliveTimeout: 30000,
@@ -94,6 +100,7 @@ export class Upstream {
       });
     this.agent = agent(32);
     this.blobAgent = agent(null);
+    this.foreignAgent = agent(null, guardedLookup(this.local));
     this.answerMs = cfg.connectTimeoutMs + cfg.readTimeoutMs;
     this.basic = cfg.username !== null && cfg.password !== null ? `Basic ${Buffer.from(`${cfg.username}:${cfg.password}`).toString('base64')}` : null;
     this.insecure = cfg.insecure;
@@ -131,9 +138,15 @@ export class Upstream {
         this.hooks.exchange(this.name, performance.now() - started, outcomeOf(err.status, this.basic !== null));
         throw err;
       }
+      const code = (err as { code?: string }).code ?? (err as Error).name;
+      if (code === 'ERR_UPSTREAM_TARGET') {
+        // The upstream answered, pointing airlock somewhere it must not go: not a sign of the upstream being down.
+        this.breaker.success();
+        this.hooks.exchange(this.name, performance.now() - started, 'http_error');
+        throw new RegistryError('UNAVAILABLE', `upstream ${this.name} pointed airlock at a host it does not connect to for an upstream (${(err as Error).message}); refused`);
+      }
       this.breaker.failure();
       this.hooks.exchange(this.name, performance.now() - started, 'network_error');
-      const code = (err as { code?: string }).code ?? (err as Error).name;
       throw new RegistryError('UNAVAILABLE', `upstream ${this.name} is unreachable (${code})`);
     }
   }
@@ -143,10 +156,11 @@ export class Upstream {
   private async send(method: string, url: string, headers: Record<string, string>, auth: string | null): Promise<UpstreamResponse & { origin: string }> {
     let target = url;
     let credentials = auth;
-    const dispatcher = /\/blobs\/[^/]+$/.test(new URL(url).pathname) ? this.blobAgent : this.agent;
+    const own = /\/blobs\/[^/]+$/.test(new URL(url).pathname) ? this.blobAgent : this.agent;
     for (let hop = 0; ; hop++) {
       const h: Record<string, string> = { 'user-agent': USER_AGENT, ...headers };
       if (credentials) h.authorization = credentials;
+      const dispatcher = new URL(target).origin === this.origin ? own : this.foreignAgent;
       const res = await this.answer(target, { method: method as 'GET', headers: h, dispatcher });
       const location = header(res.headers, 'location');
       if (!REDIRECTS.has(res.statusCode) || !location) return { status: res.statusCode, headers: res.headers, body: res.body, origin: new URL(target).origin };
@@ -158,11 +172,16 @@ export class Upstream {
     }
   }
 
-  // allowedUrl refuses a URL an upstream points airlock at (a redirect, a token service) that schemeAllowed refuses.
+  // allowedUrl refuses a URL an upstream points airlock at (a redirect, a token service) that schemeAllowed refuses, or
+  // that names, on another origin, an address egress.ts refuses (names that resolve to one fail at connect time).
   private allowedUrl(u: URL, what: string): URL {
-    if (schemeAllowed(u, this.insecure)) return u;
-    const why = u.protocol === 'http:' ? 'a plain-http URL, and the upstream is not configured insecure' : 'an unsupported URL scheme';
-    throw new RegistryError('UNAVAILABLE', `upstream ${this.name} ${what} ${why}`);
+    if (!schemeAllowed(u, this.insecure)) {
+      const why = u.protocol === 'http:' ? 'a plain-http URL, and the upstream is not configured insecure' : 'an unsupported URL scheme';
+      throw new RegistryError('UNAVAILABLE', `upstream ${this.name} ${what} ${why}`);
+    }
+    const problem = u.origin === this.origin ? null : foreignTargetProblem(u.hostname, this.local);
+    if (problem !== null) throw new RegistryError('UNAVAILABLE', `upstream ${this.name} ${what} ${u.host}, and ${problem}; refused`);
+    return u;
   }
 
   // authorize answers a 401 challenge: a bearer token for scope (cached until expiry, one fetch at a time), or basic credentials.
@@ -196,7 +215,7 @@ export class Upstream {
     u.searchParams.set('scope', scope);
     const h: Record<string, string> = { 'user-agent': USER_AGENT, accept: 'application/json' };
     if (this.basic) h.authorization = this.basic;
-    const t = await this.answer(u, { method: 'GET', headers: h, dispatcher: this.agent });
+    const t = await this.answer(u, { method: 'GET', headers: h, dispatcher: u.origin === this.origin ? this.agent : this.foreignAgent });
     if (t.statusCode !== 200) {
       t.body.resume();
       const what = `upstream ${this.name} token service`;
@@ -243,7 +262,7 @@ export class Upstream {
 
   // close ends the connections, cutting off any request still under way (a download the server stopped waiting for).
   async close(): Promise<void> {
-    await Promise.all([this.agent.destroy(), this.blobAgent.destroy()]);
+    await Promise.all([this.agent.destroy(), this.blobAgent.destroy(), this.foreignAgent.destroy()]);
   }
 }
 
