@@ -60,7 +60,10 @@ export async function buildApp(app: FastifyInstance, s: Services, record: Record
     }
     if (registry) {
       const foreign = crossSite(req.headers);
-      if (foreign !== null) return done(new RegistryError('DENIED', `cross-site request: ${foreign}; the registry answers container clients, not the pages of other sites`));
+      if (foreign !== null) {
+        req.airlock.reason = `cross-site request: ${foreign}`;
+        return done(new RegistryError('DENIED', `cross-site request: ${foreign}; the registry answers container clients, not the pages of other sites`));
+      }
     }
     if (!identity || identity.role === null) {
       const err = 'the client certificate names no airlock role (pull, audit or admin)';

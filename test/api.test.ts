@@ -569,6 +569,9 @@ describe('roles', () => {
       }
     }
     assert.equal(s.policyStore.requests(null, 1000).total, requests, 'no approval request was opened');
+    await s.audit.stored();
+    const audited = [...s.auditStore.range('', '9999', Number.MAX_SAFE_INTEGER)].filter((e) => e.action === 'v2_manifests.get' && e.reason?.startsWith('cross-site request: '));
+    assert.ok(audited.some((e) => e.actor === 'test-admin' && e.decision === 'deny'), 'the refusal is audited with its reason');
   });
 
   test('a pull certificate reads the signing key and client configuration', async () => {

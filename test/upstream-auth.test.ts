@@ -3,6 +3,7 @@
 // (never into plain http from an https upstream), how much of a token answer it reads, and that close() cuts off a
 // download an upstream drips out too slowly for any read timeout.
 import assert from 'node:assert/strict';
+import dns from 'node:dns';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -12,7 +13,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { RegistryError } from '../server/errors.js';
 import { parseChallenge, TokenCache } from '../server/mirror/auth.js';
-import { addressKind, foreignTargetProblem, guardedLookup, isLocalHost } from '../server/mirror/egress.js';
+import { addressKind, foreignTargetProblem, guardedLookup, isLocalHost, upstreamIsLocal } from '../server/mirror/egress.js';
 import { retryAfterSeconds, Upstream } from '../server/mirror/upstream.js';
 import { createCa, issueServerCert } from '../server/pki/ca.js';
 
@@ -155,11 +156,11 @@ test('a redirect or a token service on a link-local or unspecified address is re
   };
   const up = upstreamFor(registry.url);
   try {
-    for (const target of ['https://169.254.169.254/latest/meta-data/iam/security-credentials/', 'https://[fe80::1]/x', 'https://0.0.0.0/x', 'https://[::ffff:169.254.169.254]/x']) {
+    for (const target of ['https://169.254.169.254/latest/meta-data/iam/security-credentials/', 'https://[fe80::1]/x', 'https://0.0.0.0/x', 'https://[::ffff:169.254.169.254]/x', 'https://[fd00:ec2::254]/latest/meta-data/']) {
       where = target;
       const host = new URL(target).host;
-      await assert.rejects(up.fetch('GET', '/v2/acme/app/blobs/sha256:00', 'acme/app'), (err: unknown) => err instanceof RegistryError && err.message.includes(`redirected to ${host}, and `) && /; refused$/.test(err.message), target);
-      await assert.rejects(up.fetch('GET', '/v2/acme/app/manifests/v1', 'acme/app'), (err: unknown) => err instanceof RegistryError && err.message.includes(`names a token service at ${host}, and `), target);
+      await assert.rejects(up.fetch('GET', '/v2/acme/app/blobs/sha256:00', 'acme/app'), (err: unknown) => err instanceof RegistryError && err.message.includes(`redirected to ${host}, which is `) && /; refused$/.test(err.message), target);
+      await assert.rejects(up.fetch('GET', '/v2/acme/app/manifests/v1', 'acme/app'), (err: unknown) => err instanceof RegistryError && err.message.includes(`names a token service at ${host}, which is `), target);
     }
     assert.equal(up.breaker.allow(), true, 'a refused target does not count as the upstream being down');
   } finally {
@@ -190,21 +191,29 @@ test('addresses are sorted by where they lead, and a name is refused by what it 
   const kinds: [string, string][] = [
     ['127.0.0.1', 'loopback'], ['127.9.9.9', 'loopback'], ['::1', 'loopback'], ['[::1]', 'loopback'], ['::ffff:127.0.0.1', 'loopback'], ['::ffff:7f00:1', 'loopback'],
     ['169.254.169.254', 'link-local'], ['fe80::1', 'link-local'], ['FE80::abcd', 'link-local'], ['::ffff:169.254.0.1', 'link-local'],
+    ['fd00:ec2::254', 'metadata'], ['100.100.100.200', 'metadata'],
     ['0.0.0.0', 'unspecified'], ['::', 'unspecified'],
-    ['10.0.0.5', 'other'], ['192.168.1.1', 'other'], ['8.8.8.8', 'other'], ['2001:db8::1', 'other'], ['registry.example', 'other'],
+    ['10.0.0.5', 'other'], ['192.168.1.1', 'other'], ['8.8.8.8', 'other'], ['2001:db8::1', 'other'], ['fd00::1', 'other'], ['registry.example', 'other'],
   ];
   for (const [address, kind] of kinds) assert.equal(addressKind(address), kind, address);
-  assert.equal(foreignTargetProblem('127.0.0.1', false), '127.0.0.1 is a loopback address');
+  assert.equal(foreignTargetProblem('127.0.0.1', false), '127.0.0.1, a loopback address');
   assert.equal(foreignTargetProblem('127.0.0.1', true), null);
-  assert.equal(foreignTargetProblem('169.254.169.254', true), '169.254.169.254 is a link-local address');
+  assert.equal(foreignTargetProblem('169.254.169.254', true), '169.254.169.254, a link-local address');
+  assert.equal(foreignTargetProblem('[fd00:ec2::254]', true), 'fd00:ec2::254, a cloud metadata address');
   assert.equal(foreignTargetProblem('10.1.2.3', false), null, 'private networks are where private upstreams keep their blobs');
-  for (const u of ['https://localhost:5000', 'http://127.0.0.1', 'https://[::1]:443', 'https://registry.localhost']) assert.ok(isLocalHost(new URL(u)), u);
+  for (const u of ['https://localhost:5000', 'https://localhost.:5000', 'http://127.0.0.1', 'https://[::1]:443', 'https://registry.localhost']) assert.ok(isLocalHost(new URL(u)), u);
   for (const u of ['https://registry-1.docker.io', 'https://10.0.0.5']) assert.ok(!isLocalHost(new URL(u)), u);
-  const lookup = (local: boolean): Promise<NodeJS.ErrnoException | null> =>
-    new Promise((resolve) => guardedLookup(local)('localhost', { all: true }, (err) => resolve(err)));
+  // An upstream named otherwise is local when every address of its name is a loopback one (Debian maps the machine's
+  // own name to one).
+  assert.equal(await upstreamIsLocal(new URL('https://localhost:5000')), true);
+  assert.equal(await upstreamIsLocal(new URL('https://10.0.0.5')), false);
+  const own = await dns.promises.lookup(os.hostname(), { all: true }).catch(() => []);
+  assert.equal(await upstreamIsLocal(new URL(`https://${os.hostname()}:5000`)), own.length > 0 && own.every((a) => a.address.startsWith('127.') || a.address === '::1'));
+  const lookup = (local: boolean, host = 'localhost'): Promise<NodeJS.ErrnoException | null> =>
+    new Promise((resolve) => guardedLookup(async () => local)(host, { all: true }, (err) => resolve(err)));
   const refused = await lookup(false);
   assert.equal(refused?.code, 'ERR_UPSTREAM_TARGET');
-  assert.match(String(refused?.message), /^localhost resolves to .* is a loopback address$/);
+  assert.match(String(refused?.message), /^localhost resolves to (127\.0\.0\.1|::1), a loopback address$/);
   assert.equal(await lookup(true), null);
 });
 

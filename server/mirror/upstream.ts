@@ -9,7 +9,7 @@ import type { UpstreamConfig } from '../config.js';
 import { RegistryError } from '../errors.js';
 import { Breaker } from './breaker.js';
 import { parseChallenge, schemeAllowed, TokenCache } from './auth.js';
-import { foreignTargetProblem, guardedLookup, isLocalHost } from './egress.js';
+import { addressKind, foreignTargetProblem, guardedLookup, upstreamIsLocal } from './egress.js';
 
 // UpstreamResponse is an upstream's answer; the caller must consume or destroy body.
 export interface UpstreamResponse {
@@ -69,7 +69,9 @@ export class Upstream {
   // Other origins (blob storage an upstream redirects to, a token service on another host) have connections of their
   // own, made only to addresses egress.ts allows.
   private readonly foreignAgent: Agent;
-  private readonly local: boolean;
+  // local is whether the upstream itself is on this host, found out once, when first needed.
+  private local: Promise<boolean> | null = null;
+  private readonly url: URL;
   // answerMs bounds the wait for an answer's headers from the call on, time queued for a connection included: undici
   // starts its headers timeout only once a request has a connection, and requests queued behind ones to an upstream
   // that accepts connections but never answers would otherwise each wait a whole timeout more.
@@ -89,7 +91,7 @@ export class Upstream {
     this.breaker = breaker;
     this.breaker.onChange = (state) => hooks.breaker(cfg.name, state);
     const ca = cfg.ca ? [...tls.rootCertificates, fs.readFileSync(cfg.ca, 'utf8')] : undefined;
-    this.local = isLocalHost(url);
+    this.url = url;
     const agent = (connections: number | null, lookup?: ReturnType<typeof guardedLookup>): Agent =>
       new Agent({
         connect: { ca, timeout: cfg.connectTimeoutMs, ...(lookup ? { lookup } : {}) },
@@ -100,7 +102,7 @@ export class Upstream {
       });
     this.agent = agent(32);
     this.blobAgent = agent(null);
-    this.foreignAgent = agent(null, guardedLookup(this.local));
+    this.foreignAgent = agent(null, guardedLookup(() => this.isLocal()));
     this.answerMs = cfg.connectTimeoutMs + cfg.readTimeoutMs;
     this.basic = cfg.username !== null && cfg.password !== null ? `Basic ${Buffer.from(`${cfg.username}:${cfg.password}`).toString('base64')}` : null;
     this.insecure = cfg.insecure;
@@ -167,21 +169,34 @@ export class Upstream {
       res.body.resume();
       if (hop >= MAX_REDIRECTS) throw new RegistryError('UNAVAILABLE', `upstream ${this.name} redirected more than ${MAX_REDIRECTS} times`);
       const next = this.allowedUrl(new URL(location, target), 'redirected to');
+      await this.checkTarget(next, 'redirected to');
       if (next.origin !== new URL(target).origin) credentials = null;
       target = next.toString();
     }
   }
 
-  // allowedUrl refuses a URL an upstream points airlock at (a redirect, a token service) that schemeAllowed refuses, or
-  // that names, on another origin, an address egress.ts refuses (names that resolve to one fail at connect time).
+  // allowedUrl refuses a URL an upstream points airlock at (a redirect, a token service) that schemeAllowed refuses.
   private allowedUrl(u: URL, what: string): URL {
     if (!schemeAllowed(u, this.insecure)) {
       const why = u.protocol === 'http:' ? 'a plain-http URL, and the upstream is not configured insecure' : 'an unsupported URL scheme';
       throw new RegistryError('UNAVAILABLE', `upstream ${this.name} ${what} ${why}`);
     }
-    const problem = u.origin === this.origin ? null : foreignTargetProblem(u.hostname, this.local);
-    if (problem !== null) throw new RegistryError('UNAVAILABLE', `upstream ${this.name} ${what} ${u.host}, and ${problem}; refused`);
     return u;
+  }
+
+  // checkTarget refuses a URL on another origin whose host is an IP address egress.ts refuses (a name is checked by
+  // what it resolves to, at connect time).
+  private async checkTarget(u: URL, what: string): Promise<void> {
+    if (u.origin === this.origin) return;
+    const kind = addressKind(u.hostname);
+    if (kind === 'other') return;
+    const problem = foreignTargetProblem(u.hostname, kind === 'loopback' && (await this.isLocal()));
+    if (problem !== null) throw new RegistryError('UNAVAILABLE', `upstream ${this.name} ${what} ${u.host}, which is ${problem}; refused`);
+  }
+
+  private isLocal(): Promise<boolean> {
+    this.local ??= upstreamIsLocal(this.url);
+    return this.local;
   }
 
   // authorize answers a 401 challenge: a bearer token for scope (cached until expiry, one fetch at a time), or basic credentials.
@@ -211,6 +226,7 @@ export class Upstream {
       throw new RegistryError('UNAVAILABLE', `upstream ${this.name} names a token service that is not a URL`);
     }
     this.allowedUrl(u, 'names a token service at');
+    await this.checkTarget(u, 'names a token service at');
     if (challenge.params.service) u.searchParams.set('service', challenge.params.service);
     u.searchParams.set('scope', scope);
     const h: Record<string, string> = { 'user-agent': USER_AGENT, accept: 'application/json' };
