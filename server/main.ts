@@ -140,8 +140,7 @@ function init(argv: string[]): void {
   const listen = str(values.listen);
   // Refused here as serve would refuse it in the configuration written.
   const problem = listen === undefined ? null : listenAddress(listen).problem;
-  if (problem?.startsWith('"')) throw new UserError(`--listen: ${problem}`);
-  if (problem !== null) throw new UserError('--listen must be host:port with a port of 0..65535, like 0.0.0.0:5443');
+  if (problem !== null) throw new UserError(`--listen ${listen}: ${problem}`);
   const r = initDataDir({ dir: str(values.dir) ?? 'airlock-data', hosts, force: values.force === true, keyPassword: env.AIRLOCK_KEY_PASSWORD ?? '', p12Password: env.AIRLOCK_P12_PASSWORD ?? '', listen });
   console.log(`initialised ${r.dir}\n  config: ${r.config}\n  server certificate for: ${r.hosts.join(', ')}\n  admin bundle: ${r.adminBundle}\nrun: airlock serve --config ${r.config}`);
 }

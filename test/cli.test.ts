@@ -189,7 +189,11 @@ describe('airlock init', () => {
     for (const [extra, pattern] of [
       [['--host', 'bad_host!'], /--host: host "bad_host!" is neither an IP address nor a DNS name/],
       [['--host', ''], /--host: server certificate needs at least one non-empty host/],
-      [['--listen', '0.0.0.0:99999'], /--listen must be host:port with a port of 0\.\.65535/],
+      [['--listen', '0.0.0.0:99999'], /^airlock: --listen 0\.0\.0\.0:99999: port must be 0\.\.65535$/],
+      [['--listen', '5443'], /^airlock: --listen 5443: must be host:port, like 127\.0\.0\.1:5443 or \[::\]:5443$/],
+      [['--listen', 'bad_host:5443'], /^airlock: --listen bad_host:5443: must be host:port/],
+      [['--listen', '[mirror]:5443'], /^airlock: --listen \[mirror\]:5443: must be host:port/],
+      [['--listen', '300.1.1.1:5443'], /^airlock: --listen 300\.1\.1\.1:5443: "300\.1\.1\.1" is not an IPv4 address or a host name$/],
     ] as [string[], RegExp][]) {
       const dir = path.join(tmp, `refused-${crypto.randomUUID()}`);
       assertUserError(await airlock(['init', '--dir', dir, ...extra]), pattern);
