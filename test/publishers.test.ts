@@ -429,3 +429,15 @@ test('splitPublicKeys reads every PUBLIC KEY block and names the problem when no
   assert.throws(() => splitPublicKeys('not a key'), /no "-----BEGIN PUBLIC KEY-----" PEM block/);
   assert.throws(() => splitPublicKeys('-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n'), /none of its 1 PUBLIC KEY blocks is usable/);
 });
+
+test('the refusals remembered are bounded: past 10,000 the oldest goes, and an insert never scans the map', (t) => {
+  const { verifier, clock } = setupReal(t);
+  const internals = verifier as unknown as { rememberRefusal(key: string): void; negatives: Map<string, number> };
+  for (let i = 0; i < 25_000; i++) {
+    clock.now += 1;
+    internals.rememberRefusal(`docker.io/library/alpine@sha256:${String(i).padStart(64, '0')} key`);
+  }
+  assert.equal(internals.negatives.size, 10_000);
+  assert.ok(internals.negatives.has(`docker.io/library/alpine@sha256:${String(24_999).padStart(64, '0')} key`), 'the newest is kept');
+  assert.ok(!internals.negatives.has(`docker.io/library/alpine@sha256:${String(14_999).padStart(64, '0')} key`), 'the oldest went');
+});

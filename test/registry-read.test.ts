@@ -11,6 +11,7 @@ import { readRequestLog } from './harness/clients.js';
 import { stopAll, track, waitFor } from './harness/proc.js';
 import type { AuditEvent } from '../server/audit/chain.js';
 import { parseManifest } from '../server/registry/manifest.js';
+import { RememberedAnswers } from '../server/registry/remembered.js';
 import { type Registry, startRegistry } from './harness/registry.js';
 
 const sha = (b: Buffer): string => `sha256:${crypto.createHash('sha256').update(b).digest('hex')}`;
@@ -509,6 +510,67 @@ describe('registry read API', () => {
 });
 
 // Last: it stops the server the tests above share.
+describe('what a client chooses does not grow what the server keeps', () => {
+  test('only plain manifest URLs of small manifests are remembered: a query other than ns, a long URL or a large manifest is not', () => {
+    const s = t.airlock.services;
+    const remembered = new RememberedAnswers(s, () => {}, () => {});
+    const route = { upstream: 'docker.io', path: 'library/seeded', repository: repo };
+    const answer = (bytes: Buffer) => ({ generation: s.policy.generation, route, ref: sha(bytes), tag: null, reason: 'pin', manifest: { digest: sha(bytes), mediaType: OCI_MANIFEST, size: bytes.length, bytes }, namespace: null });
+    const small = answer(manifest);
+    const base = `/v2/library/seeded/manifests/${sha(manifest)}`;
+    remembered.remember(base, small);
+    remembered.remember(`${base}?ns=docker.io`, small);
+    assert.equal(remembered.size, 2);
+    for (const url of [`${base}?x=1`, `${base}?ns=docker.io&x=1`, `${base}?${'a'.repeat(600)}`, `${base}?ns=${'a'.repeat(600)}`]) remembered.remember(url, small);
+    remembered.remember(`/v2/library/seeded/manifests/${sha(bigManifest)}`, answer(Buffer.alloc(300 * 1024, 1)));
+    assert.equal(remembered.size, 2);
+  });
+
+  test('referrers and signatures of a digest the repository does not hold are answered without asking the policy', async () => {
+    const s = t.airlock.services;
+    const made = sha(Buffer.from('a digest nobody pulled'));
+    const evaluate = s.policy.evaluate.bind(s.policy);
+    let asked = 0;
+    s.policy.evaluate = (route, digest) => {
+      asked++;
+      return evaluate(route, digest);
+    };
+    try {
+      const r = await t.request('pull', `/v2/library/seeded/referrers/${made}`);
+      assert.equal(r.status, 200);
+      assert.deepEqual(JSON.parse(r.body.toString()).manifests, []);
+      const sig = await t.request('pull', `/v2/library/seeded/manifests/sha256-${made.slice(7)}.sig`);
+      assert.equal(sig.status, 404);
+      assert.equal(JSON.parse(sig.body.toString()).errors[0].code, 'MANIFEST_UNKNOWN');
+    } finally {
+      s.policy.evaluate = evaluate;
+    }
+    assert.equal(asked, 0, 'no publisher look-up upstream for a made-up digest');
+  });
+
+  test('tags/list with n decides only the tags it needs for the page and its Link', async () => {
+    const s = t.airlock.services;
+    const evaluate = s.policy.evaluate.bind(s.policy);
+    let asked = 0;
+    s.policy.evaluate = (route, digest) => {
+      asked++;
+      return evaluate(route, digest);
+    };
+    let all: string[];
+    try {
+      all = JSON.parse((await t.request('pull', '/v2/library/seeded/tags/list')).body.toString()).tags as string[];
+      const everything = asked;
+      asked = 0;
+      const one = await t.request('pull', '/v2/library/seeded/tags/list?n=1');
+      assert.deepEqual(JSON.parse(one.body.toString()).tags, all.slice(0, 1));
+      assert.match(String(one.headers.link), /rel="next"/);
+      assert.ok(asked < everything, `${asked} tags decided for one, ${everything} for all`);
+    } finally {
+      s.policy.evaluate = evaluate;
+    }
+  });
+});
+
 describe('a repository whose indexes list the same manifests many times over', () => {
   test('a blob request decides each stored manifest once, not once for every path through the indexes', async () => {
     const s = t.airlock.services;

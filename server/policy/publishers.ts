@@ -171,12 +171,12 @@ export class UpstreamSignatureVerifier implements PublisherVerifier {
     return at !== undefined && this.now() - at < NEGATIVE_TTL_MS;
   }
 
+  // rememberRefusal notes a refusal; past MAX_REMEMBERED the oldest is forgotten (entries go in in time order), so the
+  // map never grows past its bound and no insert scans it.
   private rememberRefusal(remembered: string): void {
-    const now = this.now();
-    if (this.negatives.size >= MAX_REMEMBERED) {
-      for (const [k, at] of this.negatives) if (now - at >= NEGATIVE_TTL_MS) this.negatives.delete(k);
-    }
-    this.negatives.set(remembered, now);
+    this.negatives.delete(remembered);
+    if (this.negatives.size >= MAX_REMEMBERED) this.negatives.delete(this.negatives.keys().next().value as string);
+    this.negatives.set(remembered, this.now());
   }
 
   // evidence fetches the upstream's signatures of digest once, however many callers ask at the same time.

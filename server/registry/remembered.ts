@@ -13,8 +13,14 @@ import type { Route } from './names.js';
 import { acceptsType, isIndexType } from './manifest.js';
 import { manifestHeaders, notModified, REGISTRY_HEADERS } from './send.js';
 
-// MAX_REMEMBERED bounds the remembered answers; past it they are forgotten and relearned.
+// MAX_REMEMBERED bounds the remembered answers; past it they are forgotten and relearned. Only URLs a registry client
+// sends are remembered (no query but ns, at most MAX_URL characters), and only manifests of at most MAX_BYTES, which the
+// mirror keeps one shared copy of: a client varying the query of a large manifest's URL would otherwise pin a copy of
+// it per variant (1 MiB a request, measured).
 const MAX_REMEMBERED = 10000;
+const MAX_URL = 512;
+const MAX_BYTES = 256 * 1024;
+const PLAIN_QUERY = /^(?:\?ns=[^&]*)?$/;
 
 // Answer is an admitted manifest answer for one request URL, valid while the policy's generation is unchanged.
 export interface Answer {
@@ -55,8 +61,15 @@ export class RememberedAnswers {
     this.record = record;
   }
 
+  // size is how many answers are remembered.
+  get size(): number {
+    return this.answers.size;
+  }
+
   // remember keeps the answer the full path just gave for url.
   remember(url: string, answer: Answer): void {
+    const q = url.indexOf('?');
+    if (url.length > MAX_URL || answer.manifest.size > MAX_BYTES || !PLAIN_QUERY.test(q < 0 ? '' : url.slice(q))) return;
     if (this.answers.size >= MAX_REMEMBERED) this.answers.clear();
     const m = answer.manifest;
     // Fastify's path gets the API version header from the app's onRequest hook.

@@ -207,6 +207,12 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
   const signature = async (req: FastifyRequest, reply: FastifyReply, r: Route, digest: string, head: boolean, wanted: string | null = null): Promise<void> => {
     req.airlock.action = 'pull.signature';
     req.airlock.digest = digest;
+    // A digest the repository does not hold was never served here and has no airlock signature: asking the policy would
+    // look for publisher signatures upstream for any digest a client makes up.
+    if (s.content.holds(r.repository, digest) === null) {
+      req.airlock.decision = 'deny';
+      throw new RegistryError('MANIFEST_UNKNOWN', `no airlock signature for ${r.repository}@${digest}`);
+    }
     let d = await s.policy.evaluate(r, digest);
     // Admitted another way than the signature says (a pin deleted, a pin added), it is recorded and signed anew first:
     // the signature always says how the digest is admitted now. A digest not admitted opens no approval request here.
@@ -308,9 +314,15 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     for (const t of s.content.tags(r.repository)) candidates.set(t.tag, t.digest);
     for (const p of s.policyStore.pins()) if (p.repository === r.repository && p.tag) candidates.set(p.tag, p.digest);
     const all: string[] = [];
+    let decided = 0;
     for (const [tag, digest] of [...candidates].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
       if (last !== null && tag <= last) continue;
+      // n + 1 admitted tags tell whether there is a next page: the rest of the list is not decided.
+      if (n !== null && all.length > n) break;
       if ((await s.policy.evaluate(r, digest)).admitted) all.push(tag);
+      // A repository can hold thousands of tags (any an upstream has, once asked for): they are decided in slices, and
+      // other clients are answered in between.
+      if (++decided % 100 === 0) await new Promise((resolve) => setImmediate(resolve));
     }
     const page = n === null ? all : all.slice(0, n);
     if (n !== null && n > 0 && all.length > n) {
@@ -331,7 +343,8 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     const q = req.query as Record<string, unknown>;
     const artifactType = typeof q.artifactType === 'string' ? q.artifactType : null;
     const manifests: Record<string, unknown>[] = [];
-    if ((await s.policy.evaluate(r, digest)).admitted) {
+    // Only a digest the repository holds has referrers here (see signature above).
+    if (s.content.holds(r.repository, digest) !== null && (await s.policy.evaluate(r, digest)).admitted) {
       const adm = s.policyStore.admission(r.repository, digest);
       for (const ref of s.content.referrers(r.repository, digest)) {
         const own = s.content.holds(r.repository, ref.digest)?.own ?? false;
