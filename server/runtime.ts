@@ -36,6 +36,9 @@ import { REGISTRY_HEADERS } from './registry/send.js';
 
 const REVOCATION_POLL_MS = 250;
 
+// MAX_PIPELINED bounds the requests one connection may have under way at once (see serverFactory below).
+const MAX_PIPELINED = 8;
+
 // Airlock is a running server.
 export interface Airlock {
   services: Services;
@@ -205,7 +208,20 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
     // options, from which it knows its addresses are https:// (the listen log line, listeningOrigin).
     https,
     serverFactory: (handler) => {
+      const inFlight = new WeakMap<object, number>();
       const server = nodeHttps.createServer(https, (req, res) => {
+        // HTTP/1.1 pipelining: Node parses a burst of requests on one connection at once and runs them all, each holding
+        // its blob's file and buffers until the client reads (1,000 pipelined GETs held 1,000 files and 440 MiB). No
+        // registry client pipelines; one that sends more than MAX_PIPELINED at once loses the connection.
+        const socket = req.socket;
+        const n = (inFlight.get(socket) ?? 0) + 1;
+        if (n > MAX_PIPELINED) {
+          if (!socket.destroyed) logger.warn({ ip: socket.remoteAddress }, `a client sent more than ${MAX_PIPELINED} requests at once on one connection; closed`);
+          socket.destroy();
+          return;
+        }
+        inFlight.set(socket, n);
+        res.once('close', () => inFlight.set(socket, (inFlight.get(socket) ?? 1) - 1));
         if (!services.answerRemembered(req, res)) handler(req, res);
       });
       // A connection with no traffic either way for two minutes (a client that never sends or never reads) is closed.

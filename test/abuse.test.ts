@@ -170,6 +170,30 @@ after(async () => {
 });
 
 describe('TLS and connection abuse', () => {
+  test('a connection with more than 8 pipelined requests under way is closed; a few are answered in order', async () => {
+    const openTls = (): Promise<tls.TLSSocket> =>
+      new Promise((resolve, reject) => {
+        const s = tls.connect({ host: '127.0.0.1', port: airlock.port, ca: caPem, cert: fs.readFileSync(pull.endpoint.clientCertPath ?? ''), key: fs.readFileSync(pull.endpoint.clientKeyPath ?? ''), servername: 'localhost' }, () => resolve(s));
+        s.once('error', reject);
+      });
+    const few = await openTls();
+    let text = '';
+    few.on('data', (d: Buffer) => (text += d.toString('latin1')));
+    few.write('GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(4));
+    await waitFor(() => (text.match(/HTTP\/1\.1 200 OK/g) ?? []).length === 4, { timeoutMs: 5000, what: 'four pipelined answers' });
+    few.destroy();
+    const many = await openTls();
+    many.pause();
+    const closed = new Promise<void>((resolve) => many.once('close', () => resolve()));
+    many.on('error', () => {});
+    many.write(`GET /v2/library/steady/blobs/${sha256(bigBlob)} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`.repeat(50));
+    const started = Date.now();
+    await Promise.race([closed, new Promise((_, reject) => setTimeout(() => reject(new Error('the pipelining connection was not closed')), 10_000))]);
+    console.log(`closed ${Date.now() - started} ms after 50 pipelined blob GETs`);
+    const after = await send(mtlsPool(pull, 1, airlock.url), { path: `/v2/library/steady/manifests/${manifestDigest}` });
+    assert.equal(after.status, 200, 'other clients are still answered');
+  });
+
   test('handshakes without a certificate, from another CA, expired or revoked are all refused', async () => {
     const adminPool = mtlsPool(admin, 1, airlock.url);
     let victim: { serial: string; certificate: string; privateKey: string };
