@@ -168,30 +168,26 @@ export class Upstream {
       if (!REDIRECTS.has(res.statusCode) || !location) return { status: res.statusCode, headers: res.headers, body: res.body, origin: new URL(target).origin };
       res.body.resume();
       if (hop >= MAX_REDIRECTS) throw new RegistryError('UNAVAILABLE', `upstream ${this.name} redirected more than ${MAX_REDIRECTS} times`);
-      const next = this.allowedUrl(new URL(location, target), 'redirected to');
-      await this.checkTarget(next, 'redirected to');
+      const next = await this.allowedUrl(new URL(location, target), 'redirected to');
       if (next.origin !== new URL(target).origin) credentials = null;
       target = next.toString();
     }
   }
 
-  // allowedUrl refuses a URL an upstream points airlock at (a redirect, a token service) that schemeAllowed refuses.
-  private allowedUrl(u: URL, what: string): URL {
+  // allowedUrl refuses a URL an upstream points airlock at (a redirect, a token service) that schemeAllowed refuses, or
+  // that is on another origin at an IP address egress.ts refuses (a name is checked by what it resolves to, at connect
+  // time).
+  private async allowedUrl(u: URL, what: string): Promise<URL> {
     if (!schemeAllowed(u, this.insecure)) {
       const why = u.protocol === 'http:' ? 'a plain-http URL, and the upstream is not configured insecure' : 'an unsupported URL scheme';
       throw new RegistryError('UNAVAILABLE', `upstream ${this.name} ${what} ${why}`);
     }
-    return u;
-  }
-
-  // checkTarget refuses a URL on another origin whose host is an IP address egress.ts refuses (a name is checked by
-  // what it resolves to, at connect time).
-  private async checkTarget(u: URL, what: string): Promise<void> {
-    if (u.origin === this.origin) return;
+    if (u.origin === this.origin) return u;
     const kind = addressKind(u.hostname);
-    if (kind === 'other') return;
+    if (kind === 'other') return u;
     const problem = foreignTargetProblem(u.hostname, kind === 'loopback' && (await this.isLocal()));
     if (problem !== null) throw new RegistryError('UNAVAILABLE', `upstream ${this.name} ${what} ${u.host}, which is ${problem}; refused`);
+    return u;
   }
 
   private isLocal(): Promise<boolean> {
@@ -225,8 +221,7 @@ export class Upstream {
     } catch {
       throw new RegistryError('UNAVAILABLE', `upstream ${this.name} names a token service that is not a URL`);
     }
-    this.allowedUrl(u, 'names a token service at');
-    await this.checkTarget(u, 'names a token service at');
+    await this.allowedUrl(u, 'names a token service at');
     if (challenge.params.service) u.searchParams.set('service', challenge.params.service);
     u.searchParams.set('scope', scope);
     const h: Record<string, string> = { 'user-agent': USER_AGENT, accept: 'application/json' };
