@@ -13,7 +13,7 @@ import { type Config, listenAddress, loadConfigFile } from './config.js';
 import { UserError, whyUnreadable } from './errors.js';
 import { defaultHosts, initDataDir } from './init.js';
 import { CertAuthority } from './pki/authority.js';
-import { bundleFolder, checkClientName, checkDays, isRole, normalizeSerial, writeClientBundle } from './pki/ca.js';
+import { checkBundleFolder, isRole, normalizeSerial, writeClientBundle } from './pki/ca.js';
 import { startAirlock } from './runtime.js';
 import { parsePublicKey, writeSigningKey } from './signing/key.js';
 import { signCommand } from './signing/sign-command.js';
@@ -170,13 +170,7 @@ function cert(argv: string[]): void {
     // Another bundle there (init's admin bundle, say) would be replaced, and with it the only copy of its private key.
     if (fs.existsSync(path.join(out, 'client.key'))) throw new UserError(`${path.resolve(out)} already holds a client bundle; choose another --out or --name, or remove it first`);
     try {
-      checkClientName(name);
-      checkDays(Number(daysText));
-    } catch (err) {
-      throw new UserError((err as Error).message);
-    }
-    try {
-      bundleFolder(out);
+      checkBundleFolder(out);
     } catch (err) {
       throw new UserError(`cannot write the bundle: ${(err as Error).message}`);
     }

@@ -177,10 +177,11 @@ export function toPkcs12(cert: CertKeyPair, caPem: string, password: string, fri
   return Buffer.from(forge.asn1.toDer(asn1).getBytes(), 'binary');
 }
 
-// writeClientBundle writes the Docker/containerd certs.d files plus a PKCS#12 for browsers into dir, which must be a
-// folder of this user's that no one else can write to (see bundleFolder).
+// writeClientBundle writes the Docker/containerd certs.d files plus a PKCS#12 for browsers into dir, made (0700) if it
+// is missing; it must be a folder of this user's that no one else can write to (checkBundleFolder).
 export function writeClientBundle(dir: string, cert: CertKeyPair, caPem: string, p12Password: string): ClientBundle {
-  bundleFolder(dir);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  checkBundleFolder(dir);
   const entries: Array<[string, string | Buffer, number]> = [
     ['ca.crt', caPem, 0o644],
     ['client.cert', cert.certPem, 0o644],
@@ -196,12 +197,17 @@ export function writeClientBundle(dir: string, cert: CertKeyPair, caPem: string,
   return { dir, files };
 }
 
-// bundleFolder creates dir (0700) if it is missing, and refuses one that is not a folder of this user's or that
-// others can write to: there, another user could have put a link to a file to be overwritten, or a file of theirs to
-// read the private key from (a folder under /tmp made before the bundle was written, say).
-export function bundleFolder(dir: string): void {
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const st = fs.lstatSync(dir);
+// checkBundleFolder refuses a dir that is not a folder of this user's or that others can write to: there, another
+// user could have put a link to a file to be overwritten, or a file of theirs to read the private key from (a folder
+// under /tmp made before the bundle was written, say). A dir that does not exist yet passes.
+export function checkBundleFolder(dir: string): void {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
   const uid = process.getuid?.();
   if (!st.isDirectory()) throw new Error(`${path.resolve(dir)} is not a folder (a link to one is refused too)`);
   if ((uid !== undefined && st.uid !== uid) || (st.mode & 0o022) !== 0) {
@@ -302,15 +308,13 @@ function validityFromDays(days: number): [Date, Date] {
   return [new Date(now - BACKDATE_MS), new Date(now + days * DAY_MS)];
 }
 
-// checkDays refuses a validity a client certificate cannot have.
-export function checkDays(days: number): void {
+function checkDays(days: number): void {
   if (!Number.isInteger(days) || days < 1 || days > MAX_DAYS) {
     throw new Error(`days must be a whole number from 1 to ${MAX_DAYS}, got ${String(days)}`);
   }
 }
 
-// checkClientName refuses a name a client certificate cannot have.
-export function checkClientName(name: string): void {
+function checkClientName(name: string): void {
   if (typeof name !== 'string' || !NAME_PATTERN.test(name)) {
     throw new Error(
       `client name must be 1 to 64 characters of letters, digits, ".", "_", "@" or "-", starting with a letter or digit, got "${String(name)}"`,
