@@ -526,53 +526,33 @@ describe('what a client chooses does not grow what the server keeps', () => {
     assert.equal(remembered.size, 2);
   });
 
-  test('referrers and signatures of a digest the repository does not hold are answered without asking the policy', async () => {
-    const s = t.airlock.services;
+  test('referrers and signatures of a digest the repository does not hold are answered without asking the policy', async (ctx) => {
     const made = sha(Buffer.from('a digest nobody pulled'));
-    const evaluate = s.policy.evaluate.bind(s.policy);
-    let asked = 0;
-    s.policy.evaluate = (route, digest) => {
-      asked++;
-      return evaluate(route, digest);
-    };
-    try {
-      const r = await t.request('pull', `/v2/library/seeded/referrers/${made}`);
-      assert.equal(r.status, 200);
-      assert.deepEqual(JSON.parse(r.body.toString()).manifests, []);
-      const sig = await t.request('pull', `/v2/library/seeded/manifests/sha256-${made.slice(7)}.sig`);
-      assert.equal(sig.status, 404);
-      assert.equal(JSON.parse(sig.body.toString()).errors[0].code, 'MANIFEST_UNKNOWN');
-    } finally {
-      s.policy.evaluate = evaluate;
-    }
-    assert.equal(asked, 0, 'no publisher look-up upstream for a made-up digest');
+    const evaluate = ctx.mock.method(t.airlock.services.policy, 'evaluate');
+    const r = await t.request('pull', `/v2/library/seeded/referrers/${made}`);
+    assert.equal(r.status, 200);
+    assert.deepEqual(JSON.parse(r.body.toString()).manifests, []);
+    const sig = await t.request('pull', `/v2/library/seeded/manifests/sha256-${made.slice(7)}.sig`);
+    assert.equal(sig.status, 404);
+    assert.equal(JSON.parse(sig.body.toString()).errors[0].code, 'MANIFEST_UNKNOWN');
+    assert.equal(evaluate.mock.callCount(), 0, 'no publisher look-up upstream for a made-up digest');
   });
 
-  test('tags/list with n decides only the tags it needs for the page and its Link', async () => {
-    const s = t.airlock.services;
-    const evaluate = s.policy.evaluate.bind(s.policy);
-    let asked = 0;
-    s.policy.evaluate = (route, digest) => {
-      asked++;
-      return evaluate(route, digest);
-    };
-    let all: string[];
-    try {
-      all = JSON.parse((await t.request('pull', '/v2/library/seeded/tags/list')).body.toString()).tags as string[];
-      const everything = asked;
-      asked = 0;
-      const one = await t.request('pull', '/v2/library/seeded/tags/list?n=1');
-      assert.deepEqual(JSON.parse(one.body.toString()).tags, all.slice(0, 1));
-      assert.match(String(one.headers.link), /rel="next"/);
-      assert.ok(asked < everything, `${asked} tags decided for one, ${everything} for all`);
-    } finally {
-      s.policy.evaluate = evaluate;
-    }
+  test('tags/list with n decides only the tags it needs for the page and its Link', async (ctx) => {
+    const evaluate = ctx.mock.method(t.airlock.services.policy, 'evaluate');
+    const all = JSON.parse((await t.request('pull', '/v2/library/seeded/tags/list')).body.toString()).tags as string[];
+    const everything = evaluate.mock.callCount();
+    evaluate.mock.resetCalls();
+    const one = await t.request('pull', '/v2/library/seeded/tags/list?n=1');
+    assert.deepEqual(JSON.parse(one.body.toString()).tags, all.slice(0, 1));
+    assert.match(String(one.headers.link), /rel="next"/);
+    const asked = evaluate.mock.callCount();
+    assert.ok(asked < everything, `${asked} tags decided for one, ${everything} for all`);
   });
 });
 
 describe('a repository whose indexes list the same manifests many times over', () => {
-  test('a blob request decides each stored manifest once, not once for every path through the indexes', async () => {
+  test('a blob request decides each stored manifest once, not once for every path through the indexes', async (ctx) => {
     const s = t.airlock.services;
     const flood = 'docker.io/library/flood';
     const n = 12;
@@ -593,19 +573,11 @@ describe('a repository whose indexes list the same manifests many times over', (
       const below = level;
       level = Array.from({ length: n }, (_, i) => save({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: below.map(desc), annotations: { [name]: String(i) } }));
     }
-    const parents = s.content.parents.bind(s.content);
-    let calls = 0;
-    s.content.parents = (repository, child, kind) => {
-      calls++;
-      return parents(repository, child, kind);
-    };
-    try {
-      const r = await t.request('pull', `/v2/library/flood/blobs/${sha(shared)}`);
-      assert.equal(r.status, 404);
-      assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'BLOB_UNKNOWN');
-    } finally {
-      s.content.parents = parents;
-    }
+    const parents = ctx.mock.method(s.content, 'parents');
+    const r = await t.request('pull', `/v2/library/flood/blobs/${sha(shared)}`);
+    assert.equal(r.status, 404);
+    assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'BLOB_UNKNOWN');
+    const calls = parents.mock.callCount();
     // Each of the 3n manifests below the top level is asked for its parents about once, and again after the pins were
     // looked at (62 look-ups); walking every path asked 3,769 times, growing with n^3.
     assert.ok(calls <= 8 * n, `${calls} parent look-ups`);
