@@ -8,6 +8,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { writeSigningKey } from '../server/signing/key.js';
 import { signCommand } from '../server/signing/sign-command.js';
+import { SIGNATURE_ARTIFACT_TYPE } from '../server/signing/signer.js';
 import { startTestAirlock, TEST_KEY_PASSWORD, type TestAirlock } from './harness/airlock.js';
 import { buildImage, inspectDigest, pushImage, skopeoCopy } from './harness/images.js';
 import { run, runOk, stopAll, track, waitFor } from './harness/proc.js';
@@ -171,10 +172,10 @@ describe('publishers managed through the API', () => {
 
 describe('re-signing with the mirror key', () => {
   const mirrorPub = (): string => path.join(t.dir, 'keys', 'mirror.pub');
-  const cosignVerify = (key: string, ref: string) =>
+  const cosignVerify = (key: string, ref: string, ...flags: string[]) =>
     run(
       COSIGN,
-      ['verify', '--key', key, '--insecure-ignore-tlog=true', '--registry-cacert', t.caPath, '--registry-client-cert', path.join(t.bundle('pull').dir, 'client.cert'), '--registry-client-key', path.join(t.bundle('pull').dir, 'client.key'), ref],
+      ['verify', ...flags, '--key', key, '--insecure-ignore-tlog=true', '--registry-cacert', t.caPath, '--registry-client-cert', path.join(t.bundle('pull').dir, 'client.cert'), '--registry-client-key', path.join(t.bundle('pull').dir, 'client.key'), ref],
       { timeoutMs: 60000 },
     );
 
@@ -189,6 +190,30 @@ describe('re-signing with the mirror key', () => {
       assert.equal(payload.optional['airlock.admission'], 'pin');
     }
     const wrong = await cosignVerify(strangerKey.pubPath, `${t.host}/${UPSTREAM}/library/pinned:1`);
+    assert.notEqual(wrong.code, 0);
+  });
+
+  test('cosign verify --experimental-oci11 finds the signature through the referrers API alone', async () => {
+    const pulled = await pullThrough('library/pinned', '1');
+    assert.equal(pulled.code, 0, pulled.stderr);
+    const name = `${UPSTREAM}/library/pinned`;
+    const listed = await t.request('pull', `/v2/${name}/referrers/${digests.pinned}?artifactType=${encodeURIComponent(SIGNATURE_ARTIFACT_TYPE)}`);
+    const index = JSON.parse(listed.body.toString()) as { manifests: { digest: string; artifactType: string }[] };
+    assert.equal(index.manifests.length, 1, listed.body.toString());
+    // cosign in OCI 1.1 mode asks only the referrers API (it never reads the .sig tag), then fetches the listed digest.
+    const events = async () => {
+      await t.airlock.services.audit.stored();
+      return [...t.airlock.services.auditStore.range('', '9999', Number.MAX_SAFE_INTEGER)];
+    };
+    const before = (await events()).at(-1)?.seq ?? 0;
+    const ok = await cosignVerify(mirrorPub(), `${t.host}/${name}@${digests.pinned}`, '--experimental-oci11');
+    assert.equal(ok.code, 0, ok.stderr);
+    const asked = (await events()).filter((e) => e.seq > before && e.actor !== null);
+    assert.ok(asked.some((e) => e.action === 'pull.referrers' && e.digest === digests.pinned && e.status === 200), 'cosign asked the referrers API');
+    assert.ok(!asked.some((e) => e.reference?.endsWith('.sig')), 'and not the .sig tag');
+    const payload = JSON.parse(ok.stdout.trim().split('\n').pop() ?? '[]')[0];
+    assert.equal(payload.critical.image['docker-manifest-digest'], digests.pinned);
+    const wrong = await cosignVerify(strangerKey.pubPath, `${t.host}/${name}@${digests.pinned}`, '--experimental-oci11');
     assert.notEqual(wrong.code, 0);
   });
 
