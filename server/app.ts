@@ -58,6 +58,11 @@ export async function buildApp(app: FastifyInstance, s: Services, record: Record
       if (req.method !== 'GET' && req.method !== 'HEAD') refusedAsAdmin(req.airlock, req.method, req.url, 'shutting down');
       return done(new ApiError('UNAVAILABLE', why));
     }
+    if (s.audit.full && (registry || (req.method !== 'GET' && req.method !== 'HEAD'))) {
+      // Nothing is served or changed that the audit log could not record (SPEC §7); reads of the API and the console go on.
+      const why = 'the audit log cannot be written (its database refuses writes); airlock refuses requests until it can';
+      return done(registry ? new RegistryError('UNAVAILABLE', why) : new ApiError('UNAVAILABLE', why));
+    }
     if (registry) {
       const foreign = crossSite(req.headers);
       if (foreign !== null) {
@@ -119,6 +124,10 @@ export async function buildApp(app: FastifyInstance, s: Services, record: Record
 
   app.get('/healthz', async (_req, reply) => {
     reply.header('cache-control', 'no-store');
+    if (s.audit.full) {
+      // A load balancer sends pulls elsewhere while this server refuses them.
+      return reply.code(503).send({ status: 'unavailable', reason: 'the audit log cannot be written', startedAt: s.startedAt.toISOString() });
+    }
     return { status: 'ok', startedAt: s.startedAt.toISOString() };
   });
 

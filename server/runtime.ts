@@ -17,7 +17,7 @@ import { createPolicyStore } from '../storage/policy.js';
 import { buildApp } from './app.js';
 import { serverNames } from './clients.js';
 import { createRecorder, freshContext, identityOf, type Recorder, routeLabel } from './record.js';
-import { AuditLog } from './audit/log.js';
+import { AuditLog, MAX_QUEUED } from './audit/log.js';
 import type { Config } from './config.js';
 import { RegistryError, UserError } from './errors.js';
 import { createMetrics } from './metrics.js';
@@ -55,6 +55,8 @@ export interface StartOptions {
   logger?: Logger;
   extraRoutes?: (app: FastifyInstance, s: Services) => Promise<void>;
   driftCheckMs?: number;
+  // maxAuditQueue bounds the audit events waiting for the database (MAX_QUEUED unless a test sets a small one).
+  maxAuditQueue?: number;
 }
 
 // startAirlock opens everything and listens; close() stops cleanly.
@@ -105,7 +107,8 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
   // Audit rows are written by a thread of their own; the request thread leaves WAL checkpoints (an fsync each) to it.
   const auditWriter = startAuditWriter(path.join(config.dataDir, DB_FILE));
   db.pragma('wal_autocheckpoint = 0');
-  const audit = new AuditLog(auditStore, signingKey, signer.keyId, (events) => auditWriter.write(events));
+  const maxAuditQueue = opts.maxAuditQueue ?? MAX_QUEUED;
+  const audit = new AuditLog(auditStore, signingKey, signer.keyId, (events) => auditWriter.write(events), maxAuditQueue);
   const integrity = audit.open();
   if (integrity.problem) {
     logger.error({ problem: integrity.problem }, 'audit log integrity check failed');
@@ -114,6 +117,10 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
   audit.onAppend = (e) => metrics.auditEvents.inc(e.action);
   audit.onFlush = (_n, ms) => metrics.auditAppendSeconds.observe(ms / 1000);
   audit.onError = (err, queued) => logger.error({ err: err.message, queued }, 'cannot write audit events; they stay queued and are retried');
+  audit.onOverflow = (full, unrecorded) => {
+    if (full) logger.error({ queued: maxAuditQueue }, 'audit queue full: refusing requests with 503 until the audit database takes writes again');
+    else logger.warn({ unrecorded }, 'audit queue has room again: serving requests; an audit.overflow event counts the events not recorded');
+  };
   audit.chainQueued();
 
   const upstreams = new Map<string, Upstream>();

@@ -13,6 +13,7 @@ import { verifyAuditExport } from '../server/audit/verify.js';
 import { createAuditStore, startAuditWriter } from '../storage/audit.js';
 import { DB_FILE, openDatabase } from '../storage/db.js';
 import { createPolicyStore } from '../storage/policy.js';
+import { waitFor } from './harness/proc.js';
 
 let tmp: string;
 let n = 0;
@@ -173,6 +174,96 @@ describe('the audit log with a sink that fails', () => {
 
       const cp = await log.checkpoint();
       assert.equal(cp?.seq, 8, 'a checkpoint covers the stored head');
+    } finally {
+      await log.close();
+      db.close();
+    }
+  });
+
+  test('a full queue counts events instead of keeping them, the batch being written included, and one audit.overflow event says so once stored', async () => {
+    const { db, store } = freshStore();
+    let broken = true;
+    let release: (() => void) | null = null;
+    const log = new AuditLog(
+      store,
+      key,
+      keyIdOf(key),
+      async (batch) => {
+        // The first attempt hangs (a held write lock) until released, then fails; later ones fail until mended.
+        if (release === null) await new Promise<void>((resolve) => (release = resolve));
+        if (broken) throw new Error('database is locked');
+        store.append(batch);
+      },
+      10,
+    );
+    const overflows: [boolean, number][] = [];
+    log.onOverflow = (full, unrecorded) => overflows.push([full, unrecorded]);
+    try {
+      log.open();
+      for (let i = 0; i < 6; i++) log.append({ action: 'pull.blob', status: 200, bytes: i });
+      log.flush();
+      assert.ok(release !== null, 'a batch of six is being written');
+      for (let i = 6; i < 10; i++) assert.ok(log.append({ action: 'pull.manifest', status: 200, bytes: i }));
+      assert.equal(log.full, true, 'six being written and four queued fill a queue of ten');
+      assert.equal(log.append({ action: 'pull.manifest', status: 503 }), null);
+      assert.equal(log.append({ action: 'tls.refused' }), null);
+      assert.equal(log.append({ action: 'pull.manifest', status: 503 }), null);
+      assert.deepEqual(overflows, [[true, 0]], 'told once that the queue is full');
+      (release as unknown as () => void)();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(log.full, true, 'the failed batch is queued again: still full');
+      assert.equal(log.append({ action: 'pull.blob' }), null);
+      assert.equal(store.count(), 0);
+
+      broken = false;
+      assert.equal(await log.stored(3000), true);
+      assert.equal(log.full, false);
+      const stored = [...store.range('', '9999', Number.MAX_SAFE_INTEGER)];
+      assert.deepEqual(stored.slice(0, 10).map((e) => e.bytes), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 'the queued events, in order');
+      assert.equal(stored.length, 11);
+      const overflow = stored[10];
+      assert.equal(overflow.action, 'audit.overflow');
+      assert.equal(overflow.decision, 'deny');
+      assert.match(overflow.reason ?? '', /^4 events went unrecorded while 10 waited for the audit database .*: pull\.manifest 2, (tls\.refused 1, pull\.blob 1|pull\.blob 1, tls\.refused 1)$/);
+      assert.deepEqual(overflows, [[true, 0], [false, 4]]);
+      let prev = ZERO_HASH;
+      for (const e of stored) {
+        assert.equal(e.prev, prev, `event ${e.seq} links to the one before`);
+        assert.equal(hashEvent(e), e.hash);
+        prev = e.hash;
+      }
+      assert.ok(log.append({ action: 'pull.blob' }), 'events are queued again');
+    } finally {
+      await log.close();
+      db.close();
+    }
+  });
+
+  test('a full queue leaves the command line\'s outbox rows where they are, and takes them once it has room', async () => {
+    const { db, store } = freshStore();
+    let broken = true;
+    const log = new AuditLog(
+      store,
+      key,
+      keyIdOf(key),
+      async (batch) => {
+        if (broken) throw new Error('database or disk is full');
+        store.append(batch);
+      },
+      3,
+    );
+    try {
+      log.open();
+      for (let i = 0; i < 3; i++) log.append({ action: 'pull.blob', bytes: i });
+      store.queue({ action: 'admin.cert.revoke', actor: 'cli', decision: 'allow', reason: 'lost laptop' });
+      assert.equal(log.chainQueued(), 0, 'nothing taken while full');
+      assert.equal(store.queued(0).length, 1, 'the row waits in the outbox');
+      broken = false;
+      // Taken by the log itself once a batch is stored: nothing else would ask again before the command line's next change.
+      await waitFor(async () => store.count() === 4, { timeoutMs: 3000, what: 'the outbox row chained and stored' });
+      assert.equal(await log.stored(3000), true);
+      const stored = [...store.range('', '9999', Number.MAX_SAFE_INTEGER)];
+      assert.deepEqual(stored.map((e) => e.action), ['pull.blob', 'pull.blob', 'pull.blob', 'admin.cert.revoke']);
     } finally {
       await log.close();
       db.close();

@@ -337,3 +337,61 @@ describe('verification with standard tools only', () => {
     assert.match(bad.stderr, /hash does not match/);
   });
 });
+
+describe('an audit database that refuses writes for long', () => {
+  test('past the queue bound airlock refuses pulls and changes with 503 and /healthz says so; once it can write it serves again and one audit.overflow event counts what went unrecorded', async () => {
+    const held = await startTestAirlock({
+      dir: path.join(tmp, 'airlock-held'),
+      upstreams: [{ name: 'docker.io', url: reg.url, ca: reg.caPath }],
+      pins: [`docker.io/library/allowed:v1@${pinned}`],
+      maxAuditQueue: 20,
+    });
+    const Database = createRequire(import.meta.url)('better-sqlite3') as typeof import('better-sqlite3');
+    const db = new Database(path.join(held.dir, 'airlock.db'));
+    try {
+      // Twice, so that the second is a remembered answer: that path must refuse too.
+      for (let i = 0; i < 2; i++) assert.equal((await held.request('pull', '/v2/library/allowed/manifests/v1')).status, 200);
+      // Certificates are issued (a database write) before the lock is taken.
+      for (const role of ['audit', 'admin'] as const) held.bundle(role);
+      await held.airlock.services.audit.stored();
+      // Another connection holds the write lock, as a backup tool or a stuck process might.
+      db.exec('BEGIN IMMEDIATE');
+      const statuses: number[] = [];
+      let refusal = '';
+      for (let i = 0; i < 100 && refusal === ''; i++) {
+        const r = await held.request('pull', '/v2/library/allowed/manifests/v1');
+        statuses.push(r.status);
+        if (r.status !== 200) refusal = r.body.toString();
+      }
+      assert.equal(statuses.at(-1), 503, `statuses: ${statuses.join(' ')}`);
+      assert.ok(statuses.length >= 15 && statuses.slice(0, -1).every((s) => s === 200), `served until the queue of 20 filled: ${statuses.join(' ')}`);
+      assert.match(refusal, /"code":"UNAVAILABLE".*the audit log cannot be written/);
+      const blob = await held.request('pull', `/v2/library/allowed/blobs/${pinned}`);
+      assert.equal(blob.status, 503, 'every registry request is refused');
+      const health = await held.request('pull', '/healthz');
+      assert.equal(health.status, 503);
+      assert.equal(JSON.parse(health.body.toString()).status, 'unavailable');
+      assert.equal((await held.request('audit', '/api/v1/pins')).status, 200, 'reads of the API go on');
+      const change = await held.request('admin', '/api/v1/pins', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ repository: 'docker.io/library/other', digest: pinned }) });
+      assert.equal(change.status, 503, change.body.toString());
+      assert.equal(held.airlock.services.policyStore.pins().length, 1, 'the refused change changed nothing');
+
+      db.exec('ROLLBACK');
+      await waitFor(async () => (await held.request('pull', '/v2/library/allowed/manifests/v1')).status === 200, { timeoutMs: 15000, what: 'pulls served again' });
+      assert.equal((await held.request('pull', '/healthz')).status, 200);
+      const r = await held.request('audit', '/api/v1/audit?format=jsonl');
+      const exported = r.body.toString().trimEnd().split('\n');
+      const overflow = exported.map((l) => JSON.parse(l) as Event).filter((e) => e.action === 'audit.overflow');
+      assert.equal(overflow.length, 1, 'one event for the whole episode');
+      assert.match(overflow[0].reason ?? '', /^\d+ events went unrecorded while 20 waited for the audit database .*v2_manifests\.get \d+/);
+      const file = path.join(tmp, 'held.jsonl');
+      fs.writeFileSync(file, `${exported.join('\n')}\n`);
+      const verified = await run(process.execPath, [...CLI, 'audit', 'verify', file, '--key', path.join(held.dir, 'keys', 'mirror.pub')], { timeoutMs: 60000 });
+      assert.equal(verified.code, 0, `${verified.stdout}${verified.stderr}`);
+    } finally {
+      if (db.inTransaction) db.exec('ROLLBACK');
+      db.close();
+      await held.stop();
+    }
+  });
+});

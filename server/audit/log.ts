@@ -21,6 +21,10 @@ const EXPORT_BATCH = 512;
 const EXPORT_WAIT_MS = 2000;
 // CLOSE_WAIT_MS bounds how long close() waits for the last events (a full disk would hold them forever).
 const CLOSE_WAIT_MS = 5000;
+// MAX_QUEUED bounds the events waiting for the database, at about 2.9 KB each (145 MiB). A database that refuses
+// writes for long (a full disk, a held lock) would otherwise grow the queue until the process ran out of memory and
+// lost every one of them. Past the bound the server refuses requests (see full) and events are counted, not queued.
+export const MAX_QUEUED = 50000;
 
 // AuditLog is the one writer of the audit chain.
 export class AuditLog {
@@ -33,6 +37,8 @@ export class AuditLog {
   private storedHead = { seq: 0, hash: ZERO_HASH };
   private pending: AuditEvent[] = [];
   private writing = false;
+  // inFlight is how many events the batch being written holds: they come back to the queue if it fails.
+  private inFlight = 0;
   // waiters wait for every event up to their seq to be stored.
   private waiters: { seq: number; done: () => void }[] = [];
   private readonly sink: AuditSink;
@@ -41,17 +47,31 @@ export class AuditLog {
   private lastCheckpointSeq = 0;
   private lastCheckpointHash: string | null = null;
   private queuedSeen = 0;
+  private readonly maxQueued: number;
+  // unrecorded counts, by action, the events not queued while the queue was full; one audit.overflow event says so.
+  private unrecorded = new Map<string, number>();
+  // outboxLeft is set when the outbox held more than the queue had room for: they are taken once a batch is stored.
+  private outboxLeft = false;
   private closed = false;
   private finished = false;
   onAppend: (e: AuditEvent) => void = () => {};
   onFlush: (count: number, ms: number) => void = () => {};
   onError: (err: Error, queued: number) => void = () => {};
+  // onOverflow is called when the queue becomes full, and when it has room again with how many events went unrecorded.
+  onOverflow: (full: boolean, unrecorded: number) => void = () => {};
 
-  constructor(store: AuditStore, key: KeyObject, keyId: string, sink?: AuditSink) {
+  constructor(store: AuditStore, key: KeyObject, keyId: string, sink?: AuditSink, maxQueued = MAX_QUEUED) {
     this.store = store;
     this.key = key;
     this.keyId = keyId;
     this.sink = sink ?? (async (events) => store.append(events));
+    this.maxQueued = maxQueued;
+  }
+
+  // full tells whether the queue holds as many events as it may: the database has refused them for a while. The server
+  // then refuses every request it would have to audit, with 503, until the events are stored.
+  get full(): boolean {
+    return this.pending.length + this.inFlight >= this.maxQueued;
   }
 
   // open continues the chain from the last stored event and checks the stored tail against the last checkpoint.
@@ -77,6 +97,11 @@ export class AuditLog {
   // append chains an event now and queues it for the next batch; after close() events have nowhere to go and are dropped.
   append(fields: AuditFields): AuditEvent | null {
     if (this.closed) return null;
+    if (this.full) {
+      if (this.unrecorded.size === 0) this.onOverflow(true, 0);
+      this.unrecorded.set(fields.action, (this.unrecorded.get(fields.action) ?? 0) + 1);
+      return null;
+    }
     const e = chainEvent(fields, this.seq + 1, this.prev, now());
     this.seq = e.seq;
     this.prev = e.hash;
@@ -92,7 +117,13 @@ export class AuditLog {
   // chainQueued appends the events the command line left in the store's outbox (cert issue and revoke), each once. Their
   // rows go once those events are stored: a stop before then chains them again at the next start rather than never.
   chainQueued(): number {
-    const rows = this.store.queued(this.queuedSeen);
+    // The queue takes only what it has room for: the rest wait in the outbox, where nothing is lost.
+    const room = this.maxQueued - this.pending.length - this.inFlight;
+    this.outboxLeft = room <= 0;
+    if (this.outboxLeft) return 0;
+    const waiting = this.store.queued(this.queuedSeen);
+    const rows = waiting.slice(0, room);
+    this.outboxLeft = rows.length < waiting.length;
     if (rows.length === 0) return 0;
     for (const r of rows) {
       this.append(r.fields ?? { action: 'audit.outbox', decision: 'deny', reason: `queued row ${r.id} is not an audit event; dropped` });
@@ -131,20 +162,25 @@ export class AuditLog {
     const batch = this.pending;
     this.pending = [];
     this.writing = true;
+    this.inFlight = batch.length;
     const started = performance.now();
     this.sink(batch).then(
       () => {
         this.writing = false;
+        this.inFlight = 0;
         const last = batch[batch.length - 1];
         this.storedHead = { seq: last.seq, hash: last.hash };
         this.wakeWaiters();
         this.onFlush(batch.length, performance.now() - started);
+        this.recordOverflow();
+        if (this.outboxLeft) this.chainQueued();
         this.flush();
       },
       (err: Error) => {
         // The events stay queued, in order, and are written by a later attempt once the database accepts them again
         // (a full disk): dropping them would leave a gap in the chain.
         this.writing = false;
+        this.inFlight = 0;
         this.pending = batch.concat(this.pending);
         this.onError(err, this.pending.length);
         if (!this.timer) {
@@ -179,6 +215,25 @@ export class AuditLog {
       this.waiters.push(waiter);
       if (!this.writing) this.flush();
     });
+  }
+
+  // recordOverflow, once the queue has room again, chains one event that counts what went unrecorded while it was full.
+  private recordOverflow(): void {
+    if (this.unrecorded.size === 0 || this.full) return;
+    let total = 0;
+    const parts: string[] = [];
+    for (const [action, n] of [...this.unrecorded].sort((a, b) => b[1] - a[1])) {
+      total += n;
+      if (parts.length < 20) parts.push(`${action} ${n}`);
+    }
+    const more = this.unrecorded.size > parts.length ? `, and ${this.unrecorded.size - parts.length} more actions` : '';
+    this.unrecorded = new Map();
+    this.append({
+      action: 'audit.overflow',
+      decision: 'deny',
+      reason: `${total} events went unrecorded while ${this.maxQueued} waited for the audit database (requests were refused with 503 meanwhile): ${parts.join(', ')}${more}`,
+    });
+    this.onOverflow(false, total);
   }
 
   private wakeWaiters(): void {

@@ -87,7 +87,7 @@ export class RememberedAnswers {
     if (method !== 'GET' && method !== 'HEAD') return false;
     const url = req.url ?? '';
     const known = this.answers.get(url);
-    if (known === undefined || known.answer.generation !== this.s.policy.generation) return false;
+    if (known === undefined || known.answer.generation !== this.s.policy.generation || this.s.audit.full) return false;
     if (known.indexType !== null) {
       const accept = req.headers.accept;
       if (accept !== undefined && !acceptsType(accept, known.indexType)) return false;

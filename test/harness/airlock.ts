@@ -37,6 +37,7 @@ export interface TestAirlockOptions {
   listen?: string;
   env?: Record<string, string>;
   driftCheckMs?: number;
+  maxAuditQueue?: number;
 }
 
 // Bundle is a client certificate in the certs.d layout, with an endpoint for registryRequest.
@@ -91,7 +92,7 @@ export async function startTestAirlock(opts: TestAirlockOptions): Promise<TestAi
 
   const start = async (): Promise<Airlock> => {
     const logger = pino({ level: 'info', redact: { paths: REDACT, censor: '[redacted]' } }, pino.destination({ dest: logPath, sync: true, append: true }));
-    return startAirlock(config, { logger, driftCheckMs: opts.driftCheckMs });
+    return startAirlock(config, { logger, driftCheckMs: opts.driftCheckMs, maxAuditQueue: opts.maxAuditQueue });
   };
   let airlock = await start();
   const t: TestAirlock = {
@@ -133,7 +134,7 @@ export async function startTestAirlock(opts: TestAirlockOptions): Promise<TestAi
       fs.writeFileSync(configPath, YAML.stringify(again));
       const cfg = loadConfigFile(configPath, env);
       const logger = pino({ level: 'info' }, pino.destination({ dest: logPath, sync: true, append: true }));
-      airlock = await startAirlock(cfg, { logger, driftCheckMs: opts.driftCheckMs });
+      airlock = await startAirlock(cfg, { logger, driftCheckMs: opts.driftCheckMs, maxAuditQueue: opts.maxAuditQueue });
       t.airlock = airlock;
     },
   };
