@@ -128,18 +128,32 @@ describe('seedPolicy', () => {
 
 // racePull admits ghcr.io/acme/app@digest, trusted through a publisher whose signature look-up runs duringLookup (with
 // the look-up's number, from 1) before it finds a signature; it answers the verdict, the look-ups and what was signed.
-async function racePull(duringLookup: (n: number, revoke: () => void, changed: () => void) => void) {
+// With blob, it asks instead for a layer of that manifest, which airlock holds: blobParent answers whether it may be served.
+async function racePull(duringLookup: (n: number, revoke: () => void, changed: () => void) => void, ask: 'manifest' | 'blob' = 'manifest') {
   const { createContentStore } = await import('../storage/content.js');
   const { Policy } = await import('../server/policy/policy.js');
+  const { parseManifest } = await import('../server/registry/manifest.js');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-race-'));
   const db = openDatabase(dir);
   try {
     const store = createPolicyStore(db);
     const repository = 'ghcr.io/acme/app';
-    const digest = `sha256:${'c'.repeat(64)}`;
+    const layer = `sha256:${'e'.repeat(64)}`;
+    const bytes = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: `sha256:${'f'.repeat(64)}`, size: 2 },
+        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: layer, size: 100 }],
+      }),
+    );
+    const digest = `sha256:${crypto.createHash('sha256').update(bytes).digest('hex')}`;
+    const content = createContentStore(db);
+    const parsed = parseManifest(bytes, null);
+    content.saveManifest(repository, { digest, mediaType: parsed.mediaType, size: bytes.length, bytes }, parsed.refs, null, null);
     store.addPublisher({ name: 'acme', publicKey: 'PEM', fingerprint: 'sha256:acme', repositories: ['ghcr.io/acme/*'], source: 'api', createdBy: null });
     const signed: string[] = [];
-    const policy = new Policy(store, createContentStore(db), { admitted: (_r, d) => signed.push(d) });
+    const policy = new Policy(store, content, { admitted: (_r, d) => signed.push(d) });
     let lookups = 0;
     policy.publisherVerifier = {
       verify: async () => {
@@ -147,7 +161,9 @@ async function racePull(duringLookup: (n: number, revoke: () => void, changed: (
         return { name: 'acme', fingerprint: 'sha256:acme' };
       },
     };
-    const verdict = await policy.admit({ upstream: 'ghcr.io', path: 'acme/app', repository }, digest, { tag: null, actor: 'puller' });
+    const route = { upstream: 'ghcr.io', path: 'acme/app', repository };
+    if (ask === 'blob') return { parent: await policy.blobParent(route, layer), lookups };
+    const verdict = await policy.admit(route, digest, { tag: null, actor: 'puller' });
     return { verdict, lookups, signed, admission: store.admission(repository, digest) };
   } finally {
     db.close();
@@ -162,8 +178,8 @@ describe('policy changes during a decision', () => {
       revoke();
       changed();
     });
-    assert.equal(r.verdict.admitted, false);
-    assert.equal(r.verdict.reason, 'revoked');
+    assert.equal(r.verdict?.admitted, false);
+    assert.equal(r.verdict?.reason, 'revoked');
     assert.deepEqual(r.signed, []);
     assert.equal(r.admission, null);
   });
@@ -176,9 +192,30 @@ describe('policy changes during a decision', () => {
       changed();
     });
     assert.equal(r.lookups, 4);
-    assert.equal(r.verdict.admitted, false);
-    assert.equal(r.verdict.reason, 'revoked');
+    assert.equal(r.verdict?.admitted, false);
+    assert.equal(r.verdict?.reason, 'revoked');
     assert.deepEqual(r.signed, []);
+  });
+
+  test('a blob whose manifest is revoked while its publisher signature was being looked up is not vouched for', async () => {
+    const control = await racePull(() => {}, 'blob');
+    assert.match(control.parent ?? '', /^sha256:/, 'without the revocation the signed manifest vouches for its layer');
+    const r = await racePull((n, revoke, changed) => {
+      if (n !== 1) return;
+      revoke();
+      changed();
+    }, 'blob');
+    assert.equal(r.parent, null);
+    assert.equal(r.lookups, 1, 'asked again on the new policy, which a revocation decides without the upstream');
+  });
+
+  test('a blob is not vouched for when its manifest is revoked during the last look-up of a policy that keeps changing', async () => {
+    const r = await racePull((n, revoke, changed) => {
+      if (n === 4) revoke();
+      changed();
+    }, 'blob');
+    assert.equal(r.lookups, 4);
+    assert.equal(r.parent, null);
   });
 });
 

@@ -90,19 +90,7 @@ export class Policy {
 
   // admit decides for a manifest a client asked for, and records the first admission or the refusal's request.
   async admit(route: Route, digest: string, ctx: { tag: string | null; actor: string | null }): Promise<Verdict> {
-    // A decision that waited for the upstream (a publisher signature) while an admin changed the policy (a revocation)
-    // is made again on the new policy before anything is recorded or served.
-    let decision: Decision;
-    for (let attempt = 0; ; attempt++) {
-      const generation = this.generation;
-      decision = await this.evaluate(route, digest);
-      if (generation === this.generation) break;
-      if (attempt === MAX_REEVALUATIONS) {
-        // Still changing: the decision may be stale, but a revocation, read now, always wins.
-        if (decision.admitted && this.store.revocation(route.repository, digest) !== null) decision = decide({ revoked: true, pin: null, requestStatus: null }) as Decision;
-        break;
-      }
-    }
+    const decision = await this.evaluate(route, digest);
     const key = `${route.repository}@${digest}`;
     if (decision.admitted) {
       if (!this.recorded.has(key)) {
@@ -120,8 +108,23 @@ export class Policy {
   }
 
   // evaluate decides without recording anything; admitted decisions are cached until the policy changes.
-  evaluate(route: Route, digest: string): Promise<Decision> {
-    return this.evaluateIn(route, digest, 0, newWalk());
+  async evaluate(route: Route, digest: string): Promise<Decision> {
+    const { value: decision, settled } = await this.settle(() => this.evaluateIn(route, digest, 0, newWalk()));
+    // Still changing: the decision may be stale, but a revocation, read now, always wins.
+    if (!settled && decision.admitted && this.store.revocation(route.repository, digest) !== null) return decide({ revoked: true, pin: null, requestStatus: null }) as Decision;
+    return decision;
+  }
+
+  // settle makes a decision again while the policy changed as it waited (for the upstream: a publisher's signature, a
+  // pinned index), so that a revocation, or a pin deleted, in the meantime is never answered with what was true before;
+  // settled is false when it was still changing after MAX_REEVALUATIONS more tries.
+  private async settle<T>(make: () => Promise<T>): Promise<{ value: T; settled: boolean }> {
+    for (let attempt = 0; ; attempt++) {
+      const generation = this.generation;
+      const value = await make();
+      if (generation === this.generation) return { value, settled: true };
+      if (attempt === MAX_REEVALUATIONS) return { value, settled: false };
+    }
   }
 
   // evaluateIn decides for digest at depth (0: the digest asked for, 1 and more: an index above it) within one walk,
@@ -226,16 +229,18 @@ export class Policy {
     const key = `${route.repository}@${digest}`;
     const cached = this.blobDecisions.get(key);
     if (cached !== undefined) return cached;
-    const generation = this.generation;
-    let found: string | null = null;
-    const walk = newWalk();
-    for (const parent of this.content.parents(route.repository, digest, 'blob')) {
-      if (parent.own || (await this.evaluateIn(route, parent.digest, 0, walk)).admitted) {
-        found = parent.digest;
-        break;
+    const search = async (): Promise<{ digest: string; own: boolean } | null> => {
+      const walk = newWalk();
+      for (const parent of this.content.parents(route.repository, digest, 'blob')) {
+        if (parent.own || (await this.evaluateIn(route, parent.digest, 0, walk)).admitted) return parent;
       }
-    }
-    if (found !== null && generation === this.generation) this.blobDecisions.set(key, found);
-    return found;
+      return null;
+    };
+    const { value: found, settled } = await this.settle(search);
+    if (found === null) return null;
+    // Still changing: a revocation of the manifest found, read now, wins.
+    if (!settled && !found.own && this.store.revocation(route.repository, found.digest) !== null) return null;
+    if (settled) this.blobDecisions.set(key, found.digest);
+    return found.digest;
   }
 }
