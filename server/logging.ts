@@ -4,7 +4,8 @@ import pino, { type Logger } from 'pino';
 
 // REDACT lists log paths that may carry secrets; they never reach the log.
 // Explicit paths only: wildcard paths make pino walk every logged object, which costs more than the request itself.
-// err.rawPacket is the raw bytes of a request Node could not parse (Fastify logs it at trace), headers and all.
+// err.rawPacket is the raw bytes of a request Node could not parse, headers and all: runtime.ts answers such requests
+// and never logs it, and it stays redacted should anything log one.
 export const REDACT = ['req.headers.authorization', 'headers.authorization', 'password', 'token', 'key', 'privateKey', 'err.password', 'err.token', 'err.rawPacket'];
 
 // MAX_PENDING bounds the log bytes waiting for a slow destination (a stalled pipe); beyond it lines are dropped and

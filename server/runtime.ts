@@ -1,6 +1,7 @@
 // startAirlock assembles a running airlock from a validated configuration: storage, upstreams, policy, signing,
 // audit, metrics and the one mutual-TLS HTTPS listener. main.ts and the tests both start airlock through it.
 import fs from 'node:fs';
+import { METHODS, type ServerResponse, STATUS_CODES } from 'node:http';
 import nodeHttps from 'node:https';
 import path from 'node:path';
 import net, { type AddressInfo, type Socket } from 'node:net';
@@ -14,12 +15,13 @@ import { createContentStore } from '../storage/content.js';
 import { DB_FILE, dataVersion, openDatabase } from '../storage/db.js';
 import { type DataDirLock, lockDataDir } from '../storage/lock.js';
 import { createPolicyStore } from '../storage/policy.js';
+import { API_HEADERS } from './api/routes.js';
 import { buildApp } from './app.js';
 import { serverNames } from './clients.js';
 import { createRecorder, freshContext, identityOf, type Recorder, routeLabel } from './record.js';
 import { AuditLog, MAX_QUEUED } from './audit/log.js';
 import type { Config } from './config.js';
-import { RegistryError, UserError } from './errors.js';
+import { apiCodeFor, RegistryError, UserError } from './errors.js';
 import { createMetrics } from './metrics.js';
 import { Mirror } from './mirror/mirror.js';
 import { Upstream } from './mirror/upstream.js';
@@ -246,6 +248,15 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
     forceCloseConnections: 'idle',
     // Fastify types this option as a generic function that no concrete handler satisfies.
     frameworkErrors: ((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => frameworkError(err, req, reply, record)) as never,
+    // Node's server calls this inside its parser: a throw would end the process.
+    clientErrorHandler: (err: Error, socket: Socket) => {
+      try {
+        clientError(err, socket, record);
+      } catch (e) {
+        logger.error({ err: (e as Error).message }, 'cannot answer a request the HTTP parser refused; closed its connection');
+        socket.destroy();
+      }
+    },
   }) as unknown as FastifyInstance;
   const connections = watchTls(app, services);
 
@@ -372,6 +383,91 @@ function frameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyRe
   } else {
     void reply.code(400).send({ error: { code: 'BAD_REQUEST', message } });
   }
+}
+
+// ParseError is what Node's HTTP server reports of a connection's error: for a request its parser refused, the code
+// (HPE_*, or ERR_HTTP_REQUEST_TIMEOUT), llhttp's reason, and the bytes it was parsing with how far it got in them.
+type ParseError = Error & { code?: unknown; reason?: unknown; rawPacket?: unknown; bytesParsed?: unknown };
+
+// HttpSocket is a connection as Node's HTTP server keeps it: the response being sent on it, and its parser's request.
+type HttpSocket = Socket & { _httpMessage?: ServerResponse | null; parser?: { incoming?: { complete: boolean } | null } | null };
+
+// REQUEST_LINE is the start of a request line: a method (methods are upper case) and a path. A header line never
+// matches (its name ends in a colon).
+const REQUEST_LINE = /^([A-Z][A-Z0-9_-]{0,19}) (\/[^ \r\n]*)/;
+
+// refusing holds the connections whose refused request is being answered: their parser, in error from then on,
+// reports every later read too.
+const refusing = new WeakSet<object>();
+
+// clientError answers a request Node's HTTP parser refused after the TLS handshake (headers over 16 KiB, a control
+// character in a header, a byte it does not take in the path, an unknown method, a garbled request line, headers too
+// slow) with airlock's error body and `connection: close`. Fastify never sees such a request, so it is recorded
+// (counted, audited under /v2, logged) here; its method and path are read from its request line when the bytes at hand
+// hold it, and a method Node does not know (or none read) is named `_OTHER`, so that neither the metrics nor the audit
+// actions grow with what clients send.
+function clientError(err: ParseError, socket: HttpSocket, record: Recorder): void {
+  if (socket.destroyed || socket.writableEnded || refusing.has(socket)) return;
+  const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : typeof err.code === 'string' && err.code.startsWith('HPE_') ? 400 : 0;
+  // A socket error (a reset, a TLS alert) is no request. An error in the body of a request Fastify already has (a bad
+  // chunk, a body too slow) ends that request, which is recorded as cut off when its response closes.
+  const incoming = socket.parser?.incoming;
+  if (status === 0 || (incoming && !incoming.complete)) {
+    socket.destroy();
+    return;
+  }
+  refusing.add(socket);
+  const started = performance.now();
+  const ip = socket.remoteAddress ?? null;
+  const line = requestLine(err);
+  const method = line && METHODS.includes(line.method) ? line.method : '_OTHER';
+  const url = line?.path ?? '';
+  const why = typeof err.reason === 'string' ? err.reason.slice(0, 100) : String(err.code);
+  const message = status === 431 ? 'request headers too large' : status === 408 ? 'request not received in time' : `malformed request: ${why}`;
+  const c = freshContext(identityOf(socket as TLSSocket), routeLabel(url));
+  c.decision = 'deny';
+  c.reason = message;
+  const registry = url.startsWith('/v2');
+  const body = JSON.stringify(registry ? new RegistryError(err.code === 'HPE_INVALID_URL' ? 'NAME_INVALID' : 'UNSUPPORTED', message).body() : { error: { code: apiCodeFor(status), message } });
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n`;
+  for (const [name, value] of Object.entries(registry ? REGISTRY_HEADERS : API_HEADERS)) head += `${name}: ${value}\r\n`;
+  const answer = (): void => {
+    if (socket.destroyed || socket.writableEnded) {
+      record(c, method, url, ip, status, true, performance.now() - started);
+      return;
+    }
+    socket.once('close', () => record(c, method, url, ip, status, !socket.writableFinished, performance.now() - started));
+    socket.write(`${head}\r\n${body}`);
+    socket.destroySoon();
+  };
+  // Requests pipelined before this one are answered first: an answer sent now would be read as theirs.
+  const inTurn = (): void => {
+    const res = socket._httpMessage;
+    if (res && !socket.destroyed) res.once('close', inTurn);
+    else answer();
+  };
+  inTurn();
+}
+
+// requestLine reads the method and path of a request the parser refused from the bytes it was parsing, and nothing
+// past its request line: from the start of those bytes, or after the end of the last request head in them before the
+// error (pipelining). When the request line came in an earlier read (always, for headers over 16 KiB: a TLS record
+// holds at most 16 KiB), those bytes start inside the headers: null.
+function requestLine(err: ParseError): { method: string; path: string } | null {
+  const raw = err.rawPacket;
+  if (!Buffer.isBuffer(raw)) return null;
+  const at = typeof err.bytesParsed === 'number' ? Math.min(err.bytesParsed, raw.length) : raw.length;
+  const end = at >= 4 ? raw.lastIndexOf('\r\n\r\n', at - 4) : -1;
+  const from = end < 0 ? 0 : end + 4;
+  // A little more than the 300 characters a log line keeps, so that it can mark a longer path as cut.
+  const m = REQUEST_LINE.exec(raw.toString('latin1', from, Math.min(raw.length, from + 400)));
+  if (!m) return null;
+  // A refused header, or a first line the parser got past, follows a whole request line, version and all; without one
+  // these bytes began inside a header (a value cut by the end of a TLS record), not at a request.
+  const eol = raw.indexOf('\n', from);
+  const whole = eol > from && / HTTP\/\d\.\d\r?$/.test(raw.toString('latin1', Math.max(from, eol - 10), eol));
+  if (!whole && ((eol >= 0 && eol < at) || err.code === 'HPE_INVALID_HEADER_TOKEN')) return null;
+  return { method: m[1], path: m[2] };
 }
 
 // peerAddresses remembers each TCP connection's peer address: after a failed verification the socket is already

@@ -69,6 +69,8 @@ export interface RequestLine {
   decision?: string | null;
   source?: string | null;
   actor?: string | null;
+  serial?: string | null;
+  reason?: string | null;
   time: number;
 }
 
