@@ -218,6 +218,20 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
     https,
     serverFactory: (handler) => {
       const inFlight = new WeakMap<object, number>();
+      const queued = new WeakMap<object, Set<ServerResponse>>();
+      const closeQueued = (socket: Socket): Set<ServerResponse> => {
+        const responses = new Set<ServerResponse>();
+        queued.set(socket, responses);
+        socket.once('close', () => {
+          for (const r of responses) {
+            // One that got its turn is closed by Node.
+            if (r.socket !== null || r.writableFinished) continue;
+            r.destroy();
+            r.emit('close');
+          }
+        });
+        return responses;
+      };
       const server = nodeHttps.createServer(https, (req, res) => {
         // HTTP/1.1 pipelining: Node parses a burst of requests on one connection at once and runs them all, each holding
         // its blob's file and buffers until the client reads (1,000 pipelined GETs held 1,000 files and 440 MiB). No
@@ -226,11 +240,25 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
         const n = (inFlight.get(socket) ?? 0) + 1;
         if (n > MAX_PIPELINED) {
           if (!socket.destroyed) logger.warn({ ip: socket.remoteAddress }, `a client sent more than ${MAX_PIPELINED} requests at once on one connection; closed`);
+          // This request and those after it in the same read are recorded here, as cut off; those under way are
+          // recorded when their responses close.
+          const c = freshContext(identityOf(socket as TLSSocket), routeLabel(req.url ?? ''));
+          c.decision = 'deny';
+          c.reason = `more than ${MAX_PIPELINED} requests at once on one connection`;
+          record(c, req.method ?? '', req.url ?? '', remoteAddress(socket as TLSSocket), 0, true, 0);
           socket.destroy();
           return;
         }
         inFlight.set(socket, n);
         res.once('close', () => inFlight.set(socket, (inFlight.get(socket) ?? 1) - 1));
+        if (res.socket === null) {
+          // A response queued behind another on its connection gets no close event from Node when the connection ends
+          // before its turn (Node drops the queue); closeQueued closes it then, so that its request is recorded as cut
+          // off.
+          const waiting = queued.get(socket) ?? closeQueued(socket);
+          waiting.add(res);
+          res.once('close', () => waiting.delete(res));
+        }
         if (!services.answerRemembered(req, res)) handler(req, res);
       });
       // A connection with no traffic either way for two minutes (a client that never sends or never reads) is closed.

@@ -1,7 +1,8 @@
 // Requests Node's HTTP parser refuses after a good mutual-TLS handshake (headers over the limit, a control character in
 // a header, a byte of 0x80 or above in the path, a garbled request line, an unknown method), sent as raw bytes on real
 // TLS connections: each is answered in airlock's error body and closes its connection, and is logged, counted and,
-// under /v2, audited once, like any other request; the server goes on serving.
+// under /v2, audited once, like any other request; the server goes on serving. And a connection pipelining more than
+// eight requests is closed with every request on it recorded.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -303,5 +304,24 @@ describe('requests the HTTP parser refuses', () => {
       r.lines.map((l) => [l.method, l.path, l.status]),
       [['GET', '/v2/', 200]],
     );
+  });
+});
+
+describe('pipelining', () => {
+  test('a connection with more than 8 pipelined requests is closed, and every request on it is logged and audited', async () => {
+    const m = mark();
+    const counted = await requestsCounted('v2', 'GET', 'aborted');
+    const sent = 12;
+    await exchangeBytes('GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(sent));
+    const r = await recordedSince(m, sent);
+    assert.equal(r.lines.length, sent, 'one line per request');
+    assert.ok(
+      r.lines.every((l) => l.path === '/v2/' && l.serial === pull.serial),
+      JSON.stringify(r.lines),
+    );
+    assert.equal(r.lines.filter((l) => l.reason === 'more than 8 requests at once on one connection').length, sent - 8, 'those past the eighth say why they were cut off');
+    assert.equal(r.events.filter((e) => e.action === 'registry.ping' || e.action === 'v2.get').length, sent, 'one audit event per request');
+    assert.ok((await requestsCounted('v2', 'GET', 'aborted')) >= counted + sent - 8);
+    await stillServes();
   });
 });
