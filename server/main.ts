@@ -163,7 +163,8 @@ function cert(argv: string[]): void {
     const role = required(values.role, '--role');
     if (!isRole(role)) throw new UserError(`--role must be pull, audit or admin, not "${role}"`);
     const daysText = str(values.days) ?? '365';
-    if (!/^[0-9]{1,4}$/.test(daysText)) throw new UserError('--days must be a whole number of days');
+    // Only the form is checked here; the range is issuing's one check, which names it ("from 1 to 3650").
+    if (!/^[0-9]+$/.test(daysText)) throw new UserError('--days must be a whole number of days');
     const caKey = path.join(config.dataDir, 'pki', 'ca.key');
     if (!fs.existsSync(caKey)) throw new UserError(`the CA key ${caKey} is not on this machine; issue certificates where the CA key lives`);
     const out = str(values.out) ?? path.join(config.dataDir, 'pki', 'clients', name);
