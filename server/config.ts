@@ -127,11 +127,20 @@ class Validator {
     const p = this.string(where, value, required);
     if (p === null) return null;
     const abs = path.resolve(base, p);
-    if (mustExist && !fs.existsSync(abs)) this.add(where, `file ${abs} does not exist`);
+    if (mustExist) {
+      // statSync, not existsSync: a file in a folder this user may not enter (a root-owned pki/ of mode 0700) exists,
+      // and is reported as what it is.
+      try {
+        fs.statSync(abs);
+      } catch (err) {
+        this.add(where, (err as NodeJS.ErrnoException).code === 'ENOENT' ? `file ${abs} does not exist` : `cannot read ${abs}: ${whyUnreadable(err)}`);
+      }
+    }
     return abs;
   }
 
-  // pem parses a file that exists with read, noting a problem when it cannot be read or parsed.
+  // pem parses a file that exists with read, noting a problem when it cannot be read or parsed; a file whose stat
+  // failed is left out here, as file() reported it already.
   pem<T>(where: string, file: string | null, what: string, read: (text: string) => T): T | null {
     if (!file || !fs.existsSync(file)) return null;
     try {

@@ -14,7 +14,7 @@ import { createCertStore } from '../storage/certs.js';
 import { openDatabase } from '../storage/db.js';
 import { normalizeSerial } from '../server/pki/ca.js';
 import { loadSigningKey } from '../server/signing/key.js';
-import { type Proc, run, type RunResult, runOk, startProcess, stopAll, StopWaiting, waitFor } from './harness/proc.js';
+import { type Proc, requireTool, run, type RunResult, runOk, startProcess, stopAll, StopWaiting, waitFor } from './harness/proc.js';
 import { cosignBinary } from './harness/cosign.js';
 import { registryRequest } from './harness/registry.js';
 
@@ -556,6 +556,34 @@ describe('airlock serve', () => {
     );
     const r = await airlock(['serve', '--config', file]);
     assertUserError(r, /has 3 problems: tls\.key: .*ca\.key is not the key of the certificate in .*server\.crt; tls\.clientCa: .*junk\.pem is not a PEM CA certificate; policy\.publishers\[0\]\.key: .*junk\.pem: /);
+  });
+
+  test('serve as a user who may not enter pki/ says permission denied for the TLS files there, and "does not exist" only for a missing file', async () => {
+    // A root-owned pki/ of mode 0700 as the service user sees it: a folder it may not enter. Root enters any folder,
+    // so as root the command runs as nobody (setpriv); as any other user the folder's mode alone shuts it out.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-eacces-'));
+    try {
+      fs.chmodSync(dir, 0o755);
+      fs.mkdirSync(path.join(dir, 'pki'));
+      for (const f of ['server.crt', 'server.key', 'ca.crt']) fs.copyFileSync(path.join(data, 'pki', f), path.join(dir, 'pki', f));
+      fs.chmodSync(path.join(dir, 'pki'), 0o000);
+      const file = path.join(dir, 'airlock.yaml');
+      fs.writeFileSync(file, 'listen: 127.0.0.1:0\ndataDir: .\n', { mode: 0o644 });
+      const argv = ['--import', TSX, MAIN, 'serve', '--config', file];
+      const r =
+        process.getuid?.() === 0
+          ? await run(requireTool('/usr/bin/setpriv'), ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...argv], { cwd: REPO, env: ENV, timeoutMs: 60_000 })
+          : await run(process.execPath, argv, { cwd: REPO, env: ENV, timeoutMs: 60_000 });
+      assertUserError(r, /has 4 problems: /);
+      for (const [field, f] of [['tls.cert', 'server.crt'], ['tls.key', 'server.key'], ['tls.clientCa', 'ca.crt']]) {
+        assert.ok(r.stderr.includes(`${field}: cannot read ${path.join(dir, 'pki', f)}: permission denied (EACCES)`), `${field} in ${r.stderr}`);
+      }
+      assert.ok(r.stderr.includes(`signing.key: file ${path.join(dir, 'keys', 'mirror.key')} does not exist`), r.stderr);
+      assert.equal(r.code, 2);
+    } finally {
+      fs.chmodSync(path.join(dir, 'pki'), 0o700);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('serve refuses a mirror key that is not ECDSA P-256 (an Ed25519 key imported with cosign)', async () => {
