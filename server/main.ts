@@ -13,7 +13,7 @@ import { type Config, listenAddress, loadConfigFile } from './config.js';
 import { UserError, whyUnreadable } from './errors.js';
 import { defaultHosts, initDataDir } from './init.js';
 import { CertAuthority } from './pki/authority.js';
-import { checkBundleFolder, isRole, normalizeSerial, writeClientBundle } from './pki/ca.js';
+import { checkBundleFolder, clientTrust, isRole, normalizeSerial, writeClientBundle } from './pki/ca.js';
 import { startAirlock } from './runtime.js';
 import { parsePublicKey, writeSigningKey } from './signing/key.js';
 import { signCommand } from './signing/sign-command.js';
@@ -177,7 +177,10 @@ function cert(argv: string[]): void {
     }
     const db = openDatabase(config.dataDir);
     try {
-      const authority = new CertAuthority({ certPem: fs.readFileSync(config.tls.clientCa[0], 'utf8'), keyPem: fs.readFileSync(caKey, 'utf8') }, createCertStore(db));
+      const clientCa = config.tls.clientCa.map((f) => fs.readFileSync(f, 'utf8'));
+      // The bundle's ca.crt holds every CA of tls.clientCa, so that it reaches the server across a CA renewal.
+      const trust = clientTrust(clientCa, fs.readFileSync(config.tls.cert, 'utf8'));
+      const authority = new CertAuthority({ certPem: clientCa[0], keyPem: fs.readFileSync(caKey, 'utf8') }, createCertStore(db), trust);
       let issued;
       try {
         issued = authority.issue(name, role, Number(daysText), 'airlock cert issue');

@@ -26,6 +26,7 @@ import { createMetrics } from './metrics.js';
 import { Mirror } from './mirror/mirror.js';
 import { Upstream } from './mirror/upstream.js';
 import { CertAuthority } from './pki/authority.js';
+import { clientTrust } from './pki/ca.js';
 import { identityFromPeer, whyRefused } from './pki/identity.js';
 import { createLogger } from './logging.js';
 import { Policy } from './policy/policy.js';
@@ -103,7 +104,7 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
     throw new UserError(`signing key ${config.signing.key}: ${(err as Error).message}${wrongPassword ? ` (the password is read from ${config.signing.passwordFrom})` : ''}`);
   }
   const ca = loadCa(config);
-  const authority = new CertAuthority(ca, certs);
+  const authority = new CertAuthority(ca, certs, clientTrust(config.tls.clientCa.map((f) => fs.readFileSync(f, 'utf8')), fs.readFileSync(config.tls.cert, 'utf8')));
 
   const signer = new Signer(content, policyStore, signingKey);
   // Audit rows are written by a thread of their own; the request thread leaves WAL checkpoints (an fsync each) to it.

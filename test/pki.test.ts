@@ -9,11 +9,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { TLSSocket, type PeerCertificate } from 'node:tls';
 import {
+  clientTrust,
   createCa,
   issueClientCert,
   issueClientCertWithValidity,
   issueServerCert,
   normalizeSerial,
+  pemCertificates,
   toPkcs12,
   writeClientBundle,
   type CertKeyPair,
@@ -211,6 +213,16 @@ test('the PKCS#12 opens in OpenSSL 3 without -legacy and holds the client certif
   });
   assert.equal(info.status, 0);
   assert.match(info.stderr, /pbeWithSHA1And3-KeyTripleDES-CBC/);
+});
+
+test("clientTrust holds each tls.clientCa certificate once, in order, and the server certificate's issuer from its chain", () => {
+  const fp = (pem: string): string[] => pemCertificates(pem).map((c) => new crypto.X509Certificate(c).fingerprint256);
+  // A server certificate from the CA already listed adds nothing; a file listed twice or holding two CAs counts once each.
+  assert.deepEqual(fp(clientTrust([otherCa.certPem + ca.certPem, ca.certPem], server.certPem)), fp(otherCa.certPem + ca.certPem));
+  // One from a CA clientCa does not list is trusted through the issuer its tls.cert file carries after it.
+  const elsewhere = issueServerCert(otherCa, ['localhost']);
+  assert.deepEqual(fp(clientTrust([ca.certPem], elsewhere.certPem + otherCa.certPem)), fp(ca.certPem + otherCa.certPem));
+  assert.deepEqual(fp(clientTrust([ca.certPem], elsewhere.certPem)), fp(ca.certPem));
 });
 
 test('the PKCS#12 refuses a wrong password', () => {

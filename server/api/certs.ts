@@ -35,7 +35,7 @@ export async function certRoutes(app: FastifyInstance, s: Services): Promise<voi
       schema: {
         summary: 'Issue a client certificate',
         description:
-          'Answers the PEM certificate, private key and CA as JSON, or with ?format=p12 a PKCS#12 file (application/x-pkcs12) protected by p12Password (empty by default). ' +
+          'Answers the PEM certificate, private key and CA certificates (every tls.clientCa certificate, so that a client reaches the server across a CA renewal) as JSON, or with ?format=p12 a PKCS#12 file (application/x-pkcs12) protected by p12Password (empty by default). ' +
           'airlock keeps no copy of the private key. A server whose CA key is kept elsewhere (or is not its CA certificate\'s) answers 409.',
         tags: TAGS,
         querystring: { type: 'object', properties: { format: { type: 'string', enum: ['pem', 'p12'], default: 'pem' } }, additionalProperties: false },

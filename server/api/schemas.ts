@@ -123,7 +123,7 @@ export const drift = obj({ repository: str, tag: str, pinnedDigest: str, upstrea
 // cert is an issued client certificate's record.
 export const cert = obj({ serial: str, name: str, role: str, notAfter: str, issuedAt: str, issuedBy: nstr, revokedAt: nstr, revokeReason: nstr });
 
-// issuedCert is a new client certificate with its private key and the CA, in PEM.
+// issuedCert is a new client certificate with its private key and the CA certificates, in PEM.
 export const issuedCert = obj({
   serial: str,
   name: str,
@@ -131,7 +131,7 @@ export const issuedCert = obj({
   notAfter: str,
   certificate: { type: 'string', description: 'PEM certificate (client.cert)' },
   privateKey: { type: 'string', description: 'PEM PKCS#8 private key (client.key); airlock keeps no copy' },
-  ca: { type: 'string', description: 'PEM CA certificate (ca.crt)' },
+  ca: { type: 'string', description: 'PEM CA certificates (ca.crt): every tls.clientCa certificate, and the server certificate\'s issuer when tls.cert holds it' },
 });
 
 // clientConfig is the files a client of one kind needs to use this mirror.

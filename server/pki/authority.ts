@@ -23,15 +23,18 @@ export class CaUnavailableError extends Error {
 export class CertAuthority {
   private readonly ca: CertKeyPair;
   private readonly certs: CertStore;
+  private readonly trustPem: string;
 
-  constructor(ca: CertKeyPair, certs: CertStore) {
+  // trustPem is what clients are given to trust the server with (clientTrust): the CA alone unless more are named.
+  constructor(ca: CertKeyPair, certs: CertStore, trustPem = ca.certPem) {
     this.ca = ca;
     this.certs = certs;
+    this.trustPem = trustPem;
   }
 
-  // caPem is the CA certificate clients trust.
+  // caPem is the CA certificates clients trust, PEM: each issued bundle's ca.crt.
   get caPem(): string {
-    return this.ca.certPem;
+    return this.trustPem;
   }
 
   // issue makes a client certificate for name with role and records it.
@@ -40,7 +43,7 @@ export class CertAuthority {
     const cert = issueClientCert(this.ca, name, role, days);
     const notAfter = new Date(new crypto.X509Certificate(cert.certPem).validTo).toISOString();
     this.certs.record({ serial: cert.serial, name, role, notAfter, issuedBy });
-    return { ...cert, name, role, notAfter, caPem: this.ca.certPem };
+    return { ...cert, name, role, notAfter, caPem: this.trustPem };
   }
 
   // checkKey refuses to issue without the CA's key, or with a key that is not the CA certificate's: clients would get

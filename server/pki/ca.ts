@@ -162,15 +162,37 @@ export function issueClientCertWithValidity(
   };
 }
 
-// toPkcs12 packs a certificate, its key and the CA into a PKCS#12 file that browsers and OpenSSL 3 import.
+// pemCertificates splits PEM text into its certificates, each a PEM block of its own ending in a line break, in order.
+export function pemCertificates(text: string): string[] {
+  return text.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----(?:\r?\n)?/g)?.map((block) => (block.endsWith('\n') ? block : `${block}\n`)) ?? [];
+}
+
+// clientTrust is the ca.crt of a client bundle: every certificate in the tls.clientCa files, then the server
+// certificate's issuer when the tls.cert file holds it and clientCa does not. While a CA is renewed, clientCa lists the
+// new CA and the old one, and the server certificate is switched from one to the other: a client trusting all of them
+// reaches the server before and after the switch.
+export function clientTrust(clientCaPems: readonly string[], serverCertPem: string): string {
+  const trusted = new Map<string, string>();
+  for (const pem of clientCaPems.flatMap(pemCertificates)) trusted.set(new crypto.X509Certificate(pem).fingerprint256, pem);
+  const [leafPem, ...chain] = pemCertificates(serverCertPem);
+  if (leafPem !== undefined) {
+    const leaf = new crypto.X509Certificate(leafPem);
+    const issuer = chain.map((pem) => new crypto.X509Certificate(pem)).find((c) => leaf.checkIssued(c) && leaf.verify(c.publicKey));
+    if (issuer && !trusted.has(issuer.fingerprint256)) trusted.set(issuer.fingerprint256, issuer.toString());
+  }
+  return [...trusted.values()].join('');
+}
+
+// toPkcs12 packs a certificate, its key and the CA certificates of caPem into a PKCS#12 file that browsers and
+// OpenSSL 3 import.
 export function toPkcs12(cert: CertKeyPair, caPem: string, password: string, friendlyName?: string): Buffer {
   const leaf = forge.pki.certificateFromPem(cert.certPem);
   const key = forge.pki.privateKeyFromPem(cert.keyPem);
-  const caCert = forge.pki.certificateFromPem(caPem);
+  const caCerts = pemCertificates(caPem).map((pem) => forge.pki.certificateFromPem(pem));
   const label = friendlyName ?? commonNameOf(leaf);
   // pbeWithSHA1And3-KeyTripleDES-CBC is what OpenSSL 3 (without -legacy) and Chromium both import;
   // the RC2 scheme of older tools would need OpenSSL's legacy provider.
-  const asn1 = forge.pkcs12.toPkcs12Asn1(key, [leaf, caCert], password, {
+  const asn1 = forge.pkcs12.toPkcs12Asn1(key, [leaf, ...caCerts], password, {
     algorithm: '3des',
     ...(label === undefined ? {} : { friendlyName: label }),
   });
