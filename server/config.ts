@@ -280,6 +280,15 @@ function checkTls(v: Validator, t: { cert: string; key: string; clientCa: string
   const key = v.pem('tls.key', t.key, 'a PEM private key without a passphrase', (text) => crypto.createPrivateKey(text));
   const cert = v.pem('tls.cert', t.cert, 'a PEM certificate', (text) => new crypto.X509Certificate(text));
   if (key && cert && !cert.checkPrivateKey(key)) v.add('tls.key', `${t.key} is not the key of the certificate in ${t.cert}`);
+  // A server certificate out of its dates fails every client's handshake: better a refusal that says so than a server
+  // nobody can reach.
+  if (cert) {
+    const now = Date.now();
+    const notBefore = new Date(cert.validFrom);
+    const notAfter = new Date(cert.validTo);
+    if (notAfter.getTime() <= now) v.add('tls.cert', `${t.cert} expired on ${notAfter.toISOString()}; clients refuse it: renew it (docs/operator-guide.md, "Rotate the server certificate")`);
+    else if (notBefore.getTime() > now) v.add('tls.cert', `${t.cert} is not valid until ${notBefore.toISOString()}; clients refuse it until then: check this machine's clock`);
+  }
   t.clientCa.forEach((file, i) => v.pem(t.clientCa.length > 1 ? `tls.clientCa[${i}]` : 'tls.clientCa', file, 'a PEM CA certificate', (text) => new crypto.X509Certificate(text)));
 }
 

@@ -1,5 +1,6 @@
 // startAirlock assembles a running airlock from a validated configuration: storage, upstreams, policy, signing,
 // audit, metrics and the one mutual-TLS HTTPS listener. main.ts and the tests both start airlock through it.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { METHODS, type ServerResponse, STATUS_CODES } from 'node:http';
 import nodeHttps from 'node:https';
@@ -22,11 +23,11 @@ import { createRecorder, freshContext, identityOf, type Recorder, routeLabel } f
 import { AuditLog, MAX_QUEUED } from './audit/log.js';
 import type { Config } from './config.js';
 import { apiCodeFor, RegistryError, UserError } from './errors.js';
-import { createMetrics } from './metrics.js';
+import { createMetrics, type Metrics } from './metrics.js';
 import { Mirror } from './mirror/mirror.js';
 import { Upstream } from './mirror/upstream.js';
 import { CertAuthority } from './pki/authority.js';
-import { clientTrust } from './pki/ca.js';
+import { clientTrust, pemCertificates } from './pki/ca.js';
 import { identityFromPeer, whyRefused } from './pki/identity.js';
 import { createLogger } from './logging.js';
 import { Policy } from './policy/policy.js';
@@ -185,6 +186,7 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
   metrics.cacheBlobs.set(u0.blobs);
 
   const serverCert = fs.readFileSync(config.tls.cert);
+  reportExpiry(config, serverCert, logger, metrics);
   const services: Services = {
     config, logger, db, content, policyStore, certs, auditStore, blobs, upstreams, mirror, policy, signer, audit, metrics, authority, revoked, startedAt: new Date(),
     serverNames: serverNames(serverCert),
@@ -338,6 +340,33 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
   logger.info({ listen: `${host}:${address.port}` }, 'airlock is listening');
 
   return { services, app, url: `https://${host}:${address.port}`, port: address.port, close, hurry: () => hurry() };
+}
+
+// EXPIRY_WARNING_DAYS is how long before a certificate ends start-up warns of it: time to renew it before clients fail.
+const EXPIRY_WARNING_DAYS = 30;
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+// reportExpiry sets airlock_certificate_expiry_seconds for the server certificate and for the tls.clientCa certificate
+// that ends first, and warns of each that ends within EXPIRY_WARNING_DAYS (config.ts refuses a server certificate that
+// has ended already).
+function reportExpiry(config: Config, serverCert: Buffer, logger: Logger, metrics: Metrics): void {
+  const server = new crypto.X509Certificate(serverCert);
+  const cas = config.tls.clientCa.flatMap((file) => pemCertificates(fs.readFileSync(file, 'utf8')).map((pem) => ({ file, cert: new crypto.X509Certificate(pem) })));
+  const end = (c: crypto.X509Certificate): number => new Date(c.validTo).getTime();
+  metrics.certificateExpiry.set({ cert: 'server' }, end(server) / 1000);
+  if (cas.length > 0) metrics.certificateExpiry.set({ cert: 'ca' }, Math.min(...cas.map((c) => end(c.cert))) / 1000);
+  const now = Date.now();
+  const soon = (c: crypto.X509Certificate): boolean => end(c) - now < EXPIRY_WARNING_DAYS * DAY_MS;
+  const when = (c: crypto.X509Certificate): string => {
+    const days = Math.floor((end(c) - now) / DAY_MS);
+    return end(c) <= now ? `expired on ${new Date(end(c)).toISOString()}` : `expires on ${new Date(end(c)).toISOString()} (in ${days} day${days === 1 ? '' : 's'})`;
+  };
+  if (soon(server)) {
+    logger.warn({ cert: 'server', file: config.tls.cert, notAfter: new Date(end(server)).toISOString() }, `the server certificate (tls.cert) ${when(server)}; every client fails TLS from then on: renew it (docs/operator-guide.md, "Rotate the server certificate")`);
+  }
+  for (const { file, cert } of cas.filter((c) => soon(c.cert))) {
+    logger.warn({ cert: 'ca', file, subject: cert.subject.replace(/\n/g, ', '), notAfter: new Date(end(cert)).toISOString() }, `a CA certificate of tls.clientCa ${when(cert)}; client certificates it issued fail from then on: renew the CA (docs/operator-guide.md, "The CA")`);
+  }
 }
 
 function loadCa(config: Config): { certPem: string; keyPem: string } {

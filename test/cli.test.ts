@@ -12,7 +12,7 @@ import { loadConfigFile } from '../server/config.js';
 import { createAuditStore } from '../storage/audit.js';
 import { createCertStore } from '../storage/certs.js';
 import { openDatabase } from '../storage/db.js';
-import { normalizeSerial } from '../server/pki/ca.js';
+import { issueServerCertWithValidity, normalizeSerial } from '../server/pki/ca.js';
 import { loadSigningKey } from '../server/signing/key.js';
 import { type Proc, requireTool, run, type RunResult, runOk, startProcess, stopAll, StopWaiting, waitFor } from './harness/proc.js';
 import { cosignBinary } from './harness/cosign.js';
@@ -556,6 +556,18 @@ describe('airlock serve', () => {
     );
     const r = await airlock(['serve', '--config', file]);
     assertUserError(r, /has 3 problems: tls\.key: .*ca\.key is not the key of the certificate in .*server\.crt; tls\.clientCa: .*junk\.pem is not a PEM CA certificate; policy\.publishers\[0\]\.key: .*junk\.pem: /);
+  });
+
+  test('serve with an expired server certificate says so on one line and exits 2', async () => {
+    const ca = { certPem: fs.readFileSync(path.join(data, 'pki', 'ca.crt'), 'utf8'), keyPem: fs.readFileSync(path.join(data, 'pki', 'ca.key'), 'utf8') };
+    const expired = issueServerCertWithValidity(ca, ['127.0.0.1'], new Date(Date.now() - 30 * 86_400_000), new Date(Date.now() - 86_400_000));
+    fs.writeFileSync(path.join(data, 'expired.crt'), expired.certPem);
+    fs.writeFileSync(path.join(data, 'expired.key'), expired.keyPem, { mode: 0o600 });
+    const file = path.join(data, 'expired.yaml');
+    fs.writeFileSync(file, listenOn('127.0.0.1:0').replace('cert: pki/server.crt', 'cert: expired.crt').replace('key: pki/server.key', 'key: expired.key'));
+    const r = await airlock(['serve', '--config', file]);
+    assertUserError(r, /has 1 problem: tls\.cert: .*expired\.crt expired on [0-9-]+T[0-9:.]+Z; clients refuse it: renew it/);
+    assert.equal(r.code, 2);
   });
 
   test('serve as a user who may not enter pki/ says permission denied for the TLS files there, and "does not exist" only for a missing file', async () => {

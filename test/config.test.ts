@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { loadConfigFile, parseSize, validateConfig } from '../server/config.js';
 import { UserError } from '../server/errors.js';
-import { createCa, issueServerCert } from '../server/pki/ca.js';
+import { createCa, issueServerCert, issueServerCertWithValidity } from '../server/pki/ca.js';
 
 const DIGEST = `sha256:${'a'.repeat(64)}`;
 
@@ -158,6 +158,24 @@ describe('configuration validation', () => {
     assert.ok(msg.includes(`tls.clientCa[1]: ${path.join(base, 'junk.pem')} is not a PEM CA certificate`), msg);
     assert.ok(msg.includes(`upstreams[0].ca: ${path.join(base, 'junk.pem')} is not a PEM CA certificate`), msg);
     assert.match(msg, /policy\.publishers\[0\]\.key: .*junk\.pem: publisher key: /);
+  });
+
+  test('a server certificate that has expired, or is not valid yet, is refused with its date', () => {
+    const ca = createCa('dated CA');
+    const day = 24 * 60 * 60 * 1000;
+    const cases: [string, Date, Date, RegExp][] = [
+      ['expired', new Date(Date.now() - 10 * day), new Date(Date.now() - day), /tls\.cert: .*server\.crt expired on [0-9-]+T[0-9:.]+Z; clients refuse it: renew it/],
+      ['not-yet', new Date(Date.now() + day), new Date(Date.now() + 10 * day), /tls\.cert: .*server\.crt is not valid until [0-9-]+T[0-9:.]+Z; clients refuse it until then: check this machine's clock/],
+    ];
+    for (const [name, notBefore, notAfter, pattern] of cases) {
+      const base = dataDir(`dated-${name}`);
+      const server = issueServerCertWithValidity(ca, ['localhost'], notBefore, notAfter);
+      fs.writeFileSync(path.join(base, 'pki', 'server.crt'), server.certPem);
+      fs.writeFileSync(path.join(base, 'pki', 'server.key'), server.keyPem);
+      const msg = problemsOf({ tls: { clientCa: 'pki/ca.crt' } }, base);
+      assert.match(msg, /has 1 problem: /);
+      assert.match(msg, pattern);
+    }
   });
 
   test('a TLS file that cannot be read is reported with the reason in words', () => {

@@ -76,6 +76,11 @@ export function createCa(commonName = 'airlock CA', days = MAX_DAYS): CertKeyPai
 // issueServerCert signs a TLS server certificate whose SANs are the given host names and IP addresses.
 export function issueServerCert(ca: CertKeyPair, hosts: string[], days = 825): CertKeyPair {
   checkDays(days);
+  return issueServerCertWithValidity(ca, hosts, ...withinCa(ca, validityFromDays(days)));
+}
+
+// issueServerCertWithValidity is issueServerCert with explicit dates, so tests can make an expired certificate.
+export function issueServerCertWithValidity(ca: CertKeyPair, hosts: string[], notBefore: Date, notAfter: Date): CertKeyPair {
   const unique = [...new Set(hosts.map((h) => h.trim()))];
   if (unique.length === 0 || unique.some((h) => h === '')) {
     throw new Error('server certificate needs at least one non-empty host');
@@ -93,7 +98,7 @@ export function issueServerCert(ca: CertKeyPair, hosts: string[], days = 825): C
   const cert = forge.pki.createCertificate();
   cert.publicKey = keys.publicKey;
   cert.serialNumber = randomSerialHex();
-  setValidity(cert, ...withinCa(ca, validityFromDays(days)));
+  setValidity(cert, notBefore, notAfter);
   cert.setSubject([dnField('commonName', unique[0]), dnField('organizationName', 'airlock')]);
   cert.setIssuer(signer.cert.subject.attributes);
   cert.setExtensions([

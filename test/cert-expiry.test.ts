@@ -1,0 +1,87 @@
+// Certificates that end soon are said at start, before clients fail: a warning in the log for the server certificate
+// and each tls.clientCa certificate ending within 30 days, and airlock_certificate_expiry_seconds for alerts.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { initDataDir } from '../server/init.js';
+import { createCa, issueServerCert, writeWithMode } from '../server/pki/ca.js';
+import { startTestAirlock, TEST_KEY_PASSWORD, type TestAirlock } from './harness/airlock.js';
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+let tmp: string;
+const running: TestAirlock[] = [];
+
+interface LogLine {
+  level: number;
+  msg: string;
+  cert?: string;
+  notAfter?: string;
+}
+
+function warnings(t: TestAirlock): LogLine[] {
+  return fs
+    .readFileSync(t.logPath, 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as LogLine)
+    .filter((l) => l.level === 40 && l.cert !== undefined);
+}
+
+async function gauge(t: TestAirlock, cert: string): Promise<number> {
+  const res = await t.request('audit', '/metrics');
+  assert.equal(res.status, 200);
+  const m = new RegExp(`^airlock_certificate_expiry_seconds\\{cert="${cert}"\\} ([0-9.e+]+)$`, 'm').exec(res.body.toString());
+  assert.ok(m, `a series for cert="${cert}"`);
+  return Number(m[1]);
+}
+
+function notAfter(pem: string): number {
+  return new Date(new crypto.X509Certificate(pem).validTo).getTime();
+}
+
+before(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-cert-expiry-'));
+});
+
+after(async () => {
+  for (const t of running) await t.stop();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('a server certificate and a CA ending within 30 days are each warned of at start, and their ends are metrics', async () => {
+  const dir = path.join(tmp, 'ending');
+  initDataDir({ dir, hosts: ['127.0.0.1', 'localhost'], force: false, keyPassword: TEST_KEY_PASSWORD, p12Password: '' });
+  // A CA of 20 days and a server certificate of 10 from it, in place of init's.
+  const ca = createCa('short CA', 20);
+  const server = issueServerCert(ca, ['127.0.0.1', 'localhost'], 10);
+  fs.writeFileSync(path.join(dir, 'pki', 'ca.crt'), ca.certPem);
+  writeWithMode(path.join(dir, 'pki', 'ca.key'), ca.keyPem, 0o600);
+  fs.writeFileSync(path.join(dir, 'pki', 'server.crt'), server.certPem);
+  writeWithMode(path.join(dir, 'pki', 'server.key'), server.keyPem, 0o600);
+  const t = await startTestAirlock({ dir });
+  running.push(t);
+
+  const w = warnings(t);
+  assert.equal(w.length, 2, JSON.stringify(w));
+  const [s, c] = [w.find((l) => l.cert === 'server'), w.find((l) => l.cert === 'ca')];
+  assert.match(s?.msg ?? '', /^the server certificate \(tls\.cert\) expires on [0-9-]+T[0-9:.]+Z \(in 9 days\); every client fails TLS from then on: renew it/);
+  assert.match(c?.msg ?? '', /^a CA certificate of tls\.clientCa expires on [0-9-]+T[0-9:.]+Z \(in 19 days\); client certificates it issued fail from then on: renew the CA/);
+  assert.equal(s?.notAfter, new Date(notAfter(server.certPem)).toISOString());
+  assert.equal(await gauge(t, 'server'), notAfter(server.certPem) / 1000);
+  assert.equal(await gauge(t, 'ca'), notAfter(ca.certPem) / 1000);
+});
+
+test('certificates far from their end are not warned of; the CA gauge is the CA that ends first', async () => {
+  const dir = path.join(tmp, 'far');
+  initDataDir({ dir, hosts: ['127.0.0.1', 'localhost'], force: false, keyPassword: TEST_KEY_PASSWORD, p12Password: '' });
+  const t = await startTestAirlock({ dir });
+  running.push(t);
+  assert.deepEqual(warnings(t), []);
+  const server = fs.readFileSync(path.join(dir, 'pki', 'server.crt'), 'utf8');
+  assert.equal(await gauge(t, 'server'), notAfter(server) / 1000);
+  assert.ok((await gauge(t, 'ca')) * 1000 > Date.now() + 3000 * DAY_MS, "init's CA lasts ten years");
+});
