@@ -26,6 +26,20 @@ export function mirrorAddress(config: Config, listening?: { host: string; port: 
   return `${host.includes(':') ? `[${host}]` : host}:${l.port}`;
 }
 
+// listenWarnings says when clients are sent to an address that may not be this listener: without publicUrl, a listen
+// host the server certificate does not name gives way to the certificate's first name (mirrorAddress), which may lead
+// elsewhere (127.0.0.2 gives way to localhost, which is 127.0.0.1). A wildcard listens on every address, names included.
+export function listenWarnings(config: Config, listening: { host: string; port: number }, names: readonly string[]): string[] {
+  if (config.publicUrl || names.length === 0) return [];
+  const host = canonicalHost(listening.host);
+  if (host === '0.0.0.0' || host === '::' || names.some((n) => n.toLowerCase() === host.toLowerCase())) return [];
+  const shown = host.includes(':') ? `[${host}]` : host;
+  return [
+    `the server certificate does not name the listen address ${shown}, so the addresses below are ${mirrorAddress(config, listening, names)}, which may not reach ${shown}:${listening.port}: ` +
+      `set publicUrl to the address clients use, or reissue the server certificate with ${shown} among its names`,
+  ];
+}
+
 // serverNames lists the DNS names and IP addresses a server certificate (PEM) is valid for, in its order.
 export function serverNames(certPem: string | Buffer): string[] {
   const san = new crypto.X509Certificate(certPem).subjectAltName ?? '';

@@ -8,7 +8,7 @@ import { createAuditStore } from '../storage/audit.js';
 import { createCertStore } from '../storage/certs.js';
 import { openDatabase } from '../storage/db.js';
 import { formatVerifyResult, verifyAuditFile } from './audit/verify.js';
-import { clientFiles, clientWarnings, mirrorAddress } from './clients.js';
+import { clientFiles, clientWarnings, listenWarnings, mirrorAddress } from './clients.js';
 import { type Config, listenAddress, loadConfigFile } from './config.js';
 import { UserError, whyUnreadable } from './errors.js';
 import { defaultHosts, initDataDir } from './init.js';
@@ -119,6 +119,7 @@ async function serve(argv: string[]): Promise<void> {
   console.log(
     [
       `airlock listening on ${airlock.url} (mutual TLS; config ${path.resolve(file)})`,
+      ...listenWarnings(config, { host: config.listen.host, port: airlock.port }, airlock.services.serverNames).map((w) => `  warning: ${w}`),
       `admin client bundle: ${admin}/{ca.crt,client.cert,client.key,client.p12}`,
       `mirror public key:   ${config.signing.key.replace(/\.key$/, '.pub')} (also GET ${base}/api/v1/signing-key)`,
       `console:             ${base}/ui/ (import client.p12 into the browser)`,

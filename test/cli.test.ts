@@ -416,6 +416,7 @@ describe('airlock serve', () => {
     assert.match(out, /containerd: /);
     assert.match(out, /podman\/skopeo: \/etc\/containers\/registries\.conf\.d\/airlock\.conf, a \[\[registry\]\] per upstream, like prefix="docker\.io" location="127\.0\.0\.1:[0-9]+\/docker\.io"/);
     assert.match(out, /\n {2}warning: dockerd sends no client certificate to the loopback address 127\.0\.0\.1:[0-9]+ /);
+    assert.doesNotMatch(out, /does not name the listen address/, 'the certificate names 127.0.0.1');
     // Every address the log names is the TLS one (Fastify, handed the server, would otherwise say http://).
     assert.match(out, /"msg":"Server listening at https:\/\/127\.0\.0\.1:[0-9]+"/);
     assert.doesNotMatch(out, /http:\/\//);
@@ -675,6 +676,24 @@ describe('airlock serve', () => {
     assert.ok(!fs.existsSync(inProgress), 'the next server removed the download the stopped one left');
     process.kill(next.pid, 'SIGTERM');
     assert.equal(await exitWithin(next, 15_000), 0, next.output());
+  });
+
+  test('serve on an address its certificate does not name warns that the addresses it prints may not reach it, and how to fix that', async () => {
+    // The test certificate names a.example and 127.0.0.1: the commands printed would use a.example.
+    const file = path.join(data, 'unnamed-listen.yaml');
+    fs.writeFileSync(file, listenOn('127.0.0.2:0'));
+    const proc = startAirlockProcess('unnamed-listen', ['serve', '--config', file]);
+    await waitFor(
+      () => {
+        if (!proc.running()) throw new StopWaiting(`serve exited:\n${proc.output()}`);
+        return /quick check: /.test(proc.output());
+      },
+      { timeoutMs: 30_000, what: 'airlock serve on 127.0.0.2 to print its banner' },
+    );
+    const out = proc.output();
+    assert.match(out, /airlock listening on https:\/\/127\.0\.0\.2:[0-9]+ .*\n {2}warning: the server certificate does not name the listen address 127\.0\.0\.2, so the addresses below are a\.example:[0-9]+, which may not reach 127\.0\.0\.2:[0-9]+: set publicUrl to the address clients use, or reissue the server certificate with 127\.0\.0\.2 among its names\n/);
+    process.kill(proc.pid, 'SIGTERM');
+    assert.equal(await exitWithin(proc, 15_000), 0, proc.output());
   });
 
   test('serve with no upstreams configured says so in its banner and stops with exit 0 on SIGTERM', async () => {

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Config } from '../server/config.js';
-import { clientWarnings, isLoopback, mirrorAddress, serverNames } from '../server/clients.js';
+import { clientWarnings, isLoopback, listenWarnings, mirrorAddress, serverNames } from '../server/clients.js';
 import { createCa, issueServerCert } from '../server/pki/ca.js';
 
 test('loopback addresses are localhost, 127.0.0.0/8 and ::1, with any port', () => {
@@ -33,6 +33,17 @@ test("the mirror address is publicUrl's, else the listen address when the server
   assert.equal(mirrorAddress(config('127.0.0.1:5443'), undefined, names), 'mirror.internal:5443', 'the certificate does not name 127.0.0.1');
   assert.equal(mirrorAddress(config('0.0.0.0:5443', 'https://registry.example:8443'), undefined, names), 'registry.example:8443');
   assert.equal(mirrorAddress(config('0.0.0.0:5443')), 'localhost:5443', 'without the names, as before');
+});
+
+test('a listen address the server certificate does not name is warned of, naming the fix, unless publicUrl is set or it is a wildcard', () => {
+  const names = serverNames(issueServerCert(createCa('listen CA'), ['localhost', '127.0.0.1']).certPem);
+  const config = (host: string, publicUrl: string | null = null): Config => ({ publicUrl, listen: { host, port: 0 } }) as Config;
+  const [w, ...more] = listenWarnings(config('127.0.0.2'), { host: '127.0.0.2', port: 25444 }, names);
+  assert.equal(more.length, 0);
+  assert.match(w ?? '', /^the server certificate does not name the listen address 127\.0\.0\.2, so the addresses below are localhost:25444, /);
+  assert.match(w ?? '', /set publicUrl to the address clients use, or reissue the server certificate with 127\.0\.0\.2 among its names$/);
+  assert.deepEqual(listenWarnings(config('127.0.0.2', 'https://mirror.internal:25444'), { host: '127.0.0.2', port: 25444 }, names), []);
+  for (const host of ['127.0.0.1', 'LOCALHOST', '0.0.0.0', '::']) assert.deepEqual(listenWarnings(config(host), { host, port: 5443 }, names), [], host);
 });
 
 test('IPv6 addresses compare in their short form, however the certificate or the configuration writes them', () => {
