@@ -181,6 +181,36 @@ describe('admission policy', () => {
     assert.equal(drifts[0].reason, `pinned to ${d.frozen}`);
   });
 
+  test('a tag pin deleted while its drift check waits for the upstream leaves no drift and no tag.drift event', async (ctx) => {
+    const repo = 'docker.io/library/unpinned-late';
+    const pinnedDigest = await push('library/unpinned-late', 'old');
+    const upstreamDigest = await push('library/unpinned-late', 'latest');
+    const created = await post('/api/v1/pins', { repository: repo, digest: pinnedDigest, tag: 'latest' });
+    assert.equal(created.status, 201, created.body.toString());
+    const s = t.airlock.services;
+    // The upstream's answer to the drift check is held until the pin is gone (a slow upstream).
+    let answer: () => void = () => {};
+    const held = new Promise<void>((resolve) => (answer = resolve));
+    const peek = s.mirror.peekTag.bind(s.mirror);
+    ctx.mock.method(s.mirror, 'peekTag', async (...args: Parameters<typeof peek>) => {
+      const upstream = await peek(...args);
+      await held;
+      return upstream;
+    });
+    const pulled = await t.request('pull', '/v2/library/unpinned-late/manifests/latest');
+    assert.equal(pulled.headers['docker-content-digest'], pinnedDigest);
+    assert.equal((await t.request('admin', `/api/v1/pins/${json(created.body).id as number}`, { method: 'DELETE' })).status, 204);
+    const seq = s.audit.head().seq;
+    answer();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await s.audit.stored();
+    const drift = json((await t.request('audit', '/api/v1/drift')).body).drift as { repository: string }[];
+    assert.deepEqual(drift.filter((x) => x.repository === repo), []);
+    const late = [...s.auditStore.range('', '9999', Number.MAX_SAFE_INTEGER)].filter((e) => e.seq > seq && e.action === 'tag.drift');
+    assert.deepEqual(late, [], 'no drift of a pin that no longer exists');
+    assert.notEqual(upstreamDigest, pinnedDigest);
+  });
+
   test('an unpinned tag is resolved upstream on every pull: after the upstream moves it, the new digest is served', async () => {
     const manifest = '/v2/library/moving/manifests/latest';
     const a = await push('library/moving', 'latest');

@@ -104,7 +104,8 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     s.mirror
       .peekTag(r, tag)
       .then((upstream) => {
-        if (upstream === null) return;
+        // The pin may have been deleted or moved while the upstream answered: drift is only ever of the pin as it is.
+        if (upstream === null || s.policy.tagPin(r.repository, tag) !== pinned) return;
         if (upstream === pinned) {
           s.policyStore.clearDrift(r.repository, tag);
           return;
