@@ -4,7 +4,7 @@ import { AjvCompiler } from '@fastify/ajv-compiler';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { apiRoutes } from './api/routes.js';
 import { consoleRoutes } from './console.js';
-import { ApiError, apiCodeFor, RegistryError } from './errors.js';
+import { ApiError, apiCodeFor, databaseUnavailable, RegistryError } from './errors.js';
 import { whyRefused } from './pki/identity.js';
 import { crossSite, freshContext, identityOf, type Recorder, refusedAsAdmin, routeLabel } from './record.js';
 import { registryRoutes } from './registry/routes.js';
@@ -104,6 +104,14 @@ export async function buildApp(app: FastifyInstance, s: Services, record: Record
       const message = `invalid ${fe.validationContext ?? 'request'}: ${field} ${first?.message ?? fe.message}`.trim();
       if (isRegistry) return reply.code(400).send(new RegistryError('NAME_INVALID', message).body());
       return reply.code(400).send({ error: { code: 'BAD_REQUEST', message, field } });
+    }
+    const unavailable = databaseUnavailable(err);
+    if (unavailable !== null) {
+      s.logger.warn({ err: err.message }, `request refused: ${unavailable}`);
+      const why = `${unavailable}; try again`;
+      if (req.airlock) req.airlock.reason ??= 'database unavailable';
+      if (isRegistry) return reply.code(503).header('content-type', 'application/json').send(new RegistryError('UNAVAILABLE', why).body());
+      return reply.code(503).send({ error: { code: 'UNAVAILABLE', message: why } });
     }
     const status = typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500 ? fe.statusCode : 500;
     if (status === 500) s.logger.error({ err: { message: fe.message, stack: fe.stack } }, 'unhandled error');

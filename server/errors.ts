@@ -84,6 +84,16 @@ export class ApiError extends Error {
   }
 }
 
+// databaseUnavailable says why the database refused a statement it may take later (a write lock another process holds
+// for longer than the request thread waits, a full disk), or null for any other error: such a request is answered
+// 503, to be tried again, not 500 as a bug.
+export function databaseUnavailable(err: unknown): string | null {
+  const code = (err as { code?: unknown }).code;
+  if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') return 'the database is locked by another process';
+  if (code === 'SQLITE_FULL') return 'the database has no space left on its disk';
+  return null;
+}
+
 // UserError is a mistake in a command line or configuration: printed as one line, never with a stack.
 export class UserError extends Error {
   constructor(message: string) {

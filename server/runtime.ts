@@ -54,6 +54,9 @@ export interface Airlock {
   hurry(): void;
 }
 
+// REQUEST_BUSY_MS is how long the request thread's statements wait for another connection's write lock.
+const REQUEST_BUSY_MS = 250;
+
 // StartOptions let tests and main.ts choose the logger and extra routes.
 export interface StartOptions {
   logger?: Logger;
@@ -329,6 +332,10 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
     lock.release();
     await new Promise<void>((resolve) => logger.flush(() => resolve()));
   };
+  // Once serving, the request thread waits for a write lock without running anything else: past this, a write another
+  // process holds the lock against (a backup, a sqlite3 shell) fails with 503 rather than stopping every request for
+  // seconds. The audit writer's own batches hold it for a few milliseconds. The start-up above waited as the CLI does.
+  db.pragma(`busy_timeout = ${REQUEST_BUSY_MS}`);
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port });
   } catch (err) {

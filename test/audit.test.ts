@@ -339,7 +339,7 @@ describe('verification with standard tools only', () => {
 });
 
 describe('an audit database that refuses writes for long', () => {
-  test('past the queue bound airlock refuses pulls and changes with 503 and /healthz says so; once it can write it serves again and one audit.overflow event counts what went unrecorded', async () => {
+  test('a write waiting for a held lock gets 503; past the queue bound airlock refuses pulls and changes with 503 and /healthz says so; once it can write it serves again and one audit.overflow event counts what went unrecorded', async () => {
     const held = await startTestAirlock({
       dir: path.join(tmp, 'airlock-held'),
       upstreams: [{ name: 'docker.io', url: reg.url, ca: reg.caPath }],
@@ -356,6 +356,10 @@ describe('an audit database that refuses writes for long', () => {
       await held.airlock.services.audit.stored();
       // Another connection holds the write lock, as a backup tool or a stuck process might.
       db.exec('BEGIN IMMEDIATE');
+      // A request that must write (a refusal opens an approval request) waits a moment for the lock, then gets 503.
+      const locked = await held.request('pull', '/v2/library/refused/manifests/v1');
+      assert.equal(locked.status, 503, locked.body.toString());
+      assert.match(locked.body.toString(), /"code":"UNAVAILABLE".*the database is locked by another process; try again/);
       const statuses: number[] = [];
       let refusal = '';
       for (let i = 0; i < 100 && refusal === ''; i++) {
@@ -379,6 +383,9 @@ describe('an audit database that refuses writes for long', () => {
       db.exec('ROLLBACK');
       await waitFor(async () => (await held.request('pull', '/v2/library/allowed/manifests/v1')).status === 200, { timeoutMs: 15000, what: 'pulls served again' });
       assert.equal((await held.request('pull', '/healthz')).status, 200);
+      const refused = await held.request('pull', '/v2/library/refused/manifests/v1');
+      assert.equal(refused.status, 403, 'refused, with its approval request, once the database takes writes');
+      assert.equal(typeof JSON.parse(refused.body.toString()).errors[0].detail.request, 'number');
       const r = await held.request('audit', '/api/v1/audit?format=jsonl');
       const exported = r.body.toString().trimEnd().split('\n');
       const overflow = exported.map((l) => JSON.parse(l) as Event).filter((e) => e.action === 'audit.overflow');

@@ -95,9 +95,10 @@ export class Policy {
     if (decision.admitted) {
       if (!this.recorded.has(key)) {
         const how = this.store.recordAdmission({ repository: route.repository, digest, how: decision.reason, approvedBy: decision.approvedBy, publisherKey: decision.publisherKey });
-        this.recorded.add(key);
-        // A signature says how the image was admitted, so a changed way is signed anew; so is one never signed.
+        // A signature says how the image was admitted, so a changed way is signed anew; so is one never signed (a
+        // signing that failed, on a locked database, is tried again by the next admission).
         if (how !== 'same' || this.store.admission(route.repository, digest)?.signature === null) this.hooks.admitted(route, digest, decision);
+        this.recorded.add(key);
       }
       return { ...decision, request: null };
     }
