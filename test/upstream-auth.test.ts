@@ -168,6 +168,23 @@ test('a redirect or a token service on a link-local or unspecified address is re
   }
 });
 
+test('a redirect to a URL that does not parse is refused without naming it, and the breaker stays closed', async () => {
+  const registry = await serve(true);
+  registry.handle = (_req, res) => {
+    res.writeHead(307, { location: 'https://[bad/storage?X-Amz-Signature=secret' });
+    res.end();
+  };
+  const up = upstreamFor(registry.url);
+  try {
+    for (let i = 0; i < 6; i++) {
+      await assert.rejects(up.fetch('GET', '/v2/acme/app/blobs/sha256:00', 'acme/app'), (err: unknown) => err instanceof RegistryError && err.message === 'upstream up redirected to a URL that does not parse');
+    }
+    assert.equal(up.breaker.allow(), true, 'an upstream that answers is not down');
+  } finally {
+    await up.close();
+  }
+});
+
 test('a local upstream may redirect to another port of this host, by name or address', async () => {
   const storage = await serve();
   storage.handle = (_req, res) => res.end('blob bytes');

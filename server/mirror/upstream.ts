@@ -168,7 +168,14 @@ export class Upstream {
       if (!REDIRECTS.has(res.statusCode) || !location) return { status: res.statusCode, headers: res.headers, body: res.body, origin: new URL(target).origin };
       res.body.resume();
       if (hop >= MAX_REDIRECTS) throw new RegistryError('UNAVAILABLE', `upstream ${this.name} redirected more than ${MAX_REDIRECTS} times`);
-      const next = await this.allowedUrl(new URL(location, target), 'redirected to');
+      let parsed: URL;
+      try {
+        parsed = new URL(location, target);
+      } catch {
+        // Not named: the Location may carry a presigned query. The upstream answered, so it is not down.
+        throw new RegistryError('UNAVAILABLE', `upstream ${this.name} redirected to a URL that does not parse`);
+      }
+      const next = await this.allowedUrl(parsed, 'redirected to');
       if (next.origin !== new URL(target).origin) credentials = null;
       target = next.toString();
     }
