@@ -68,6 +68,19 @@ export function routeLabel(url: string): string {
   return 'other';
 }
 
+// MAX_SHOWN bounds the text a client chose that a log line or an audit event repeats (a path, a reference).
+const MAX_SHOWN = 300;
+// UNSHOWN are the characters such text may not carry into a log line, an audit row or its CSV export: controls, and
+// the bidirectional overrides that make a line read otherwise than it is. A reference is decoded from the path before
+// it is checked, so a refused one can hold any of them.
+const UNSHOWN = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+
+// shown is a client's text as a record repeats it: at most MAX_SHOWN characters, and none of UNSHOWN.
+export function shown(text: string | null): string | null {
+  if (text === null) return null;
+  return (text.length > MAX_SHOWN ? `${text.slice(0, MAX_SHOWN)}…` : text).replace(UNSHOWN, '\ufffd');
+}
+
 // Recorder counts, audits and logs one finished (or aborted) request: status is what was sent, ms how long it took.
 export type Recorder = (c: RequestContext, method: string, url: string, ip: string | null, status: number, aborted: boolean, ms: number) => void;
 
@@ -79,6 +92,7 @@ export function createRecorder(s: Services): Recorder {
     s.metrics.requestSeconds.observe({ route: c.routeLabel }, ms / 1000);
     if (c.bytes) s.metrics.bytesServed.add(c.bytes, c.source ?? 'cache');
     const decision = c.decision ?? (status < 400 ? 'allow' : 'deny');
+    const reference = shown(c.reference);
     if (c.routeLabel.startsWith('v2') || c.action) {
       s.audit.append({
         action: c.action ?? `${c.routeLabel}.${method.toLowerCase()}`,
@@ -87,7 +101,7 @@ export function createRecorder(s: Services): Recorder {
         role: c.identity?.role ?? null,
         ip,
         repository: c.repository,
-        reference: c.reference,
+        reference,
         digest: c.digest,
         decision,
         // A request refused by its connection's certificate is cut off on purpose: the reason says why.
@@ -101,9 +115,9 @@ export function createRecorder(s: Services): Recorder {
       serial: c.identity?.serial ?? null,
       role: c.identity?.role ?? null,
       method,
-      path: url.length > 300 ? `${url.slice(0, 300)}…` : url,
+      path: url.length > MAX_SHOWN ? `${url.slice(0, MAX_SHOWN)}…` : url,
       repo: c.repository,
-      ref: c.reference,
+      ref: reference,
       digest: c.digest,
       decision,
       reason: c.reason,

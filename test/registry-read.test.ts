@@ -473,6 +473,21 @@ describe('registry read API', () => {
     assert.ok(r.status < 500);
   });
 
+  test('a refused reference is repeated in the log line and the audit event at most 300 characters long, without controls or bidi overrides', async () => {
+    const refs = ['sha256%3Aab%0A%7B%22level%22%3A50%7D%00%E2%80%AE', '%00'.repeat(5000)];
+    const seq = t.airlock.services.audit.head().seq;
+    for (const ref of refs) assert.ok((await t.request('pull', `/v2/library/seeded/blobs/${ref}`)).status < 500);
+    await t.airlock.services.audit.stored();
+    const events = [...t.airlock.services.auditStore.range('', '9999', Number.MAX_SAFE_INTEGER)].filter((e) => e.seq > seq && e.action === 'pull.blob');
+    assert.deepEqual(
+      events.map((e) => e.reference),
+      ['sha256:ab\ufffd{"level":50}\ufffd\ufffd', `${'\ufffd'.repeat(300)}…`],
+    );
+    await waitFor(() => readRequestLog(t.logPath).filter((l) => typeof l.ref === 'string' && l.ref.startsWith('\ufffd\ufffd')).length > 0, { timeoutMs: 5000, what: 'the log line' });
+    const line = readRequestLog(t.logPath).reverse().find((l) => typeof l.ref === 'string' && l.ref.startsWith('\ufffd\ufffd'));
+    assert.equal(line?.ref, `${'\ufffd'.repeat(300)}…`);
+  });
+
   test('push endpoints answer UNSUPPORTED', async () => {
     for (const [method, p] of [
       ['POST', '/v2/library/seeded/blobs/uploads/'],

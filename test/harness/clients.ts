@@ -65,6 +65,7 @@ export interface RequestLine {
   path: string;
   status: number | string;
   repo?: string | null;
+  ref?: string | null;
   digest?: string | null;
   decision?: string | null;
   source?: string | null;
