@@ -79,6 +79,15 @@ export class BlobStore {
     return this.index.get(digest)?.size ?? null;
   }
 
+  // present is a cached blob's size after checking that its file is still there: one removed by hand is forgotten.
+  present(digest: string): number | null {
+    const entry = this.index.get(digest);
+    if (!entry) return null;
+    if (fs.existsSync(this.pathOf(digest))) return entry.size;
+    this.forget(digest);
+    return null;
+  }
+
   // intact hashes a cached blob's file again and tells whether it still holds the blob (false when it is gone).
   async intact(digest: string): Promise<boolean> {
     const hash = crypto.createHash('sha256');

@@ -347,6 +347,24 @@ describe('images', () => {
     assert.equal(img.revoked, false);
   });
 
+  test('a cached blob file removed by hand is no longer counted as cached', async () => {
+    const s = t.airlock.services;
+    const layer = sha(pinned.layers[0]);
+    assert.equal((await t.request('pull', `/v2/library/app/blobs/${layer}`)).status, 200);
+    const cached = async (): Promise<number> =>
+      ((await call('audit', 'GET', '/api/v1/images')).json.images as { digest: string; cachedBytes: number }[]).find((i) => i.digest === pinned.digest)?.cachedBytes ?? -1;
+    const before = await cached();
+    fs.rmSync(s.blobs.pathOf(layer));
+    assert.equal(await cached(), before - pinned.layers[0].length);
+    const metrics = (await call('audit', 'GET', '/metrics')).body.toString();
+    assert.equal(Number(/^airlock_blob_cache_bytes (\d+)$/m.exec(metrics)?.[1]), s.blobs.usage().bytes, 'the gauge follows');
+    // This upstream is down, so the removed blob is not served from anywhere: the pull fails rather than being told, as
+    // the listing said before, that the image is all here.
+    assert.equal((await t.request('pull', `/v2/library/app/blobs/${layer}`)).status, 503);
+    await s.blobs.put(layer, pinned.layers[0]);
+    assert.equal(await cached(), before);
+  });
+
   test('revoking an image refuses it at once, drops its signature and the blobs only it used', async () => {
     const s = t.airlock.services;
     const own = sha(approved.layers[1]);

@@ -67,7 +67,8 @@ export async function imageRoutes(app: FastifyInstance, s: Services): Promise<vo
         const tags = [...new Set([...seen, ...pinned])].sort();
         const tree = imageTree(s, a.digest);
         let cachedBytes = 0;
-        for (const d of tree.blobs.keys()) cachedBytes += s.blobs.size(d) ?? 0;
+        // Checked on disk: a figure an operator relies on before an upstream outage must not count a file removed by hand.
+        for (const d of tree.blobs.keys()) cachedBytes += s.blobs.present(d) ?? 0;
         return {
           repository: a.repository,
           digest: a.digest,
@@ -84,6 +85,9 @@ export async function imageRoutes(app: FastifyInstance, s: Services): Promise<vo
           revoked: false,
         };
       });
+      const usage = s.blobs.usage();
+      s.metrics.cacheBytes.set(usage.bytes);
+      s.metrics.cacheBlobs.set(usage.blobs);
       return { images };
     },
   );
