@@ -182,6 +182,15 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
   if (seeded.changes.length > 0) logger.info({ changes: seeded.changes.length }, 'applied policy seeds from the configuration');
   for (const c of seeded.changes) audit.append({ ...c, actor: 'config', decision: 'allow', reason: 'policy seed from the configuration' });
   for (const p of seeded.problems) logger.warn({ problem: p }, 'policy seed not applied');
+  // Pins made through the API or by approvals outlive a renamed or removed upstream; they admit nothing until it is back.
+  const orphaned = new Map<string, number>();
+  for (const p of policyStore.pins()) {
+    const upstream = p.repository.slice(0, p.repository.indexOf('/'));
+    if (!config.upstreams.some((u) => u.name === upstream)) orphaned.set(upstream, (orphaned.get(upstream) ?? 0) + 1);
+  }
+  for (const [upstream, pins] of orphaned) {
+    logger.warn({ upstream, pins }, 'pins name an upstream that is not configured: they admit nothing until it is (renamed? configure the old name again, or pin the images anew)');
+  }
 
   const revoked = watchRevocations(db, certs, () => audit.chainQueued());
   const u0 = blobs.usage();

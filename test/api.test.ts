@@ -13,6 +13,7 @@ import type { Role } from '../server/pki/ca.js';
 import { parseManifest } from '../server/registry/manifest.js';
 import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
 import { type HttpResult, registryRequest, type RegistryEndpoint } from './harness/registry.js';
+import YAML from 'yaml';
 
 const sha = (b: Buffer): string => `sha256:${crypto.createHash('sha256').update(b).digest('hex')}`;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -868,5 +869,30 @@ describe('what a policy change leaves behind', () => {
     assert.doesNotMatch(shown.publicKey, /PRIVATE/);
     assert.equal(shown.publicKey, pair.publicKey.export({ type: 'spki', format: 'pem' }));
     assert.doesNotMatch(JSON.stringify(t.airlock.services.policyStore.publisher('careless')), /PRIVATE/);
+  });
+});
+
+describe('pins of an upstream the configuration no longer names', () => {
+  test('a restart after renaming the upstream warns that its pins admit nothing', async () => {
+    const other = await startTestAirlock({
+      dir: path.join(tmp, 'renamed'),
+      upstreams: [{ name: 'docker.io', url: 'https://127.0.0.1:1', connectTimeoutMs: 500, readTimeoutMs: 500 }],
+    });
+    try {
+      const added = await callAs(other.bundle('admin').endpoint, 'POST', '/api/v1/pins', { repository: REPO, digest: pinned.digest });
+      assert.equal(added.status, 201, added.body.toString());
+      const doc = YAML.parse(fs.readFileSync(other.configPath, 'utf8')) as { upstreams: { name: string }[] };
+      doc.upstreams[0].name = 'hub.example';
+      fs.writeFileSync(other.configPath, YAML.stringify(doc));
+      await other.restart();
+      const warnings = fs
+        .readFileSync(other.logPath, 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('pins name an upstream that is not configured'))
+        .map((l) => JSON.parse(l) as { level: number; upstream: string; pins: number });
+      assert.deepEqual(warnings.map((w) => [w.level, w.upstream, w.pins]), [[40, 'docker.io', 1]]);
+    } finally {
+      await other.stop();
+    }
   });
 });
