@@ -76,7 +76,7 @@ const MAX_SHOWN = 300;
 const UNSHOWN = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
 
 // shown is a client's text as a record repeats it: at most MAX_SHOWN characters, and none of UNSHOWN.
-export function shown(text: string | null): string | null {
+function shown(text: string | null): string | null {
   if (text === null) return null;
   return (text.length > MAX_SHOWN ? `${text.slice(0, MAX_SHOWN)}…` : text).replace(UNSHOWN, '\ufffd');
 }
