@@ -52,8 +52,9 @@ function required(v: unknown, flag: string): string {
   return s;
 }
 
-function loadConfig(file: string, requireSecrets = true): Config {
-  return loadConfigFile(file, env, { requireSecrets });
+// loadConfig reads the configuration for serving, or (serving false) for a command that only needs the data directory.
+function loadConfig(file: string, serving = true): Config {
+  return loadConfigFile(file, env, { requireSecrets: serving, checkServerDates: serving });
 }
 
 // findConfig applies SPEC §1: --config, $AIRLOCK_CONFIG, ./airlock.yaml, ./airlock-data/airlock.yaml.

@@ -569,6 +569,13 @@ describe('airlock serve', () => {
     const r = await airlock(['serve', '--config', file]);
     assertUserError(r, /has 1 problem: tls\.cert: .*expired\.crt expired on [0-9-]+T[0-9:.]+Z; clients refuse it: renew it/);
     assert.equal(r.code, 2);
+    // The commands that do not serve work on: a stolen certificate is revoked without waiting for a renewal.
+    const out = path.join(data, 'clients', 'while-expired');
+    const issued = await airlock(['cert', 'issue', '--config', file, '--name', 'while-expired', '--role', 'pull', '--out', out]);
+    assert.equal(issued.code, 0, issued.stderr);
+    const serial = new crypto.X509Certificate(fs.readFileSync(path.join(out, 'client.cert'))).serialNumber.toLowerCase();
+    const revoked = await airlock(['cert', 'revoke', '--config', file, '--serial', serial, '--reason', 'stolen']);
+    assert.equal(revoked.code, 0, revoked.stderr);
   });
 
   test('serve as a user who may not enter pki/ says permission denied for the TLS files there, and "does not exist" only for a missing file', async () => {
