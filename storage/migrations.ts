@@ -179,4 +179,18 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX requests_seen ON requests(last_seen, id);
   CREATE INDEX requests_status_seen ON requests(status, last_seen, id);
   `,
+  // 4: rows earlier builds left that today's rules never make. A manifest fetched through one repository was held by
+  // any other that asked for its digest, so a pull client could make a repository hold a manifest its upstream never
+  // had, to be approved and signed there: each repository's rows that no pin or admission vouches for go, and such a
+  // manifest is asked of the repository's own upstream when next wanted. A request whose pin was deleted is open
+  // again, as deleting a pin does now. Drift of a tag no pin freezes to that digest any more is gone.
+  `
+  DELETE FROM repo_manifests WHERE own = 0
+    AND NOT EXISTS (SELECT 1 FROM admissions a WHERE a.repository = repo_manifests.repository AND a.digest = repo_manifests.digest)
+    AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.repository = repo_manifests.repository AND p.digest = repo_manifests.digest);
+  UPDATE requests SET status = 'pending', decided_by = NULL, decided_at = NULL
+    WHERE status = 'approved' AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.repository = requests.repository AND p.digest = requests.digest);
+  DELETE FROM drift
+    WHERE NOT EXISTS (SELECT 1 FROM pins p WHERE p.repository = drift.repository AND p.tag = drift.tag AND p.digest = drift.pinned_digest);
+  `,
 ];
