@@ -83,6 +83,21 @@ export async function startAirlock(config: Config, opts: StartOptions = {}): Pro
 
 async function start(config: Config, opts: StartOptions, lock: DataDirLock): Promise<Airlock> {
   const logger = opts.logger ?? createLogger(config.log.level);
+  // The keys are read before the database is opened, and so migrated: a start that fails on a wrong password must leave
+  // the database as the build before it can still open it.
+  let signingKey;
+  try {
+    signingKey = loadSigningKey(fs.readFileSync(config.signing.key, 'utf8'), config.signing.password);
+    // Signatures and audit checkpoints are ECDSA P-256 (SPEC §5, §7): another key would fail at the first checkpoint.
+    if (signingKey.asymmetricKeyType !== 'ec' || signingKey.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+      throw new Error(`the mirror key must be ECDSA P-256, not ${signingKey.asymmetricKeyType}${signingKey.asymmetricKeyDetails?.namedCurve ? ` ${signingKey.asymmetricKeyDetails.namedCurve}` : ''}`);
+    }
+  } catch (err) {
+    const wrongPassword = (err as Error).message.startsWith('cannot decrypt');
+    throw new UserError(`signing key ${config.signing.key}: ${(err as Error).message}${wrongPassword ? ` (the password is read from ${config.signing.passwordFrom})` : ''}`);
+  }
+  const ca = loadCa(config);
+
   const db = openDatabase(config.dataDir);
   const content = createContentStore(db);
   const policyStore = createPolicyStore(db);
@@ -94,20 +109,6 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
   const removed = blobs.init();
   if (removed > 0) logger.warn({ removed }, 'removed unfinished blob downloads left by an earlier stop');
   blobs.onEvict = (digest, size) => logger.info({ digest, size }, 'evicted blob from the cache');
-
-  let signingKey;
-  try {
-    signingKey = loadSigningKey(fs.readFileSync(config.signing.key, 'utf8'), config.signing.password);
-    // Signatures and audit checkpoints are ECDSA P-256 (SPEC §5, §7): another key would fail at the first checkpoint.
-    if (signingKey.asymmetricKeyType !== 'ec' || signingKey.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
-      throw new Error(`the mirror key must be ECDSA P-256, not ${signingKey.asymmetricKeyType}${signingKey.asymmetricKeyDetails?.namedCurve ? ` ${signingKey.asymmetricKeyDetails.namedCurve}` : ''}`);
-    }
-  } catch (err) {
-    db.close();
-    const wrongPassword = (err as Error).message.startsWith('cannot decrypt');
-    throw new UserError(`signing key ${config.signing.key}: ${(err as Error).message}${wrongPassword ? ` (the password is read from ${config.signing.passwordFrom})` : ''}`);
-  }
-  const ca = loadCa(config);
   const authority = new CertAuthority(ca, certs, clientTrust(config.tls.clientCa.map((f) => fs.readFileSync(f, 'utf8')), fs.readFileSync(config.tls.cert, 'utf8')));
 
   const signer = new Signer(content, policyStore, signingKey);

@@ -8,10 +8,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
+import Database from 'better-sqlite3';
 import { loadConfigFile } from '../server/config.js';
 import { createAuditStore } from '../storage/audit.js';
 import { createCertStore } from '../storage/certs.js';
 import { openDatabase } from '../storage/db.js';
+import { MIGRATIONS } from '../storage/migrations.js';
 import { issueServerCertWithValidity, normalizeSerial } from '../server/pki/ca.js';
 import { loadSigningKey } from '../server/signing/key.js';
 import { type Proc, requireTool, run, type RunResult, runOk, startProcess, stopAll, StopWaiting, waitFor } from './harness/proc.js';
@@ -617,11 +619,26 @@ describe('airlock serve', () => {
     assertUserError(await airlock(['serve', '--config', file]), /signing key .*imported\.key: the mirror key must be ECDSA P-256, not ed25519/);
   });
 
-  test('serve with a mirror key it cannot decrypt says where the password was read from', async () => {
+  test('serve with a mirror key it cannot decrypt says where the password was read from, and leaves the database unmigrated', async () => {
     const file = path.join(data, 'wrong-password.yaml');
     fs.writeFileSync(file, listenOn('127.0.0.1:0'));
+    // As a build with one migration fewer left it: a start that fails must not migrate it, or that build could not go on.
+    const version = (): number => {
+      const db = new Database(path.join(data, 'airlock.db'));
+      try {
+        return db.pragma('user_version', { simple: true }) as number;
+      } finally {
+        db.close();
+      }
+    };
+    const older = new Database(path.join(data, 'airlock.db'));
+    older.pragma(`user_version = ${MIGRATIONS.length - 1}`);
+    older.close();
     assertUserError(await airlock(['serve', '--config', file], { env: BASE_ENV }), /cannot decrypt signing key: wrong password or corrupt key \(the password is read from \$AIRLOCK_KEY_PASSWORD, which is not set: an empty password\)$/);
     assertUserError(await airlock(['serve', '--config', file], { env: { ...BASE_ENV, AIRLOCK_KEY_PASSWORD: 'not it' } }), /wrong password or corrupt key \(the password is read from \$AIRLOCK_KEY_PASSWORD\)$/);
+    assert.equal(version(), MIGRATIONS.length - 1);
+    openDatabase(data).close();
+    assert.equal(version(), MIGRATIONS.length, 'migrated by the next start that gets that far');
   });
 
   test('serve on a database it cannot use (from a newer airlock, or not a database) is one line naming the file', async () => {
