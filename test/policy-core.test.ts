@@ -219,6 +219,29 @@ describe('policy changes during a decision', () => {
   });
 });
 
+describe('seedPolicy and a publisher key stored as its file was spelled', () => {
+  test('the same keys spelled otherwise are stored anew without an audited change; another key is a change', async () => {
+    const { publisherKeys } = await import('../server/policy/publishers.js');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-seed-spelling-'));
+    const db = openDatabase(dir);
+    try {
+      const store = createPolicyStore(db);
+      const pem = (): string => crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }) as string;
+      const key = pem();
+      const { publicKey, fingerprint } = publisherKeys(key);
+      // As a build before normalising stored it: the file's text, a comment line and all.
+      store.addPublisher({ name: 'acme', publicKey: `# acme release key\n${key}`, fingerprint, repositories: ['ghcr.io/acme/*'], source: 'config', createdBy: null });
+      const seeds = (text: string) => ({ policy: { pins: [], publishers: [{ name: 'acme', publicKey: text, repositories: ['ghcr.io/acme/*'] }] } }) as unknown as Parameters<typeof seedPolicy>[0];
+      assert.deepEqual(seedPolicy(seeds(`# acme release key\n${key}`), store).changes, []);
+      assert.equal(store.publisher('acme')?.publicKey, publicKey);
+      assert.deepEqual(seedPolicy(seeds(pem()), store).changes, [{ action: 'admin.publisher.update', repository: null, digest: null, reference: 'acme' }]);
+    } finally {
+      db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('seedPolicy and API publishers', () => {
   test('a configured publisher named like one added through the API is reported, not dropped in silence', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-seed-pub-'));

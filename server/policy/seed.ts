@@ -46,9 +46,13 @@ export function seedPolicy(config: Config, store: PolicyStore): { changes: SeedC
       changes.push({ action: 'admin.publisher.add', repository: null, digest: null, reference: p.name });
     } else if (existing.source !== 'config') {
       problems.push(`publisher ${p.name}: a publisher of that name was added through the API; delete it there, or rename this one`);
-    } else if (existing.fingerprint !== fingerprint || existing.publicKey !== publicKey || JSON.stringify(existing.repositories) !== JSON.stringify(p.repositories)) {
+    } else if (existing.fingerprint !== fingerprint || JSON.stringify(existing.repositories) !== JSON.stringify(p.repositories)) {
       store.updateSeededPublisher({ name: p.name, publicKey, fingerprint, repositories: p.repositories });
       changes.push({ action: 'admin.publisher.update', repository: null, digest: null, reference: p.name });
+    } else if (existing.publicKey !== publicKey) {
+      // The same keys spelled otherwise (builds before normalising kept the file's text, comments and all): stored as
+      // they are spelled now, and no change of trust to audit.
+      store.updateSeededPublisher({ name: p.name, publicKey, fingerprint, repositories: p.repositories });
     }
   }
   return { changes, problems };
