@@ -178,6 +178,22 @@ describe('configuration validation', () => {
     }
   });
 
+  test('a file in a folder this user may not enter is reported as unreadable, not as missing', (t) => {
+    // A root-owned pki/ of mode 0700 as the service user sees it. The tests run as root, whom no mode shuts out, so the
+    // stat fails as it does for that user.
+    const base = dataDir('no-entry');
+    const stat = fs.statSync;
+    t.mock.method(fs, 'statSync', (p: fs.PathLike, ...rest: unknown[]) => {
+      if (String(p).startsWith(path.join(base, 'pki'))) throw Object.assign(new Error(`EACCES: permission denied, stat '${String(p)}'`), { code: 'EACCES' });
+      return (stat as (...a: unknown[]) => unknown)(p, ...rest);
+    });
+    const msg = problemsOf({ tls: { clientCa: 'pki/ca.crt' }, signing: { key: 'keys/missing.key' } }, base);
+    for (const [field, f] of [['tls.cert', 'server.crt'], ['tls.key', 'server.key'], ['tls.clientCa', 'ca.crt']]) {
+      assert.ok(msg.includes(`${field}: cannot read ${path.join(base, 'pki', f)}: permission denied (EACCES)`), `${field} in ${msg}`);
+    }
+    assert.ok(msg.includes(`signing.key: file ${path.join(base, 'keys', 'missing.key')} does not exist`), msg);
+  });
+
   test('a TLS file that cannot be read is reported with the reason in words', () => {
     const base = dataDir('unreadable-files');
     fs.mkdirSync(path.join(base, 'a-dir.pem'));
