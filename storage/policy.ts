@@ -209,6 +209,10 @@ export function createPolicyStore(db: Db) {
       const to = `${host}0`; // '0' follows '/' in code point order
       return s.hostSeen.get(from, to, from, to, from, to) !== undefined;
     },
+    // atomically makes several changes as one: all of them are stored, or (a write lock held too long, a full disk) none,
+    // and the caller's 503 can be tried again. The write lock is taken first, as deletePin's is.
+    atomically: <T>(fn: () => T): T => db.transaction(fn).immediate(),
+
     // deletePin removes a pin; an approved request for its (repository, digest) is pending again once no pin admits it:
     // the approval no longer holds. The transaction takes the write lock first (IMMEDIATE): one that read first and then
     // wrote would fail at once with "database is locked" whenever the audit writer committed in between, as SQLite's

@@ -366,6 +366,33 @@ describe('images', () => {
     assert.equal(await cached(), before);
   });
 
+  test('a revoke the database refuses half way stores nothing, answers 503, and applies in full when tried again', async (ctx) => {
+    const s = t.airlock.services;
+    const repository = 'docker.io/library/half';
+    const url = `/v2/library/half/manifests/${pinned.digest}`;
+    const p = parseManifest(pinned.manifest, null);
+    s.content.saveManifest(repository, { digest: pinned.digest, mediaType: p.mediaType, size: pinned.manifest.length, bytes: pinned.manifest }, p.refs, p.subject, p.artifactType);
+    assert.equal((await call('admin', 'POST', '/api/v1/pins', { repository, digest: pinned.digest })).status, 201);
+    assert.equal((await t.request('pull', url)).status, 200);
+    assert.equal((await t.request('pull', url)).status, 200, 'a remembered answer now');
+    // The second write hits a write lock another process holds for longer than the request thread waits.
+    const forget = s.policyStore.forgetAdmission;
+    const failing = ctx.mock.method(s.policyStore, 'forgetAdmission', () => {
+      throw Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
+    });
+    const body = { repository, digest: pinned.digest, reason: 'CVE-2024-0002' };
+    const refused = await call('admin', 'POST', '/api/v1/images/revoke', body);
+    assert.equal(refused.status, 503, refused.body.toString());
+    assert.equal(refused.json.error?.code, 'UNAVAILABLE');
+    assert.equal(s.policyStore.revocation(repository, pinned.digest), null, 'the revocation was not stored without the rest');
+    failing.mock.restore();
+    assert.equal(s.policyStore.forgetAdmission, forget);
+    const revoked = await call('admin', 'POST', '/api/v1/images/revoke', body);
+    assert.equal(revoked.status, 200, revoked.body.toString());
+    assert.equal((await t.request('pull', url)).status, 403);
+    assert.equal((await t.request('pull', `/v2/library/half/manifests/${pinned.digest.replace(':', '-')}.sig`)).status, 404);
+  });
+
   test('revoking an image refuses it at once, drops its signature and the blobs only it used', async () => {
     const s = t.airlock.services;
     const own = sha(approved.layers[1]);

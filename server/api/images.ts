@@ -113,8 +113,10 @@ export async function imageRoutes(app: FastifyInstance, s: Services): Promise<vo
       Object.assign(req.airlock, { repository, digest, reason });
       const earlier = s.policyStore.revocation(repository, digest);
       if (earlier) throw new ApiError('CONFLICT', `${repository}@${digest} was already revoked at ${earlier.revokedAt} (${earlier.reason})`);
-      s.policyStore.revoke(repository, digest, reason, actorOf(req));
-      s.policyStore.forgetAdmission(repository, digest);
+      s.policyStore.atomically(() => {
+        s.policyStore.revoke(repository, digest, reason, actorOf(req));
+        s.policyStore.forgetAdmission(repository, digest);
+      });
       s.policy.changed();
       const removed = await removeUnreferencedBlobs(digest);
       const rev = s.policyStore.revocation(repository, digest);

@@ -74,8 +74,10 @@ export async function pinRoutes(app: FastifyInstance, s: Services): Promise<void
       if (!p) throw new ApiError('NOT_FOUND', `no pin ${req.params.id}`);
       Object.assign(req.airlock, { repository: p.repository, digest: p.digest, reference: p.tag });
       if (p.source === 'config') throw new ApiError('CONFLICT', `pin ${p.id} comes from the configuration file; remove it there (it would be restored at the next start)`);
-      s.policyStore.deletePin(p.id);
-      if (p.tag !== null) s.policyStore.clearDrift(p.repository, p.tag);
+      s.policyStore.atomically(() => {
+        s.policyStore.deletePin(p.id);
+        if (p.tag !== null) s.policyStore.clearDrift(p.repository, p.tag);
+      });
       s.policy.changed();
       return reply.code(204).send();
     },

@@ -72,8 +72,10 @@ export async function requestRoutes(app: FastifyInstance, s: Services): Promise<
       const revoked = s.policyStore.revocation(r.repository, r.digest);
       if (revoked) throw new ApiError('CONFLICT', `${r.repository}@${r.digest} was revoked at ${revoked.revokedAt} (${revoked.reason}); a revoked image cannot be approved`);
       const by = actorOf(req);
-      s.policyStore.addPin({ repository: r.repository, digest: r.digest, tag: null, note: note ?? `approval request ${r.id}`, source: 'approval', createdBy: by });
-      const decided = s.policyStore.decideRequest(r.id, 'approved', by, note) ?? r;
+      const decided = s.policyStore.atomically(() => {
+        s.policyStore.addPin({ repository: r.repository, digest: r.digest, tag: null, note: note ?? `approval request ${r.id}`, source: 'approval', createdBy: by });
+        return s.policyStore.decideRequest(r.id, 'approved', by, note) ?? r;
+      });
       s.policy.changed();
       const verdict = await s.policy.admit(routeOf(r.repository), r.digest, { tag: r.tag, actor: by });
       if (!verdict.admitted) s.logger.warn({ repo: r.repository, digest: r.digest, reason: verdict.reason }, 'approved image is still not admitted');
@@ -98,10 +100,12 @@ export async function requestRoutes(app: FastifyInstance, s: Services): Promise<
       const r = find(req, req.params.id);
       req.airlock.reason = req.body.reason;
       if (r.status === 'denied') throw new ApiError('CONFLICT', `request ${r.id} was already denied by ${r.decidedBy ?? 'an unknown admin'} at ${r.decidedAt ?? 'an unknown time'}`);
-      for (const p of s.policyStore.pins()) {
-        if (p.repository === r.repository && p.digest === r.digest && p.source === 'approval') s.policyStore.deletePin(p.id);
-      }
-      const decided = s.policyStore.decideRequest(r.id, 'denied', actorOf(req), req.body.reason) ?? r;
+      const decided = s.policyStore.atomically(() => {
+        for (const p of s.policyStore.pins()) {
+          if (p.repository === r.repository && p.digest === r.digest && p.source === 'approval') s.policyStore.deletePin(p.id);
+        }
+        return s.policyStore.decideRequest(r.id, 'denied', actorOf(req), req.body.reason) ?? r;
+      });
       s.policy.changed();
       return decided;
     },
