@@ -148,7 +148,7 @@ export function createPolicyStore(db: Db) {
       'INSERT OR IGNORE INTO admissions (repository, digest, how, approved_by, publisher_key, admitted_at) VALUES (?, ?, ?, ?, ?, ?)',
     ),
     admUpdate: db.prepare<[string, string | null, string | null, string, string]>(
-      'UPDATE admissions SET how = ?, approved_by = ?, publisher_key = ? WHERE repository = ? AND digest = ?',
+      'UPDATE admissions SET how = ?, approved_by = ?, publisher_key = ?, signature = NULL, signed_at = NULL, signing_key = NULL WHERE repository = ? AND digest = ?',
     ),
     admSigned: db.prepare<[string, string, string, string, string]>('UPDATE admissions SET signature = ?, signed_at = ?, signing_key = ? WHERE repository = ? AND digest = ?'),
     admDelete: db.prepare<[string, string]>('DELETE FROM admissions WHERE repository = ? AND digest = ?'),
@@ -277,7 +277,8 @@ export function createPolicyStore(db: Db) {
     },
     admissions: (): Admission[] => s.admAll.all().map(admission),
     // recordAdmission notes how (repository, digest) is admitted: new, the same as recorded, or changed (a pin
-    // removed and the request then approved, say), in which case the record now says the new way.
+    // removed and the request then approved, say), in which case the record now says the new way and holds no
+    // signature until one says it too: the one before says the old way, and must not be served as if it were current.
     recordAdmission: (a: { repository: string; digest: string; how: string; approvedBy: string | null; publisherKey: string | null }): 'new' | 'same' | 'changed' => {
       if (s.admInsert.run(a.repository, a.digest, a.how, a.approvedBy, a.publisherKey, now()).changes > 0) return 'new';
       const row = s.admGet.get(a.repository, a.digest);

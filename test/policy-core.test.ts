@@ -305,3 +305,53 @@ describe('migration 4', () => {
     }
   });
 });
+
+describe('signing after the way an image is admitted changed', () => {
+  test('a signing that fails when the admission changed is done by the next admission, and the old signature is not served meanwhile', async () => {
+    const { createContentStore } = await import('../storage/content.js');
+    const { Policy } = await import('../server/policy/policy.js');
+    const { Signer } = await import('../server/signing/signer.js');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-resign-'));
+    const db = openDatabase(dir);
+    try {
+      const store = createPolicyStore(db);
+      const content = createContentStore(db);
+      const signer = new Signer(content, store, crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey);
+      let failNext = false;
+      const policy = new Policy(store, content, {
+        admitted: (route, digest, decision) => {
+          if (failNext) {
+            failNext = false;
+            throw Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
+          }
+          signer.sign(route.repository, digest, decision);
+        },
+      });
+      store.addPublisher({ name: 'acme', publicKey: 'PEM', fingerprint: 'sha256:acme', repositories: ['ghcr.io/acme/*'], source: 'api', createdBy: null });
+      policy.publisherVerifier = { verify: async () => ({ name: 'acme', fingerprint: 'sha256:acme' }) };
+      const repository = 'ghcr.io/acme/app';
+      const route = { upstream: 'ghcr.io', path: 'acme/app', repository };
+      const digest = `sha256:${'a'.repeat(64)}`;
+      // signed says what the stored signature's payload says of the admission, or null without one.
+      const signed = (): string | null => {
+        const sig = store.admission(repository, digest)?.signature;
+        if (!sig) return null;
+        const layer = (JSON.parse(content.manifest(sig)!.bytes.toString()) as { layers: { digest: string }[] }).layers[0].digest;
+        return (JSON.parse(content.localBlob(layer)!.bytes.toString()) as { optional: Record<string, string> }).optional['airlock.admission'];
+      };
+      await policy.admit(route, digest, { tag: null, actor: null });
+      assert.equal(signed(), 'publisher');
+      store.addPin({ repository, digest, tag: null, note: null, source: 'api', createdBy: 'alice' });
+      policy.changed();
+      failNext = true;
+      await assert.rejects(policy.admit(route, digest, { tag: null, actor: null }), /locked/);
+      assert.equal(store.admission(repository, digest)?.how, 'pin');
+      assert.equal(signed(), null, 'the signature saying "publisher" is no longer the image\'s');
+      await policy.admit(route, digest, { tag: null, actor: null });
+      assert.equal(signed(), 'pin');
+    } finally {
+      db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
