@@ -181,13 +181,19 @@ export const MIGRATIONS: readonly string[] = [
   `,
   // 4: rows earlier builds left that today's rules never make. A manifest fetched through one repository was held by
   // any other that asked for its digest, so a pull client could make a repository hold a manifest its upstream never
-  // had, to be approved and signed there: each repository's rows that no pin or admission vouches for go, and such a
-  // manifest is asked of the repository's own upstream when next wanted. A request whose pin was deleted is open
-  // again, as deleting a pin does now. Drift of a tag no pin freezes to that digest any more is gone.
+  // had, to be approved and signed there: each repository's rows that nothing vouches for go, and such a manifest is
+  // asked of the repository's own upstream when next wanted. A pin or an admission vouches for a manifest, and so for
+  // the indexes of that repository that list it (an index a publisher signed is recorded only through the platform
+  // manifests it admits). A request whose pin was deleted is open again, as deleting a pin does now. Drift of a tag no
+  // pin freezes to that digest any more is gone.
   `
+  WITH RECURSIVE vouched(repository, digest) AS (
+    SELECT repository, digest FROM admissions
+    UNION SELECT repository, digest FROM pins
+    UNION SELECT v.repository, r.digest FROM vouched v JOIN manifest_refs r ON r.child = v.digest AND r.kind = 'manifest'
+  )
   DELETE FROM repo_manifests WHERE own = 0
-    AND NOT EXISTS (SELECT 1 FROM admissions a WHERE a.repository = repo_manifests.repository AND a.digest = repo_manifests.digest)
-    AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.repository = repo_manifests.repository AND p.digest = repo_manifests.digest);
+    AND NOT EXISTS (SELECT 1 FROM vouched v WHERE v.repository = repo_manifests.repository AND v.digest = repo_manifests.digest);
   UPDATE requests SET status = 'pending', decided_by = NULL, decided_at = NULL
     WHERE status = 'approved' AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.repository = requests.repository AND p.digest = requests.digest);
   DELETE FROM drift

@@ -263,7 +263,7 @@ describe('seedPolicy and API publishers', () => {
 });
 
 describe('migration 4', () => {
-  test('an upgraded database keeps only the manifests a pin or an admission vouches for, reopens approvals without a pin, and drops drift of unpinned tags', async () => {
+  test('an upgraded database keeps only the manifests a pin or an admission vouches for (and the indexes listing them), reopens approvals without a pin, and drops drift of unpinned tags', async () => {
     const Database = (await import('better-sqlite3')).default;
     const { migrate } = await import('../storage/db.js');
     const { MIGRATIONS } = await import('../storage/migrations.js');
@@ -275,13 +275,21 @@ describe('migration 4', () => {
       db.pragma('user_version = 3');
       const t = '2026-12-01T00:00:00.000Z';
       const d = (c: string): string => `sha256:${c.repeat(64)}`;
-      for (const c of 'abcde') db.prepare('INSERT INTO manifests VALUES (?, ?, 2, ?, ?)').run(d(c), 'application/vnd.oci.image.manifest.v1+json', Buffer.from('{}'), t);
+      for (const c of 'abcdefgh') db.prepare('INSERT INTO manifests VALUES (?, ?, 2, ?, ?)').run(d(c), 'application/vnd.oci.image.manifest.v1+json', Buffer.from('{}'), t);
       const held = db.prepare('INSERT INTO repo_manifests (repository, digest, own, seen_at) VALUES (?, ?, ?, ?)');
       held.run('docker.io/evil/one', d('a'), 0, t); // fetched there, admitted there
       held.run('docker.io/victim/app', d('a'), 0, t); // adopted from the other repository: nothing vouches for it
       held.run('docker.io/victim/app', d('b'), 0, t); // pinned
       held.run('docker.io/victim/app', d('c'), 1, t); // airlock's own signature
       held.run('docker.io/victim/app', d('d'), 0, t); // refused, its request pending
+      // An index f a publisher signed, inside another index g: recorded only through the platform manifest b they list.
+      held.run('docker.io/victim/app', d('f'), 0, t);
+      held.run('docker.io/victim/app', d('g'), 0, t);
+      held.run('docker.io/victim/app', d('h'), 0, t); // an index listing only the refused d
+      const lists = db.prepare("INSERT INTO manifest_refs (digest, child, kind) VALUES (?, ?, 'manifest')");
+      lists.run(d('f'), d('b'));
+      lists.run(d('g'), d('f'));
+      lists.run(d('h'), d('d'));
       db.prepare("INSERT INTO admissions (repository, digest, how, admitted_at) VALUES ('docker.io/evil/one', ?, 'pin', ?)").run(d('a'), t);
       db.prepare("INSERT INTO pins (repository, digest, tag, source, created_at) VALUES ('docker.io/victim/app', ?, 'v1', 'api', ?)").run(d('b'), t);
       const request = db.prepare("INSERT INTO requests (repository, digest, first_seen, last_seen, status, decided_by, decided_at) VALUES ('docker.io/victim/app', ?, ?, ?, ?, ?, ?)");
@@ -294,8 +302,8 @@ describe('migration 4', () => {
       migrate(db);
       assert.equal(db.pragma('user_version', { simple: true }), MIGRATIONS.length);
       const rows = db.prepare('SELECT repository, digest FROM repo_manifests ORDER BY repository, digest').all() as { repository: string; digest: string }[];
-      assert.deepEqual(rows.map((r) => `${r.repository}@${r.digest.slice(7, 8)}`), ['docker.io/evil/one@a', 'docker.io/victim/app@b', 'docker.io/victim/app@c']);
-      assert.equal((db.prepare('SELECT count(*) AS n FROM manifests').get() as { n: number }).n, 5, 'the manifests themselves stay');
+      assert.deepEqual(rows.map((r) => `${r.repository}@${r.digest.slice(7, 8)}`), ['docker.io/evil/one@a', 'docker.io/victim/app@b', 'docker.io/victim/app@c', 'docker.io/victim/app@f', 'docker.io/victim/app@g']);
+      assert.equal((db.prepare('SELECT count(*) AS n FROM manifests').get() as { n: number }).n, 8, 'the manifests themselves stay');
       const statuses = db.prepare('SELECT digest, status, decided_by FROM requests ORDER BY digest').all() as { digest: string; status: string; decided_by: string | null }[];
       assert.deepEqual(statuses.map((r) => [r.digest.slice(7, 8), r.status, r.decided_by]), [['b', 'approved', 'admin'], ['d', 'denied', 'admin'], ['e', 'pending', null]]);
       assert.deepEqual((db.prepare('SELECT tag FROM drift').all() as { tag: string }[]).map((r) => r.tag), ['v1']);
