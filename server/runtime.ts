@@ -64,6 +64,8 @@ export interface StartOptions {
   driftCheckMs?: number;
   // maxAuditQueue bounds the audit events waiting for the database (MAX_QUEUED unless a test sets a small one).
   maxAuditQueue?: number;
+  // expiryCheckMs is how often certificate expiry is checked again after start (a day unless a test sets it).
+  expiryCheckMs?: number;
 }
 
 // startAirlock opens everything and listens; close() stops cleanly.
@@ -199,7 +201,11 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
   metrics.cacheBlobs.set(u0.blobs);
 
   const serverCert = fs.readFileSync(config.tls.cert);
-  reportExpiry(config, serverCert, logger, metrics);
+  // At start and once a day after: a server that runs for months warns of its certificates ending, as a restart would.
+  const clientCaPems = config.tls.clientCa.map((file) => ({ file, pem: fs.readFileSync(file, 'utf8') }));
+  reportExpiry(config, serverCert, clientCaPems, logger, metrics);
+  const expiryCheck = setInterval(() => reportExpiry(config, serverCert, clientCaPems, logger, metrics), opts.expiryCheckMs ?? DAY_MS);
+  expiryCheck.unref();
   const services: Services = {
     config, logger, db, content, policyStore, certs, auditStore, blobs, upstreams, mirror, policy, signer, audit, metrics, authority, revoked, startedAt: new Date(),
     serverNames: serverNames(serverCert),
@@ -317,6 +323,7 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
     services.answerRemembered = () => false;
     services.closing = true;
     revoked.stop();
+    clearInterval(expiryCheck);
     // Fastify's close waits for every response under way, a slow client's long download too, unless hurried.
     const appClosed = app.close();
     // Fastify closes the connections idle now. One whose response ends later would stay open for its keep-alive
@@ -359,16 +366,16 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
   return { services, app, url: `https://${host}:${address.port}`, port: address.port, close, hurry: () => hurry() };
 }
 
-// EXPIRY_WARNING_DAYS is how long before a certificate ends start-up warns of it: time to renew it before clients fail.
+// EXPIRY_WARNING_DAYS is how long before a certificate ends airlock warns of it: time to renew it before clients fail.
 const EXPIRY_WARNING_DAYS = 30;
 const DAY_MS = 24 * 60 * 60 * 1000;
 
 // reportExpiry sets airlock_certificate_expiry_seconds for the server certificate and for the tls.clientCa certificate
 // that ends first, and warns of each that ends within EXPIRY_WARNING_DAYS (config.ts refuses a server certificate that
-// has ended already).
-function reportExpiry(config: Config, serverCert: Buffer, logger: Logger, metrics: Metrics): void {
+// has ended already at start). The certificates are those read at start, which the server uses until it restarts.
+function reportExpiry(config: Config, serverCert: Buffer, clientCaPems: { file: string; pem: string }[], logger: Logger, metrics: Metrics): void {
   const server = new crypto.X509Certificate(serverCert);
-  const cas = config.tls.clientCa.flatMap((file) => pemCertificates(fs.readFileSync(file, 'utf8')).map((pem) => ({ file, cert: new crypto.X509Certificate(pem) })));
+  const cas = clientCaPems.flatMap(({ file, pem }) => pemCertificates(pem).map((one) => ({ file, cert: new crypto.X509Certificate(one) })));
   const end = (c: crypto.X509Certificate): number => new Date(c.validTo).getTime();
   metrics.certificateExpiry.set({ cert: 'server' }, end(server) / 1000);
   if (cas.length > 0) metrics.certificateExpiry.set({ cert: 'ca' }, Math.min(...cas.map((c) => end(c.cert))) / 1000);

@@ -9,6 +9,7 @@ import { after, before, test } from 'node:test';
 import { initDataDir } from '../server/init.js';
 import { createCa, issueServerCert, writeWithMode } from '../server/pki/ca.js';
 import { startTestAirlock, TEST_KEY_PASSWORD, type TestAirlock } from './harness/airlock.js';
+import { waitFor } from './harness/proc.js';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
@@ -84,4 +85,22 @@ test('certificates far from their end are not warned of; the CA gauge is the CA 
   const server = fs.readFileSync(path.join(dir, 'pki', 'server.crt'), 'utf8');
   assert.equal(await gauge(t, 'server'), notAfter(server) / 1000);
   assert.ok((await gauge(t, 'ca')) * 1000 > Date.now() + 3000 * DAY_MS, "init's CA lasts ten years");
+});
+
+test('a server that keeps running checks again: the warnings come back each time, from the certificates it serves with', async () => {
+  const dir = path.join(tmp, 'running');
+  initDataDir({ dir, hosts: ['127.0.0.1', 'localhost'], force: false, keyPassword: TEST_KEY_PASSWORD, p12Password: '' });
+  const ca = createCa('short CA', 20);
+  fs.writeFileSync(path.join(dir, 'pki', 'ca.crt'), ca.certPem);
+  writeWithMode(path.join(dir, 'pki', 'ca.key'), ca.keyPem, 0o600);
+  const server = issueServerCert(ca, ['127.0.0.1', 'localhost'], 10);
+  fs.writeFileSync(path.join(dir, 'pki', 'server.crt'), server.certPem);
+  writeWithMode(path.join(dir, 'pki', 'server.key'), server.keyPem, 0o600);
+  const t = await startTestAirlock({ dir, expiryCheckMs: 100 });
+  running.push(t);
+  await waitFor(() => warnings(t).length >= 6, { timeoutMs: 10_000, what: 'three rounds of warnings' });
+  const w = warnings(t);
+  assert.ok(w.every((l) => l.cert === 'server' || l.cert === 'ca'), JSON.stringify(w));
+  assert.equal(w.filter((l) => l.cert === 'server').length, w.filter((l) => l.cert === 'ca').length, 'one of each per round');
+  assert.ok(w.every((l) => l.cert !== 'server' || l.notAfter === new Date(notAfter(server.certPem)).toISOString()));
 });

@@ -38,6 +38,7 @@ export interface TestAirlockOptions {
   env?: Record<string, string>;
   driftCheckMs?: number;
   maxAuditQueue?: number;
+  expiryCheckMs?: number;
 }
 
 // Bundle is a client certificate in the certs.d layout, with an endpoint for registryRequest.
@@ -92,7 +93,7 @@ export async function startTestAirlock(opts: TestAirlockOptions): Promise<TestAi
 
   const start = async (): Promise<Airlock> => {
     const logger = pino({ level: 'info', redact: { paths: REDACT, censor: '[redacted]' } }, pino.destination({ dest: logPath, sync: true, append: true }));
-    return startAirlock(config, { logger, driftCheckMs: opts.driftCheckMs, maxAuditQueue: opts.maxAuditQueue });
+    return startAirlock(config, { logger, driftCheckMs: opts.driftCheckMs, maxAuditQueue: opts.maxAuditQueue, expiryCheckMs: opts.expiryCheckMs });
   };
   let airlock = await start();
   const t: TestAirlock = {
@@ -134,7 +135,7 @@ export async function startTestAirlock(opts: TestAirlockOptions): Promise<TestAi
       fs.writeFileSync(configPath, YAML.stringify(again));
       const cfg = loadConfigFile(configPath, env);
       const logger = pino({ level: 'info' }, pino.destination({ dest: logPath, sync: true, append: true }));
-      airlock = await startAirlock(cfg, { logger, driftCheckMs: opts.driftCheckMs, maxAuditQueue: opts.maxAuditQueue });
+      airlock = await startAirlock(cfg, { logger, driftCheckMs: opts.driftCheckMs, maxAuditQueue: opts.maxAuditQueue, expiryCheckMs: opts.expiryCheckMs });
       t.airlock = airlock;
     },
   };
