@@ -98,7 +98,10 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
     const wrongPassword = (err as Error).message.startsWith('cannot decrypt');
     throw new UserError(`signing key ${config.signing.key}: ${(err as Error).message}${wrongPassword ? ` (the password is read from ${config.signing.passwordFrom})` : ''}`);
   }
-  const ca = loadCa(config);
+  // The TLS files are read once: the listener, the bundles issued and the expiry checks all use these.
+  const serverCert = fs.readFileSync(config.tls.cert);
+  const clientCaPems = config.tls.clientCa.map((file) => ({ file, pem: fs.readFileSync(file, 'utf8') }));
+  const ca = loadCa(config, clientCaPems[0].pem);
 
   const db = openDatabase(config.dataDir);
   const content = createContentStore(db);
@@ -111,7 +114,7 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
   const removed = blobs.init();
   if (removed > 0) logger.warn({ removed }, 'removed unfinished blob downloads left by an earlier stop');
   blobs.onEvict = (digest, size) => logger.info({ digest, size }, 'evicted blob from the cache');
-  const authority = new CertAuthority(ca, certs, clientTrust(config.tls.clientCa.map((f) => fs.readFileSync(f, 'utf8')), fs.readFileSync(config.tls.cert, 'utf8')));
+  const authority = new CertAuthority(ca, certs, clientTrust(clientCaPems.map((c) => c.pem), serverCert.toString('utf8')));
 
   const signer = new Signer(content, policyStore, signingKey);
   // Audit rows are written by a thread of their own; the request thread leaves WAL checkpoints (an fsync each) to it.
@@ -200,9 +203,7 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
   metrics.cacheBytes.set(u0.bytes);
   metrics.cacheBlobs.set(u0.blobs);
 
-  const serverCert = fs.readFileSync(config.tls.cert);
   // At start and once a day after: a server that runs for months warns of its certificates ending, as a restart would.
-  const clientCaPems = config.tls.clientCa.map((file) => ({ file, pem: fs.readFileSync(file, 'utf8') }));
   reportExpiry(config, serverCert, clientCaPems, logger, metrics);
   const expiryCheck = setInterval(() => reportExpiry(config, serverCert, clientCaPems, logger, metrics), opts.expiryCheckMs ?? DAY_MS);
   expiryCheck.unref();
@@ -220,7 +221,7 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
   const https = {
     key: fs.readFileSync(config.tls.key),
     cert: serverCert,
-    ca: config.tls.clientCa.map((f) => fs.readFileSync(f)),
+    ca: clientCaPems.map((c) => c.pem),
     requestCert: true,
     rejectUnauthorized: true,
     minVersion: 'TLSv1.2' as const,
@@ -393,9 +394,9 @@ function reportExpiry(config: Config, serverCert: Buffer, clientCaPems: { file: 
   }
 }
 
-function loadCa(config: Config): { certPem: string; keyPem: string } {
+// loadCa pairs the issuing CA's certificate (the first of tls.clientCa) with its key, empty when the key is kept elsewhere.
+function loadCa(config: Config, certPem: string): { certPem: string; keyPem: string } {
   const dir = path.join(config.dataDir, 'pki');
-  const certPem = fs.readFileSync(config.tls.clientCa[0], 'utf8');
   const keyFile = path.join(dir, 'ca.key');
   const keyPem = fs.existsSync(keyFile) ? fs.readFileSync(keyFile, 'utf8') : '';
   return { certPem, keyPem };
