@@ -84,9 +84,17 @@ export async function buildApp(app: FastifyInstance, s: Services, record: Record
     done();
   });
 
-  app.setErrorHandler((err: FastifyError | RegistryError | ApiError, req: FastifyRequest, reply: FastifyReply) => {
+  app.setErrorHandler((thrown: FastifyError | RegistryError | ApiError, req: FastifyRequest, reply: FastifyReply) => {
     const isRegistry = req.url.startsWith('/v2');
     if (isRegistry) for (const name of CONTENT_HEADERS) reply.removeHeader(name);
+    let err = thrown;
+    // A database that refuses a statement for now (a lock held elsewhere, a full disk) is answered as unavailable.
+    const unavailable = databaseUnavailable(thrown);
+    if (unavailable !== null) {
+      s.logger.warn({ err: thrown.message }, `request refused: ${unavailable}`);
+      if (req.airlock) req.airlock.reason ??= 'database unavailable';
+      err = isRegistry ? new RegistryError('UNAVAILABLE', `${unavailable}; try again`) : new ApiError('UNAVAILABLE', `${unavailable}; try again`);
+    }
     if (err instanceof RegistryError) {
       if (req.airlock && !req.airlock.reason) req.airlock.reason = err.code.toLowerCase();
       if (req.airlock && err.code === 'DENIED' && !req.airlock.decision) req.airlock.decision = 'deny';
@@ -104,14 +112,6 @@ export async function buildApp(app: FastifyInstance, s: Services, record: Record
       const message = `invalid ${fe.validationContext ?? 'request'}: ${field} ${first?.message ?? fe.message}`.trim();
       if (isRegistry) return reply.code(400).send(new RegistryError('NAME_INVALID', message).body());
       return reply.code(400).send({ error: { code: 'BAD_REQUEST', message, field } });
-    }
-    const unavailable = databaseUnavailable(err);
-    if (unavailable !== null) {
-      s.logger.warn({ err: err.message }, `request refused: ${unavailable}`);
-      const why = `${unavailable}; try again`;
-      if (req.airlock) req.airlock.reason ??= 'database unavailable';
-      if (isRegistry) return reply.code(503).header('content-type', 'application/json').send(new RegistryError('UNAVAILABLE', why).body());
-      return reply.code(503).send({ error: { code: 'UNAVAILABLE', message: why } });
     }
     const status = typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500 ? fe.statusCode : 500;
     if (status === 500) s.logger.error({ err: { message: fe.message, stack: fe.stack } }, 'unhandled error');
