@@ -79,9 +79,11 @@ export function createMetrics() {
       name: 'airlock_audit_flush_duration_seconds', help: 'Time to write one batch of audit events', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5], registers: [registry],
     }),
     tlsRefused: new client.Counter({ name: 'airlock_tls_refused_total', help: 'Refused TLS clients by reason', labelNames: ['reason'] as const, registers: [registry] }),
-    // One series per kind, whatever the number of CAs: the CA that ends first is the one to act on.
+    // One series per kind, whatever the number of CAs: the CA that ends first is the one to act on; of the admin
+    // certificates, the one that ends last (until then someone can still administer airlock).
     certificateExpiry: new client.Gauge({
-      name: 'airlock_certificate_expiry_seconds', help: 'Unix time when the server certificate (cert="server") and the first-ending tls.clientCa certificate (cert="ca") expire',
+      name: 'airlock_certificate_expiry_seconds',
+      help: 'Unix time when the server certificate (cert="server"), the first-ending tls.clientCa certificate (cert="ca") and the last-ending admin client certificate not revoked (cert="admin") expire',
       labelNames: ['cert'] as const, registers: [registry],
     }),
   };

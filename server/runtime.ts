@@ -11,7 +11,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstanc
 import type { Logger } from 'pino';
 import { createAuditStore, startAuditWriter } from '../storage/audit.js';
 import { BlobStore } from '../storage/blobs.js';
-import { createCertStore } from '../storage/certs.js';
+import { type CertStore, createCertStore } from '../storage/certs.js';
 import { createContentStore } from '../storage/content.js';
 import { DB_FILE, dataVersion, openDatabase } from '../storage/db.js';
 import { type DataDirLock, lockDataDir } from '../storage/lock.js';
@@ -204,8 +204,12 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
   metrics.cacheBlobs.set(u0.blobs);
 
   // At start and once a day after: a server that runs for months warns of its certificates ending, as a restart would.
-  reportExpiry(config, serverCert, clientCaPems, logger, metrics);
-  const expiryCheck = setInterval(() => reportExpiry(config, serverCert, clientCaPems, logger, metrics), opts.expiryCheckMs ?? DAY_MS);
+  const checkExpiry = (): void => {
+    reportExpiry(config, serverCert, clientCaPems, logger, metrics);
+    reportClientExpiry(certs, logger);
+  };
+  checkExpiry();
+  const expiryCheck = setInterval(checkExpiry, opts.expiryCheckMs ?? DAY_MS);
   expiryCheck.unref();
   const services: Services = {
     config, logger, db, content, policyStore, certs, auditStore, blobs, upstreams, mirror, policy, signer, audit, metrics, authority, revoked, startedAt: new Date(),
@@ -391,6 +395,29 @@ function reportExpiry(config: Config, serverCert: Buffer, clientCaPems: { file: 
   }
   for (const { file, cert } of cas.filter((c) => soon(c.cert))) {
     logger.warn({ cert: 'ca', file, subject: cert.subject.replace(/\n/g, ', '), notAfter: new Date(end(cert)).toISOString() }, `a CA certificate of tls.clientCa ${when(cert)}; client certificates it issued fail from then on: renew the CA (docs/operator-guide.md, "The CA")`);
+  }
+}
+
+// MAX_NAMED_CLIENTS bounds the client certificates warned of one by one in a check; the rest are counted in one line.
+const MAX_NAMED_CLIENTS = 10;
+
+// reportClientExpiry warns of each recorded client certificate, not revoked, that ends within EXPIRY_WARNING_DAYS: the
+// first MAX_NAMED_CLIENTS to end by name, then how many more.
+function reportClientExpiry(certs: CertStore, logger: Logger): void {
+  const live = certs.list().filter((c) => c.revokedAt === null && Number.isFinite(Date.parse(c.notAfter)));
+  const now = Date.now();
+  const ending = live
+    .filter((c) => Date.parse(c.notAfter) > now && Date.parse(c.notAfter) - now < EXPIRY_WARNING_DAYS * DAY_MS)
+    .sort((a, b) => Date.parse(a.notAfter) - Date.parse(b.notAfter));
+  for (const c of ending.slice(0, MAX_NAMED_CLIENTS)) {
+    const days = Math.floor((Date.parse(c.notAfter) - now) / DAY_MS);
+    logger.warn(
+      { cert: 'client', serial: c.serial, name: c.name, role: c.role, notAfter: c.notAfter },
+      `the ${c.role} certificate ${JSON.stringify(c.name)} (serial ${c.serial}) expires on ${c.notAfter} (in ${days} day${days === 1 ? '' : 's'}); its client is refused from then on: issue a new one (airlock cert issue, or POST /api/v1/certs)`,
+    );
+  }
+  if (ending.length > MAX_NAMED_CLIENTS) {
+    logger.warn({ cert: 'client', more: ending.length - MAX_NAMED_CLIENTS }, `and ${ending.length - MAX_NAMED_CLIENTS} more client certificates expire within ${EXPIRY_WARNING_DAYS} days (GET /api/v1/certs lists them)`);
   }
 }
 

@@ -32,6 +32,7 @@ export function createCertStore(db: Db) {
     "INSERT OR IGNORE INTO certs (serial, name, role, not_after, issued_at, revoked_at, revoke_reason) VALUES (?, '(unknown)', '(unknown)', '', ?, ?, ?)",
   );
   const revoked = db.prepare<[], { serial: string }>('SELECT serial FROM certs WHERE revoked_at IS NOT NULL');
+  const lastAdmin = db.prepare<[], { end: string | null }>("SELECT max(not_after) AS end FROM certs WHERE role = 'admin' AND revoked_at IS NULL AND not_after != ''");
 
   return {
     record: (c: { serial: string; name: string; role: string; notAfter: string; issuedBy: string | null }): void => {
@@ -51,6 +52,8 @@ export function createCertStore(db: Db) {
       return 'revoked';
     }),
     revokedSerials: (): Set<string> => new Set(revoked.all().map((r) => r.serial)),
+    // lastAdminEnd is when the admin certificate not revoked that ends last ends (ISO 8601), null when there is none.
+    lastAdminEnd: (): string | null => lastAdmin.get()?.end ?? null,
   };
 }
 

@@ -8,6 +8,8 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { initDataDir } from '../server/init.js';
 import { createCa, issueServerCert, writeWithMode } from '../server/pki/ca.js';
+import { createCertStore } from '../storage/certs.js';
+import { openDatabase } from '../storage/db.js';
 import { startTestAirlock, TEST_KEY_PASSWORD, type TestAirlock } from './harness/airlock.js';
 import { waitFor } from './harness/proc.js';
 
@@ -21,6 +23,10 @@ interface LogLine {
   msg: string;
   cert?: string;
   notAfter?: string;
+  serial?: string;
+  name?: string;
+  role?: string;
+  more?: number;
 }
 
 function warnings(t: TestAirlock): LogLine[] {
@@ -38,6 +44,21 @@ async function gauge(t: TestAirlock, cert: string): Promise<number> {
   const m = new RegExp(`^airlock_certificate_expiry_seconds\\{cert="${cert}"\\} ([0-9.e+]+)$`, 'm').exec(res.body.toString());
   assert.ok(m, `a series for cert="${cert}"`);
   return Number(m[1]);
+}
+
+// recordCerts stores client certificate records as issuing them would, each ending in so many days (revoked when asked).
+function recordCerts(dir: string, certs: { name: string; role: string; days: number; revoked?: boolean }[]): void {
+  const db = openDatabase(dir);
+  try {
+    const store = createCertStore(db);
+    certs.forEach((c, i) => {
+      const serial = (0x1000 + i).toString(16);
+      store.record({ serial, name: c.name, role: c.role, notAfter: new Date(Date.now() + c.days * DAY_MS).toISOString(), issuedBy: 'test' });
+      if (c.revoked) store.revoke(serial, 'test');
+    });
+  } finally {
+    db.close();
+  }
 }
 
 function notAfter(pem: string): number {
@@ -103,4 +124,49 @@ test('a server that keeps running checks again: the warnings come back each time
   assert.ok(w.every((l) => l.cert === 'server' || l.cert === 'ca'), JSON.stringify(w));
   assert.equal(w.filter((l) => l.cert === 'server').length, w.filter((l) => l.cert === 'ca').length, 'one of each per round');
   assert.ok(w.every((l) => l.cert !== 'server' || l.notAfter === new Date(notAfter(server.certPem)).toISOString()));
+});
+
+test('client certificates ending within 30 days are warned of, the first ten to end by name; revoked and expired ones are not', async () => {
+  const dir = path.join(tmp, 'clients');
+  initDataDir({ dir, hosts: ['127.0.0.1', 'localhost'], force: false, keyPassword: TEST_KEY_PASSWORD, p12Password: '' });
+  recordCerts(dir, [
+    ...Array.from({ length: 11 }, (_, i) => ({ name: `build-${i}`, role: 'pull', days: 5 + i / 100 })),
+    { name: 'auditor', role: 'audit', days: 3.5 },
+    { name: 'gone', role: 'pull', days: 2, revoked: true },
+    { name: 'ended', role: 'pull', days: -1 },
+    { name: 'far', role: 'pull', days: 90 },
+  ]);
+  const t = await startTestAirlock({ dir });
+  running.push(t);
+
+  const w = warnings(t).filter((l) => l.cert === 'client');
+  assert.equal(w.length, 11, JSON.stringify(w));
+  assert.deepEqual(
+    w.slice(0, 10).map((l) => l.name),
+    ['auditor', ...Array.from({ length: 9 }, (_, i) => `build-${i}`)],
+    'the first to end first',
+  );
+  assert.match(w[0].msg, /^the audit certificate "auditor" \(serial 100b\) expires on [0-9-]+T[0-9:.]+Z \(in 3 days\); its client is refused from then on: issue a new one/);
+  assert.equal(w[0].role, 'audit');
+  assert.equal(w[0].serial, '100b');
+  assert.equal(w[10].more, 2);
+  assert.match(w[10].msg, /^and 2 more client certificates expire within 30 days/);
+});
+
+test('the admin gauge is when the last admin certificate not revoked ends, read at every scrape', async () => {
+  const dir = path.join(tmp, 'admin');
+  initDataDir({ dir, hosts: ['127.0.0.1', 'localhost'], force: false, keyPassword: TEST_KEY_PASSWORD, p12Password: '' });
+  const t = await startTestAirlock({ dir });
+  running.push(t);
+  const init = t.airlock.services.certs.list().find((c) => c.issuedBy === 'airlock init');
+  assert.ok(init);
+  assert.equal(await gauge(t, 'admin'), Date.parse(init.notAfter) / 1000);
+
+  // A renewed admin bundle counts at once, an earlier-ending one does not move the gauge, and a revoked one stops counting.
+  const renewed = t.airlock.services.authority.issue('admin-2027', 'admin', 400, 'test');
+  t.airlock.services.authority.issue('admin-short', 'admin', 10, 'test');
+  assert.equal(await gauge(t, 'admin'), Date.parse(renewed.notAfter) / 1000);
+  const res = await t.request('admin', `/api/v1/certs/${renewed.serial}/revoke`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"reason":"renewed by mistake"}' });
+  assert.equal(res.status, 200, res.body.toString());
+  assert.equal(await gauge(t, 'admin'), Date.parse(init.notAfter) / 1000);
 });

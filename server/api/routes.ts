@@ -99,6 +99,10 @@ export async function apiRoutes(app: FastifyInstance, s: Services): Promise<void
       },
     },
     async (_req, reply) => {
+      // Read at each scrape, so that a renewed or revoked admin certificate shows at once, whichever process issued it.
+      const adminEnd = s.certs.lastAdminEnd();
+      if (adminEnd === null) s.metrics.certificateExpiry.remove({ cert: 'admin' });
+      else s.metrics.certificateExpiry.set({ cert: 'admin' }, Date.parse(adminEnd) / 1000);
       const body = await s.metrics.registry.metrics();
       return reply.header('cache-control', 'no-store').type(s.metrics.registry.contentType).send(body);
     },
