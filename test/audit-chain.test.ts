@@ -522,7 +522,25 @@ test('a line longer than 1 MiB fails with one line, without reading it into memo
   const path = join(dir, 'one-long-line.jsonl');
   writeFileSync(path, `${intact[0]}\n${'x'.repeat(3 * 1024 * 1024)}`);
   const r = await verifyAuditFile(path, mirrorPublic);
-  assertFailsAt(r, null, /line 2 is longer than 1048576 characters: not an audit export/);
+  assertFailsAt(r, null, /line 2 is longer than 1048576 bytes: not an audit export/);
+});
+
+test('a byte that is not UTF-8 fails where a lenient decoder would read it as the U+FFFD the event holds', async () => {
+  // What airlock writes for a client's control characters: U+FFFD, the bytes EF BF BD.
+  const first = chainEvent({ ...syntheticInput(1), reference: 'v1\ufffd' }, 1, ZERO_HASH);
+  const lines = [toJsonLine(first), toJsonLine(signCheckpoint(mirrorPrivate, keyIdOf(mirrorPrivate), 1, first.hash))];
+  const genuine = Buffer.from(`${lines.join('\n')}\n`);
+  const at = genuine.indexOf(Buffer.from('\ufffd'));
+  const edited = join(dir, 'fffd-as-ff.jsonl');
+  writeFileSync(edited, Buffer.concat([genuine.subarray(0, at), Buffer.from([0xff]), genuine.subarray(at + 3)]));
+  assert.equal(new TextDecoder().decode(readFileSync(edited)), genuine.toString(), 'a lenient decoder reads the edited bytes as the genuine text');
+  assert.ok((await verifyAuditFile(writeExport(lines), mirrorPublic)).ok);
+  assertFailsAt(await verifyAuditFile(edited, mirrorPublic), null, /^line 1 holds bytes that are not UTF-8: not an audit export$/);
+  const pem = join(dir, 'fffd-mirror.pub');
+  writeFileSync(pem, mirrorPublic.export({ type: 'spki', format: 'pem' }).toString());
+  const script = spawnSync('sh', ['scripts/verify-audit.sh', edited, pem], { encoding: 'utf8' });
+  assert.equal(script.status, 1);
+  assert.match(script.stderr, /^line 1: not UTF-8/m);
 });
 
 test('scripts/verify-audit.sh (python3 and openssl) and airlock audit verify agree', async () => {

@@ -230,47 +230,67 @@ export async function verifyAuditExport(
   return { ok: true, events, firstSeq, lastSeq: last.seq, checkpoint, signatureVerified };
 }
 
-// MAX_LINE bounds a line of an export: an event is well under 64 KiB, and a file without line breaks must not be read
-// into one string.
+// MAX_LINE bounds a line of an export, in bytes: an event is well under 64 KiB, and a file without line breaks must not
+// be read into one string.
 const MAX_LINE = 1 << 20;
 
-class LineTooLong extends Error {
-  constructor(readonly line: number) {
-    super(`line ${line} is longer than ${MAX_LINE} characters: not an audit export`);
+// UTF8 decodes a line, refusing bytes that are not UTF-8. A lenient decoder reads each such byte as U+FFFD, so an
+// export whose U+FFFD (EF BF BD, what airlock writes for a client's control characters) was replaced by one byte FF
+// would hash and verify the same, where every other reader sees other bytes.
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+// NotAnExport is a line that cannot be read as text at all: too long, or not UTF-8.
+class NotAnExport extends Error {
+  constructor(
+    readonly line: number,
+    why: string,
+  ) {
+    super(`line ${line} ${why}: not an audit export`);
   }
 }
 
 /** verifyAuditFile verifies the JSONL export at `path`, streaming it; a missing or unreadable file rejects. */
 export async function verifyAuditFile(path: string, publicKey: KeyObject | null): Promise<VerifyResult> {
   const handle = await open(path, 'r');
-  const stream = handle.createReadStream({ encoding: 'utf8' });
+  const stream = handle.createReadStream();
   try {
     return await verifyAuditExport(splitLines(stream), publicKey);
   } catch (err) {
-    if (err instanceof LineTooLong) return { ok: false, badSeq: null, line: err.line, error: err.message };
+    if (err instanceof NotAnExport) return { ok: false, badSeq: null, line: err.line, error: err.message };
     throw err;
   } finally {
     stream.destroy();
   }
 }
 
-// splitLines yields the lines of a text stream (LF or CRLF), refusing one longer than MAX_LINE.
-async function* splitLines(input: AsyncIterable<string>): AsyncGenerator<string> {
-  let rest = '';
+// splitLines yields the lines of a byte stream (LF or CRLF) as text, refusing one longer than MAX_LINE or not UTF-8. It
+// splits the bytes before decoding them: a byte 0A is a line feed wherever it is in UTF-8.
+async function* splitLines(input: AsyncIterable<Buffer>): AsyncGenerator<string> {
+  let rest: Buffer = Buffer.alloc(0);
   let line = 0;
+  const decode = (bytes: Buffer): string => {
+    try {
+      return UTF8.decode(bytes);
+    } catch {
+      throw new NotAnExport(line, 'holds bytes that are not UTF-8');
+    }
+  };
   for await (const chunk of input) {
-    const text = rest + chunk;
+    const bytes = rest.length === 0 ? chunk : Buffer.concat([rest, chunk]);
     let start = 0;
-    for (let end = text.indexOf('\n'); end >= 0; end = text.indexOf('\n', start)) {
+    for (let end = bytes.indexOf(10); end >= 0; end = bytes.indexOf(10, start)) {
       line++;
-      if (end - start > MAX_LINE) throw new LineTooLong(line);
-      yield text.slice(start, end > start && text.charCodeAt(end - 1) === 13 ? end - 1 : end);
+      if (end - start > MAX_LINE) throw new NotAnExport(line, `is longer than ${MAX_LINE} bytes`);
+      yield decode(bytes.subarray(start, end > start && bytes[end - 1] === 13 ? end - 1 : end));
       start = end + 1;
     }
-    rest = text.slice(start);
-    if (rest.length > MAX_LINE) throw new LineTooLong(line + 1);
+    rest = bytes.subarray(start);
+    if (rest.length > MAX_LINE) throw new NotAnExport(line + 1, `is longer than ${MAX_LINE} bytes`);
   }
-  if (rest !== '') yield rest;
+  if (rest.length > 0) {
+    line++;
+    yield decode(rest);
+  }
 }
 
 /** formatVerifyResult is the one-line summary `airlock audit verify` prints. */
