@@ -873,6 +873,19 @@ describe('what a policy change leaves behind', () => {
     assert.ok(!(await call('audit', 'GET', `/api/v1/audit?since=${lower(event.time)}`)).body.toString().includes(`"seq":${head.seq},`));
   });
 
+  test('a time past the year 9999 (a leap second or an offset there) selects no later event than the year 9999 does', async () => {
+    // Each is RFC 3339 and falls in the year 10000, whose ISO string sorts before every stored time.
+    for (const late of ['9999-12-31T23:59:60Z', '9999-12-31T23:30:00-01:00', '9999-12-31T23:59:59.9995Z']) {
+      const since = await call('audit', 'GET', `/api/v1/audit?since=${encodeURIComponent(late)}`);
+      assert.equal(since.status, 200, late);
+      assert.equal(since.body.length, 0, `since=${late} exports nothing`);
+      const until = await call('audit', 'GET', `/api/v1/audit?since=2000-01-01T00:00:00Z&until=${encodeURIComponent(late)}`);
+      assert.equal(until.status, 200, late);
+      const first = JSON.parse(until.body.toString().split('\n')[0] || '{}') as { seq?: number };
+      assert.equal(first.seq, 1, `until=${late} exports from the first event`);
+    }
+  });
+
   test('a lone surrogate in an admin\'s text is stored, answered and audited as the same U+FFFD', async () => {
     const odd = makeImage([crypto.randomBytes(557)]);
     const id = await seed(odd);

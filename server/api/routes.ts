@@ -242,11 +242,12 @@ function packageVersion(): string {
 // isoTime normalises an RFC 3339 time for comparison with stored event times; a leap second (:60), which JavaScript
 // dates cannot hold, counts as the first instant of the next minute. Event times have milliseconds, so a time between
 // two milliseconds counts as the later one: an event at 10:00:00.000 is before until=10:00:00.0005, and not after
-// since=10:00:00.0005.
+// since=10:00:00.0005. A time past the year 9999 (9999-12-31T23:59:60Z, or an offset into the year 10000) counts as
+// FAR_FUTURE: its ISO string (+010000-…) would sort before every stored time, a since exporting everything.
 function isoTime(value: string, field: string): string {
   const leap = /^(.*T\d{2}:\d{2}):60(\.\d+)?(.*)$/i.exec(value);
   const d = leap ? new Date(new Date(`${leap[1]}:59${leap[3]}`).getTime() + 1000) : new Date(value);
   if (Number.isNaN(d.getTime())) throw invalidField('querystring', `/${field}`, 'must be an RFC 3339 date-time');
   const beyondMs = /[1-9]/.test(/T[0-9:]+\.([0-9]+)/i.exec(value)?.[1]?.slice(3) ?? '');
-  return new Date(d.getTime() + (beyondMs ? 1 : 0)).toISOString();
+  return new Date(Math.min(d.getTime() + (beyondMs ? 1 : 0), Date.parse(FAR_FUTURE))).toISOString();
 }
