@@ -38,7 +38,7 @@ export function renderApi(doc: { info: { title: string; version: string }; paths
     '',
     `Generated from the OpenAPI document airlock serves at \`GET /api/v1/openapi.json\` (${doc.info.title} ${doc.info.version}) by \`npm run docs:api\`; do not edit by hand.`,
     '',
-    'Every call goes over the same mutual-TLS listener as the registry. The role comes from the client certificate: `pull` < `audit` < `admin`. A wrong role answers 403 and a body that fails its schema (a value of the wrong JSON type included: `"days": "5"` is not converted to 5) answers 400 naming the field, both as `{"error":{"code","message"}}`.',
+    'Every call goes over the same mutual-TLS listener as the registry. The role comes from the client certificate: `pull` < `audit` < `admin`. A wrong role answers 403 and a body that fails its schema (a value of the wrong JSON type included: `"days": "5"` is not converted to 5), or an id in the path not written in decimal digits (`0x1`, `1e0`, `01`), answers 400 naming the field, both as `{"error":{"code","message"}}`.',
     '',
     '| method | path | role | summary |',
     '|---|---|---|---|',

@@ -272,6 +272,20 @@ describe('pins', () => {
     }
   });
 
+  test('a pin id in the path not written in decimal digits is refused with 400 and deletes nothing', async () => {
+    for (const spelling of [`0x${id.toString(16)}`, `${id}e0`, `${id}.0`, `0${id}`, `${id}${'0'.repeat(20)}`]) {
+      const r = await call('admin', 'DELETE', `/api/v1/pins/${spelling}`);
+      assert.equal(r.status, 400, `${spelling}: ${r.status} ${JSON.stringify(r.json)}`);
+      assert.equal(r.json.error?.field, '/id', spelling);
+      assert.match(String(r.json.error?.message), /decimal digits/);
+    }
+    const approve = await call('admin', 'POST', '/api/v1/requests/0x1/approve', {});
+    assert.equal(approve.status, 400);
+    assert.equal(approve.json.error?.field, '/id');
+    const list = await call('audit', 'GET', '/api/v1/pins');
+    assert.ok((list.json.pins as { id: number }[]).some((p) => p.id === id), 'the pin is still there');
+  });
+
   test('deleting a pin answers 204, then 404; a pin from the configuration cannot be deleted', async () => {
     // Sent as scripts often do, saying JSON without a body: that is no body, not a malformed one.
     assert.equal((await call('admin', 'DELETE', `/api/v1/pins/${id}`, undefined, { 'content-type': 'application/json' })).status, 204);

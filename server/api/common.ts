@@ -69,6 +69,21 @@ export async function checkKnownFields(req: FastifyRequest): Promise<void> {
   wellFormed(req.body);
 }
 
+// checkPathIntegers is a preValidation hook: an integer in the path (a pin's or a request's id) must be written as one,
+// in decimal digits. Fastify's validator converts path text with Number(), which reads 0x1, 1e0, 1.0 and 01 as 1, so
+// DELETE /api/v1/pins/0x1 deleted pin 1, and 20 digits named a pin 1e20 that cannot exist.
+export async function checkPathIntegers(req: FastifyRequest): Promise<void> {
+  const schema = req.routeOptions.schema?.params as { properties?: Record<string, { type?: unknown }> } | undefined;
+  const params = req.params as Record<string, string>;
+  for (const [key, property] of Object.entries(schema?.properties ?? {})) {
+    const value = params[key];
+    if (property.type !== 'integer' || typeof value !== 'string') continue;
+    if (!/^(0|[1-9][0-9]*)$/.test(value) || !Number.isSafeInteger(Number(value))) {
+      throw invalidField('params', `/${key}`, 'must be a whole number written in decimal digits, like 12');
+    }
+  }
+}
+
 // wellFormed replaces lone surrogates in a body's strings (and arrays of strings) with U+FFFD, as the audit event's
 // fields are: SQLite would store them otherwise, and what the API keeps and returns would differ from what was audited.
 function wellFormed(body: unknown): void {

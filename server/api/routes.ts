@@ -10,7 +10,7 @@ import type { FastifyInstance, FastifySchema } from 'fastify';
 import { type ClientKind, clientFiles, clientWarnings, DEFAULT_CERT_DIR, mirrorAddress } from '../clients.js';
 import type { Services } from '../services.js';
 import { certRoutes } from './certs.js';
-import { checkKnownFields, invalidField } from './common.js';
+import { checkKnownFields, checkPathIntegers, invalidField } from './common.js';
 import { imageRoutes } from './images.js';
 import { pinRoutes } from './pins.js';
 import { publisherRoutes } from './publishers.js';
@@ -78,6 +78,7 @@ export async function apiRoutes(app: FastifyInstance, s: Services): Promise<void
 
   app.addHook('onRequest', requireRole);
   app.addHook('preValidation', checkKnownFields);
+  app.addHook('preValidation', checkPathIntegers);
 
   // An empty body that says it is JSON (a DELETE from a script that always sends the header) is no body, as it is
   // without the header; anything else goes to Fastify's own JSON parser, with its prototype-poisoning checks.
