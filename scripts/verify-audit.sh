@@ -29,7 +29,7 @@ def parse(line):
     v = json.loads(line, object_pairs_hook=pairs, parse_float=no_float, parse_int=plain_int, parse_constant=no_float)
     if not isinstance(v, dict): raise ValueError('not a JSON object')
     return v
-prev, seq, n, cp = '0' * 64, None, 0, None
+prev, seq, n, cp, cp_line, last_line = '0' * 64, None, 0, None, 0, 0
 with open(path, 'rb') as f:
     for n, raw in enumerate(f, 1):
         try:
@@ -50,7 +50,7 @@ with open(path, 'rb') as f:
             if type(e['seq']) is not int or e['seq'] < 1 or not all(isinstance(e[k], str) and e[k] for k in ('hash', 'keyId', 'signature')):
                 sys.exit(f'line {n}: checkpoint seq, hash, keyId or signature of the wrong type')
             if not BASE64.fullmatch(e['signature']): sys.exit(f'line {n}: checkpoint signature is not base64')
-            cp = e
+            cp, cp_line = e, n
             continue
         try:
             if set(e) != FIELDS: raise ValueError('not the fields of an audit event')
@@ -61,16 +61,19 @@ with open(path, 'rb') as f:
             canon = json.dumps(body, sort_keys=True, separators=(',', ':'), ensure_ascii=False).encode('utf-8')
         except (ValueError, UnicodeError) as err:
             sys.exit(f'line {n}: not an audit event ({err})')
-        if seq is None and e['seq'] == 1 and e['prev'] != prev: sys.exit('seq 1 must follow 64 zeros')
+        if seq is None and e['seq'] == 1 and e['prev'] != prev: sys.exit(f'line {n} seq 1: prev is not 64 zeros (the first event ever follows none)')
         if seq is not None and (e['seq'] != seq + 1 or e['prev'] != prev): sys.exit(f'line {n} seq {e["seq"]}: does not follow seq {seq}')
         if hashlib.sha256(e['prev'].encode() + canon).hexdigest() != e['hash']: sys.exit(f'line {n} seq {e["seq"]}: hash does not match')
-        prev, seq = e['hash'], e['seq']
+        prev, seq, last_line = e['hash'], e['seq'], n
 if seq is None: sys.exit('no events')
-if cp is None or cp['seq'] != seq or cp['hash'] != prev: sys.exit('the last line is not a checkpoint over the last event')
-if cp['keyId'] != key_id: sys.exit(f'checkpoint names key {cp["keyId"]}, but the verifying key is {key_id}')
+if cp is None: sys.exit(f'line {last_line + 1}: the export ends at seq {seq} without a checkpoint (truncated)')
+if cp['seq'] != seq: sys.exit(f'line {cp_line}: the checkpoint is for seq {cp["seq"]} but the last event is seq {seq} (truncated or forged)')
+if cp['hash'] != prev: sys.exit(f'line {cp_line}: the checkpoint hash does not match the hash of seq {seq}')
+if cp['keyId'] != key_id: sys.exit(f'line {cp_line}: checkpoint names key {cp["keyId"]}, but the verifying key is {key_id}')
 open(f'{work}/msg', 'w').write(f'airlock-audit-checkpoint:v1:{cp["seq"]}:{cp["hash"]}')
 open(f'{work}/sig.b64', 'w').write(cp['signature'])
+open(f'{work}/line', 'w').write(str(cp_line))
 print(f'chain intact: events up to seq {seq}')
 PY
 openssl base64 -d -A -in "$work/sig.b64" -out "$work/sig.der"
-openssl dgst -sha256 -verify "$pub" -signature "$work/sig.der" "$work/msg"
+openssl dgst -sha256 -verify "$pub" -signature "$work/sig.der" "$work/msg" || { echo "line $(cat "$work/line"): checkpoint signature does not verify" >&2; exit 1; }

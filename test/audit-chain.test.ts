@@ -586,7 +586,7 @@ test('scripts/verify-audit.sh (python3 and openssl) and airlock audit verify agr
   assert.doesNotMatch(script.stderr, /Traceback/);
 });
 
-test('scripts/verify-audit.sh names -0, an added checkpoint field and a keyId that is not the key\'s SPKI fingerprint', () => {
+test('scripts/verify-audit.sh names the line of -0, an added checkpoint field, a keyId that is not the key\'s SPKI fingerprint, a missing, misplaced or forged checkpoint and a first event after another', () => {
   const pem = join(dir, 'script-names.pub');
   writeFileSync(pem, mirrorPublic.export({ type: 'spki', format: 'pem' }).toString());
   const script = (lines: string[]) => spawnSync('sh', ['scripts/verify-audit.sh', writeExport(lines), pem], { encoding: 'utf8' });
@@ -598,8 +598,12 @@ test('scripts/verify-audit.sh names -0, an added checkpoint field and a keyId th
     [checkpointText(intact, (l) => l.replace(/}$/, ',"x":1}')), new RegExp(`^line ${EVENT_COUNT + 1}: not the fields of a checkpoint$`, 'm')],
     [
       checkpointText(intact, (l) => l.replace(keyIdOf(mirrorPublic), keyIdOf(otherPublic))),
-      new RegExp(`^checkpoint names key ${keyIdOf(otherPublic)}, but the verifying key is ${keyIdOf(mirrorPublic)}$`, 'm'),
+      new RegExp(`^line ${EVENT_COUNT + 1}: checkpoint names key ${keyIdOf(otherPublic)}, but the verifying key is ${keyIdOf(mirrorPublic)}$`, 'm'),
     ],
+    [intact.slice(0, -1), new RegExp(`^line ${EVENT_COUNT + 1}: the export ends at seq ${EVENT_COUNT} without a checkpoint \\(truncated\\)$`, 'm')],
+    [[...intact.slice(0, 9), exportLines(1, 10)[10]], /^line 10: the checkpoint is for seq 10 but the last event is seq 9 \(truncated or forged\)$/m],
+    [[...intact.slice(0, 10), toJsonLine({ ...signCheckpoint(mirrorPrivate, keyIdOf(mirrorPrivate), 10, events[10].hash), hash: events[9].hash })], /^line 11: checkpoint signature does not verify$/m],
+    [editLine(intact, 0, (o) => { o.prev = 'f'.repeat(64); }), /^line 1 seq 1: prev is not 64 zeros/m],
   ];
   for (const [lines, message] of cases) {
     const r = script(lines);
