@@ -28,6 +28,9 @@ export type VerifyResult =
   | { ok: false; badSeq: number | null; line: number; error: string };
 
 const CHECKPOINT_FIELDS = ['type', 'seq', 'hash', 'keyId', 'signature'] as const;
+// BLANK is a line of JSON whitespace only. What trim() strips besides (U+00A0, U+2028, U+FEFF, …) is text, which a line
+// after the checkpoint may not carry: scripts/verify-audit.sh, whose Python strips other characters, refuses it too.
+const BLANK = /^[ \t\r]*$/;
 const HEX64 = /^[0-9a-f]{64}$/;
 const RFC3339_MS_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 const NULLABLE_TEXT = [
@@ -169,7 +172,7 @@ export async function verifyAuditExport(
 
   for await (const raw of input) {
     line++;
-    if (raw.trim() === '') {
+    if (BLANK.test(raw)) {
       if (checkpoint !== null) continue;
       const where = last === null ? 'before the first event' : `after seq ${last.seq}`;
       return fail(null, line, `blank line ${where}`);
