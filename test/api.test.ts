@@ -634,6 +634,20 @@ describe('roles', () => {
     assert.ok(audited.some((e) => e.actor === 'test-admin' && e.decision === 'deny'), 'the refusal is audited with its reason');
   });
 
+  test("a path whose fixed part is percent-escaped reaches no route: /%762/ is no way past the registry's refusals", async () => {
+    const s = t.airlock.services;
+    const requests = s.policyStore.requests(null, 1000).total;
+    const paths = ['/%762/library/app/manifests/stable', '/v%32/library/app/manifests/stable', `/%762/library/app/blobs/${sha(config)}`, '/%762/library/app/tags/list', '/%61pi/v1/pins', '/api/v1/%70ins'];
+    for (const p of paths) {
+      for (const headers of [{}, { origin: 'https://evil.example', 'sec-fetch-site': 'cross-site' }] as Record<string, string>[]) {
+        const r = await call('admin', 'GET', p, undefined, headers);
+        assert.equal(r.status, 404, `${p} ${JSON.stringify(headers)}: ${r.body.toString().slice(0, 200)}`);
+        assert.equal(r.json.error?.code, 'NOT_FOUND', p);
+      }
+    }
+    assert.equal(s.policyStore.requests(null, 1000).total, requests, 'no approval request was opened');
+  });
+
   test('a pull certificate reads the signing key and client configuration', async () => {
     const key = await call('pull', 'GET', '/api/v1/signing-key');
     assert.equal(key.status, 200);
