@@ -1,6 +1,7 @@
 #!/bin/sh
 # verify-audit.sh EXPORT.jsonl MIRROR.pub — checks an airlock audit export with python3 and openssl only.
 set -eu
+[ $# -eq 2 ] || { echo 'usage: sh scripts/verify-audit.sh EXPORT.jsonl MIRROR.pub' >&2; exit 2; }
 export_file=$1 pub=$2 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # The checkpoint's keyId is sha256: and the hex SHA-256 of the key's SubjectPublicKeyInfo DER, as airlock names it.
@@ -30,7 +31,11 @@ def parse(line):
     if not isinstance(v, dict): raise ValueError('not a JSON object')
     return v
 prev, seq, n, cp, cp_line, last_line = '0' * 64, None, 0, None, 0, 0
-with open(path, 'rb') as f:
+try:
+    f = open(path, 'rb')
+except OSError as err:
+    sys.exit(f'{path}: cannot read it ({err.strerror})')
+with f:
     for n, raw in enumerate(f, 1):
         try:
             line = raw.decode('utf-8').rstrip('\r\n')

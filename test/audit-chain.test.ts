@@ -617,4 +617,12 @@ test('scripts/verify-audit.sh names the line of -0, an added checkpoint field, a
   const notAKey = spawnSync('sh', ['scripts/verify-audit.sh', writeExport(intact), writeExport(intact)], { encoding: 'utf8' });
   assert.equal(notAKey.status, 1);
   assert.match(notAKey.stderr, /^\S+: not a public key$/m);
+  for (const [file, why] of [[join(dir, 'no-such-export.jsonl'), 'No such file or directory'], [dir, 'Is a directory']]) {
+    const r = spawnSync('sh', ['scripts/verify-audit.sh', file, pem], { encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    assert.equal(r.stderr, `${file}: cannot read it (${why})\n`);
+  }
+  const usage = spawnSync('sh', ['scripts/verify-audit.sh', writeExport(intact)], { encoding: 'utf8' });
+  assert.equal(usage.status, 2);
+  assert.equal(usage.stderr, 'usage: sh scripts/verify-audit.sh EXPORT.jsonl MIRROR.pub\n');
 });
