@@ -51,9 +51,9 @@ export async function buildApp(app: FastifyInstance, s: Services, record: Record
     // the checks below read it as sent: a pull by another site's page through /%762/ was not refused as cross-site, nor
     // while the audit log cannot be written. A path whose fixed part, up to the route's first parameter, is escaped
     // reaches no route.
-    const pattern = req.routeOptions.url;
-    if (pattern !== undefined && !req.url.startsWith(pattern.replace(/[:*].*$/, ''))) {
-      return done(new ApiError('NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0].slice(0, 200)}: write its fixed part ${pattern.replace(/[:*].*$/, '')} unescaped`));
+    const fixed = req.routeOptions.url?.replace(/[:*].*$/, '');
+    if (fixed !== undefined && !req.url.startsWith(fixed)) {
+      return done(new ApiError('NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0].slice(0, 200)}: write its fixed part ${fixed} unescaped`));
     }
     const registry = req.url.startsWith('/v2');
     if (registry) reply.headers(REGISTRY_HEADERS);
