@@ -525,6 +525,12 @@ test('a line longer than 1 MiB fails with one line, without reading it into memo
   assertFailsAt(r, null, /line 2 is longer than 1048576 bytes: not an audit export/);
 });
 
+test('an export saved with a byte order mark fails at line 1 with a message that says so', async () => {
+  const path = join(dir, 'with-bom.jsonl');
+  writeFileSync(path, `\ufeff${intact.join('\n')}\n`);
+  assertFailsAt(await verifyAuditFile(path, mirrorPublic), null, /^line starts with a byte order mark \(U\+FEFF\)/);
+});
+
 test('a byte that is not UTF-8 fails where a lenient decoder would read it as the U+FFFD the event holds', async () => {
   // What airlock writes for a client's control characters: U+FFFD, the bytes EF BF BD.
   const first = chainEvent({ ...syntheticInput(1), reference: 'v1\ufffd' }, 1, ZERO_HASH);

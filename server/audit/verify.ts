@@ -99,6 +99,10 @@ function fieldSetError(obj: Record<string, unknown>, fields: readonly string[]):
 }
 
 function parseLine(text: string): ParsedLine {
+  // What an editor that saved the export "as UTF-8 with BOM" adds; JSON allows no U+FEFF before a value.
+  if (text.startsWith('\ufeff')) {
+    return { kind: 'invalid', seq: null, error: 'line starts with a byte order mark (U+FEFF): save the export as UTF-8 without one' };
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);
