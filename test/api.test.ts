@@ -269,6 +269,10 @@ describe('pins', () => {
     for (const body of ['{"__proto__":{"x":1},"repository":"docker.io/library/alpine"}', '{"constructor":{"prototype":{"x":1}}}', '{not json']) {
       const r = await registryRequest(t.bundle('admin').endpoint, '/api/v1/pins', { method: 'POST', headers: { 'content-type': 'application/json' }, body, answerChallenge: false });
       assert.equal(r.status, 400, body);
+      // Valid JSON is not called invalid: the message names what is refused.
+      const message = String((JSON.parse(r.body.toString()) as Answer['json']).error?.message);
+      if (body === '{not json') assert.match(message, /not valid JSON/);
+      else assert.match(message, /__proto__ or constructor\.prototype/, body);
     }
   });
 

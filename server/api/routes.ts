@@ -81,12 +81,16 @@ export async function apiRoutes(app: FastifyInstance, s: Services): Promise<void
   app.addHook('preValidation', checkPathIntegers);
 
   // An empty body that says it is JSON (a DELETE from a script that always sends the header) is no body, as it is
-  // without the header; anything else goes to Fastify's own JSON parser, with its prototype-poisoning checks.
+  // without the header; anything else goes to Fastify's own JSON parser, with its prototype-poisoning checks. That
+  // parser calls a body it refuses for a __proto__ key "not valid JSON"; one that is valid JSON is told why instead.
   const json = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
-    if (body === '') done(null, undefined);
-    else json(req, body as string, done);
+    if (body === '') return done(null, undefined);
+    json(req, body as string, (err, value) => {
+      if (err !== null && isJson(body as string)) done(invalidField('body', '/', 'holds a __proto__ or constructor.prototype key, which airlock refuses'));
+      else done(err, value);
+    });
   });
 
   app.get(
@@ -238,6 +242,15 @@ function packageVersion(): string {
     dir = path.dirname(dir);
   }
   return '0.0.0';
+}
+
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 // isoTime normalises an RFC 3339 time for comparison with stored event times; a leap second (:60), which JavaScript
