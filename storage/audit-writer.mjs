@@ -10,8 +10,18 @@ db.pragma('journal_mode = WAL');
 db.pragma('synchronous = NORMAL');
 db.pragma('busy_timeout = 5000');
 const insert = db.prepare(insertSql);
+const storedHash = db.prepare('SELECT hash FROM audit WHERE seq = ?').pluck();
+// A batch comes again when the thread that committed it stopped before it could say so: the rows stored then are
+// passed over when they are the same event (seq first, hash last), so the chain goes on instead of every retry failing
+// on seq for good. Another event under a stored seq still fails the whole batch.
 const append = db.transaction((rows) => {
-  for (const r of rows) insert.run(r);
+  for (const r of rows) {
+    try {
+      insert.run(r);
+    } catch (err) {
+      if (err?.code !== 'SQLITE_CONSTRAINT_PRIMARYKEY' || storedHash.get(r[0]) !== r[r.length - 1]) throw err;
+    }
+  }
 });
 
 parentPort.on('message', (m) => {

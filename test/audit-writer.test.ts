@@ -79,10 +79,27 @@ describe('the audit writer thread', () => {
       assert.deepEqual(back.map((e) => e.seq), all.map((e) => e.seq));
       for (const e of back) assert.equal(hashEvent(e), e.hash);
 
-      // seq 1000 is stored already: the batch 1001..1005 plus a second 1000 fails as one.
-      const again = [...events(5, 1001, all[999].hash), all[999]];
+      // seq 1000 holds another event already: the batch 1001..1005 plus that other 1000 fails as one.
+      const other = events(1, 1000, all[998].hash)[0];
+      assert.notEqual(other.hash, all[999].hash);
+      const again = [...events(5, 1001, all[999].hash), other];
       await assert.rejects(writer.write(again), /UNIQUE constraint failed: audit\.seq/);
       assert.equal(store.count(), 1000, 'nothing of the refused batch was stored');
+    } finally {
+      await writer.close();
+      db.close();
+    }
+  });
+  test('a batch stored by a thread that stopped before saying so comes again with newer events: stored once, the chain goes on', async () => {
+    const { dir, db, store } = freshStore();
+    const writer = startAuditWriter(path.join(dir, DB_FILE));
+    try {
+      const all = events(30);
+      await writer.write(all.slice(0, 20));
+      // The log queues a batch it was not told was stored again, ahead of the events that came meanwhile.
+      await writer.write(all.slice(10));
+      const back = [...store.range('', '9999', Number.MAX_SAFE_INTEGER)];
+      assert.deepEqual(back.map((e) => e.hash), all.map((e) => e.hash));
     } finally {
       await writer.close();
       db.close();
