@@ -26,7 +26,7 @@ import {
 import { ALL_MANIFEST_TYPES, buildImage, buildIndex, fetchManifest, inspectDigest, MEDIA_TYPES, pushImage, skopeoCopy } from './harness/images.js';
 import { pushLegacySignature } from './harness/cosign.js';
 import { stopAll } from './harness/proc.js';
-import { startRegistry, type Registry } from './harness/registry.js';
+import { registryRequest, startRegistry, type Registry } from './harness/registry.js';
 
 let work: string;
 let upstream: Registry;
@@ -281,6 +281,31 @@ describe('a tag asked for by a client that takes no index', () => {
     assert.equal(s.content.tag(repo, '1'), digests.multilist, "the tag's digest for everyone is the list");
     assert.equal(s.policyStore.admission(repo, amd.digest)?.how, 'index');
     assert.equal(s.policyStore.requestFor(repo, amd.digest), null, 'and no approval request was made for the platform manifest');
+  });
+
+  test('that names no manifest type (a bare */*) gets the admitted manifest of an unpinned tag, not the schema 1 the upstream converts it to', async () => {
+    const copy = { srcCertDir: upstream.certDir, destCertDir: upstream.certDir };
+    await skopeoCopy(`docker://${upstream.host}/library/busybox:1.36-v2s2`, `docker://${upstream.host}/library/busybox:v2s2-unpinned`, copy);
+    await skopeoCopy(`docker://${upstream.host}/library/busybox:1.36`, `docker://${upstream.host}/library/busybox:oci-unpinned`, copy);
+    const cases = [
+      { tag: 'v2s2-unpinned', digest: digests.v2s2, mediaType: MEDIA_TYPES.dockerManifest },
+      { tag: 'oci-unpinned', digest: digests.busybox, mediaType: MEDIA_TYPES.ociManifest },
+    ];
+    for (const c of cases) {
+      assert.equal(await inspectDigest(upstream, 'library/busybox', c.tag), c.digest, 'the unpinned tag names a pinned digest');
+      // The real registry answers such a client with a schema 1 conversion of a schema 2 manifest (a digest nothing
+      // admits, which it cannot serve by digest), and with 404 for an OCI manifest.
+      const direct = await registryRequest(upstream, `/v2/library/busybox/manifests/${c.tag}`, { headers: { accept: '*/*' } });
+      assert.notEqual(direct.headers['docker-content-digest'], c.digest);
+      for (const accept of ['*/*', 'application/vnd.docker.distribution.manifest.v1+prettyjws, */*']) {
+        for (const method of ['HEAD', 'GET']) {
+          const r = await t.request('pull', `/v2/library/busybox/manifests/${c.tag}`, { method, headers: { accept } });
+          assert.equal(r.status, 200, `${method} ${c.tag} with Accept ${accept}: ${r.body.toString()}`);
+          assert.equal(r.headers['docker-content-digest'], c.digest);
+          assert.equal(r.headers['content-type'], c.mediaType);
+        }
+      }
+    }
   });
 
   test("of a pinned tag gets distribution's answer: a list's linux/amd64 manifest, MANIFEST_UNKNOWN for an OCI index", async () => {

@@ -7,7 +7,7 @@ import { DigestMismatchError } from '../../storage/blobs.js';
 import { type BlobBody, bufferBody } from '../../storage/chunks.js';
 import type { ContentStore, StoredManifest } from '../../storage/content.js';
 import { RegistryError } from '../errors.js';
-import { acceptsIndexes, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, parseManifest } from '../registry/manifest.js';
+import { acceptsIndexes, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, parseManifest, upstreamAccept } from '../registry/manifest.js';
 import type { Route } from '../registry/names.js';
 import { type Download, followWriter, Inflight } from './inflight.js';
 import { discard, header, readLimited, type Upstream, upstreamFailure } from './upstream.js';
@@ -101,15 +101,16 @@ export class Mirror {
   }
 
   // resolveTag asks the upstream what a tag points at (HEAD first, to spare rate limits); when the upstream cannot
-  // answer, the digest it last resolved to is used. The client's Accept goes along: a client that takes no index gets
-  // one platform's manifest from the upstream, as it would directly, and that answer is not what the tag points at for
-  // everyone else, so only an answer to an Accept that takes indexes is kept as the tag's digest.
+  // answer, the digest it last resolved to is used. The client's Accept goes along, as upstreamAccept makes it: a client
+  // that takes no index gets one platform's manifest from the upstream, as it would directly, and that answer is not what
+  // the tag points at for everyone else, so only an answer to an Accept that takes indexes is kept as the tag's digest.
   async resolveTag(route: Route, tag: string, accept: string | null): Promise<TagAnswer> {
     const upstream = this.upstream(route);
     const urlPath = `/v2/${route.path}/manifests/${tag}`;
     const keep = accept === null || acceptsIndexes(accept);
+    const asked = accept === null ? MANIFEST_ACCEPT : upstreamAccept(accept);
     try {
-      const head = await upstream.fetch('HEAD', urlPath, route.path, { accept: accept ?? MANIFEST_ACCEPT });
+      const head = await upstream.fetch('HEAD', urlPath, route.path, { accept: asked });
       head.body.resume();
       if (head.status === 200) {
         const digest = header(head.headers, 'docker-content-digest');
@@ -117,7 +118,7 @@ export class Mirror {
           if (keep) this.content.setTag(route.repository, tag, digest);
           return { digest, source: 'upstream' };
         }
-        const m = await this.fetchManifest(route, tag, accept ?? MANIFEST_ACCEPT);
+        const m = await this.fetchManifest(route, tag, asked);
         if (keep) this.content.setTag(route.repository, tag, m.digest);
         return { digest: m.digest, source: 'upstream' };
       }

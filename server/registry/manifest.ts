@@ -114,6 +114,19 @@ export function acceptsType(accept: string, type: string): boolean {
   return accept.split(',').some((part) => part.split(';')[0].trim().toLowerCase() === type);
 }
 
+// upstreamAccept is the Accept header a tag is resolved upstream with for a client's: the client's, without the schema 1
+// types airlock refuses, and with both single-manifest types added when it names no type airlock serves (a bare */*).
+// Asked so, distribution converts a schema 2 manifest to schema 1 (a digest it cannot serve by digest), and answers an
+// OCI manifest with 404; a client that takes no index still gets one platform's manifest of a list.
+export function upstreamAccept(accept: string): string {
+  const parts = accept
+    .split(',')
+    .map((part) => part.trim())
+    .filter((part) => part !== '' && !acceptsType(part, MEDIA.schema1) && !acceptsType(part, MEDIA.schema1Signed));
+  if (!MANIFEST_TYPES.some((type) => acceptsType(accept, type))) parts.push(MEDIA.ociManifest, MEDIA.dockerManifest);
+  return parts.join(', ');
+}
+
 // isIndexType tells whether a manifest media type is an index (OCI) or a manifest list (Docker).
 export function isIndexType(mediaType: string): boolean {
   return mediaType === MEDIA.ociIndex || mediaType === MEDIA.dockerList;
