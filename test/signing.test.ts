@@ -10,7 +10,7 @@ import { writeSigningKey } from '../server/signing/key.js';
 import { signCommand } from '../server/signing/sign-command.js';
 import { SIGNATURE_ARTIFACT_TYPE } from '../server/signing/signer.js';
 import { startTestAirlock, TEST_KEY_PASSWORD, type TestAirlock } from './harness/airlock.js';
-import { buildImage, inspectDigest, pushImage, skopeoCopy } from './harness/images.js';
+import { buildImage, buildIndex, fetchManifest, inspectDigest, pushImage, skopeoCopy } from './harness/images.js';
 import { run, runOk, stopAll, track, waitFor } from './harness/proc.js';
 import { type Registry, startRegistry } from './harness/registry.js';
 
@@ -215,6 +215,30 @@ describe('re-signing with the mirror key', () => {
     assert.equal(payload.critical.image['docker-manifest-digest'], digests.pinned);
     const wrong = await cosignVerify(strangerKey.pubPath, `${t.host}/${name}@${digests.pinned}`, '--experimental-oci11');
     assert.notEqual(wrong.code, 0);
+  });
+
+  test('cosign verify of a platform manifest by its digest finds its signature before any client pulled that platform', async () => {
+    const dir = path.join(tmp, 'img', 'multi');
+    const amd = await buildImage(dir, { tag: 'amd64', files: { '/id': `amd64 ${crypto.randomUUID()}\n` } });
+    const arm = await buildImage(dir, { tag: 'arm64', arch: 'arm64', files: { '/id': `arm64 ${crypto.randomUUID()}\n` } });
+    await pushImage(await buildIndex(dir, [amd, arm], 'multi'), `${reg.host}/library/multi:1`, { certDir: reg.certDir, all: true });
+    const index = await inspectDigest(reg, 'library/multi', '1');
+    const listed = JSON.parse((await fetchManifest(reg, 'library/multi', index)).bytes.toString()) as { manifests: { digest: string; platform: { architecture: string } }[] };
+    const armDigest = listed.manifests.find((m) => m.platform.architecture === 'arm64')?.digest;
+    assert.ok(armDigest);
+    const repo = `${UPSTREAM}/library/multi`;
+    const pinned = await t.request('admin', '/api/v1/pins', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ repository: repo, digest: index, tag: '1' }) });
+    assert.equal(pinned.status, 201, pinned.body.toString());
+    // skopeo copies the index and this machine's platform: the arm64 manifest is admitted as listed, never fetched.
+    const pulled = await pullThrough('library/multi', '1');
+    assert.equal(pulled.code, 0, pulled.stderr);
+    assert.equal(t.airlock.services.content.holds(repo, armDigest), null, 'no client pulled the arm64 manifest');
+    // cosign asks for the .sig tag of a digest reference without fetching its manifest first.
+    const ok = await cosignVerify(mirrorPub(), `${t.host}/${repo}@${armDigest}`);
+    assert.equal(ok.code, 0, ok.stderr);
+    const payload = JSON.parse(ok.stdout.trim().split('\n').pop() ?? '[]')[0];
+    assert.equal(payload.critical.image['docker-manifest-digest'], armDigest);
+    assert.equal(payload.optional['airlock.admission'], 'index');
   });
 
   test('the upstream publisher signature is never passed through under the .sig tag', async () => {

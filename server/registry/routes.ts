@@ -209,10 +209,16 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     req.airlock.action = 'pull.signature';
     req.airlock.digest = digest;
     // A digest the repository does not hold was never served here and has no airlock signature: asking the policy would
-    // look for publisher signatures upstream for any digest a client makes up.
+    // look for publisher signatures upstream for any digest a client makes up. One that an index it holds lists is no
+    // made-up digest: admitted, it is fetched as a pull would, as cosign verify IMAGE@<platform digest> fetches nothing
+    // before it asks for the signature.
     if (s.content.holds(r.repository, digest) === null) {
-      req.airlock.decision = 'deny';
-      throw new RegistryError('MANIFEST_UNKNOWN', `no airlock signature for ${r.repository}@${digest}`);
+      const listed = s.content.parents(r.repository, digest, 'manifest').some((p) => !p.own);
+      if (!listed || !(await s.policy.evaluate(r, digest)).admitted) {
+        req.airlock.decision = 'deny';
+        throw new RegistryError('MANIFEST_UNKNOWN', `no airlock signature for ${r.repository}@${digest}`);
+      }
+      await s.mirror.manifest(r, digest);
     }
     let d = await s.policy.evaluate(r, digest);
     // Admitted another way than the signature says (a pin deleted, a pin added), it is recorded and signed anew first:
