@@ -275,6 +275,23 @@ describe('registry read API', () => {
     }
   });
 
+  test('If-Range with the blob\'s ETag keeps the Range; with another validator or a date the whole blob is sent', async () => {
+    const url = `/v2/library/seeded/blobs/${sha(blob2k)}`;
+    const same = await t.request('pull', url, { headers: { range: 'bytes=0-9', 'if-range': `"${sha(blob2k)}"` } });
+    assert.equal(same.status, 206);
+    assert.deepEqual(same.body, blob2k.subarray(0, 10));
+    // RFC 9110 §13.1.5: a validator that does not match strongly (another ETag, a weak one, a date, as airlock sends no
+    // Last-Modified) means the client's part belongs to something else: the Range is ignored.
+    for (const ifRange of [`"${sha(empty)}"`, `W/"${sha(blob2k)}"`, 'Tue, 08 Dec 2026 00:00:00 GMT']) {
+      const r = await t.request('pull', url, { headers: { range: 'bytes=0-9', 'if-range': ifRange } });
+      assert.equal(r.status, 200, ifRange);
+      assert.deepEqual(r.body, blob2k, ifRange);
+      assert.equal(r.headers['content-range'], undefined, ifRange);
+    }
+    const unsatisfiable = await t.request('pull', url, { headers: { range: 'bytes=999999-', 'if-range': `"${sha(empty)}"` } });
+    assert.equal(unsatisfiable.status, 200, 'a Range that is ignored is not checked either');
+  });
+
   test('a Range that is not in bytes is ignored and the whole blob is sent', async () => {
     const r = await t.request('pull', `/v2/library/seeded/blobs/${sha(blob2k)}`, { headers: { range: 'items=1-2' } });
     assert.equal(r.status, 200);

@@ -273,7 +273,10 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     }
     let range = null;
     // Range is defined for GET only (RFC 9110 §14.2): a HEAD answers as the whole blob's GET would, whatever it asks.
-    if (size !== null && !head) {
+    // An If-Range that is not this blob's ETag (another one, or a date: airlock sends no Last-Modified) says the part
+    // the client holds is of something else, so it gets the whole blob (§13.1.5).
+    const ifRange = req.headers['if-range'];
+    if (size !== null && !head && (ifRange === undefined || (typeof ifRange === 'string' && ifRange.trim() === etag))) {
       const parsed = parseRange(req.headers.range, size);
       if (parsed === 'invalid') {
         throw new RegistryError('RANGE_INVALID', `range "${truncate(req.headers.range ?? '')}" is not satisfiable for a blob of ${size} bytes`, null, { 'content-range': `bytes */${size}` });
