@@ -241,6 +241,19 @@ describe('re-signing with the mirror key', () => {
     assert.equal(payload.optional['airlock.admission'], 'index');
   });
 
+  test('cosign verify of a pinned digest finds its signature before any client pulled it, as an admission controller checks a pod', async () => {
+    const digest = await pushNew('library/fresh', '1');
+    const repo = `${UPSTREAM}/library/fresh`;
+    const pinned = await t.request('admin', '/api/v1/pins', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ repository: repo, digest }) });
+    assert.equal(pinned.status, 201, pinned.body.toString());
+    assert.equal(t.airlock.services.content.holds(repo, digest), null, 'no client pulled the image');
+    const ok = await cosignVerify(mirrorPub(), `${t.host}/${repo}@${digest}`);
+    assert.equal(ok.code, 0, ok.stderr);
+    const payload = JSON.parse(ok.stdout.trim().split('\n').pop() ?? '[]')[0];
+    assert.equal(payload.critical.image['docker-manifest-digest'], digest);
+    assert.equal(payload.optional['airlock.admission'], 'pin');
+  });
+
   test('the upstream publisher signature is never passed through under the .sig tag', async () => {
     const sig = await t.request('pull', `/v2/${UPSTREAM}/acme/signed/manifests/${digests.signed.replace(':', '-')}.sig`);
     assert.equal(sig.status, 200);

@@ -209,12 +209,12 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     req.airlock.action = 'pull.signature';
     req.airlock.digest = digest;
     // A digest the repository does not hold was never served here and has no airlock signature: asking the policy would
-    // look for publisher signatures upstream for any digest a client makes up. One that an index it holds lists is no
-    // made-up digest: admitted, it is fetched as a pull would, as cosign verify IMAGE@<platform digest> fetches nothing
-    // before it asks for the signature.
+    // look for publisher signatures upstream for any digest a client makes up. One that is pinned, or that an index the
+    // repository holds lists, is no made-up digest: admitted, it is fetched as a pull would, as cosign verify
+    // IMAGE@<digest> (and an admission controller checking a pod before its node pulls) asks for the signature first.
     if (s.content.holds(r.repository, digest) === null) {
-      const listed = s.content.parents(r.repository, digest, 'manifest').some((p) => !p.own);
-      if (!listed || !(await s.policy.evaluate(r, digest)).admitted) {
+      const known = s.policyStore.pinFor(r.repository, digest) !== null || s.content.parents(r.repository, digest, 'manifest').some((p) => !p.own);
+      if (!known || !(await s.policy.evaluate(r, digest)).admitted) {
         req.airlock.decision = 'deny';
         throw new RegistryError('MANIFEST_UNKNOWN', `no airlock signature for ${r.repository}@${digest}`);
       }
