@@ -254,6 +254,23 @@ describe('re-signing with the mirror key', () => {
     assert.equal(payload.optional['airlock.admission'], 'pin');
   });
 
+  test('cosign verify of a digest a publisher signed finds its signature before any client pulled it; a made-up one has none', async () => {
+    const digest = await pushNew('acme/fresh', '1');
+    await cosignSign(publisherKey.keyPath, `${reg.host}/acme/fresh@${digest}`);
+    const repo = `${UPSTREAM}/acme/fresh`;
+    assert.equal(t.airlock.services.content.holds(repo, digest), null, 'no client pulled the image');
+    const ok = await cosignVerify(mirrorPub(), `${t.host}/${repo}@${digest}`);
+    assert.equal(ok.code, 0, ok.stderr);
+    const payload = JSON.parse(ok.stdout.trim().split('\n').pop() ?? '[]')[0];
+    assert.equal(payload.critical.image['docker-manifest-digest'], digest);
+    assert.equal(payload.optional['airlock.admission'], 'publisher');
+    const made = `sha256:${crypto.createHash('sha256').update(crypto.randomUUID()).digest('hex')}`;
+    const none = await t.request('pull', `/v2/${repo}/manifests/${made.replace(':', '-')}.sig`);
+    assert.equal(none.status, 404);
+    assert.equal(JSON.parse(none.body.toString()).errors[0].code, 'MANIFEST_UNKNOWN');
+    assert.equal(t.airlock.services.policyStore.requestFor(repo, made), null, 'and no approval request was made for it');
+  });
+
   test('the upstream publisher signature is never passed through under the .sig tag', async () => {
     const sig = await t.request('pull', `/v2/${UPSTREAM}/acme/signed/manifests/${digests.signed.replace(':', '-')}.sig`);
     assert.equal(sig.status, 200);

@@ -208,17 +208,19 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
   const signature = async (req: FastifyRequest, reply: FastifyReply, r: Route, digest: string, head: boolean, wanted: string | null = null): Promise<void> => {
     req.airlock.action = 'pull.signature';
     req.airlock.digest = digest;
-    // A digest the repository does not hold was never served here and has no airlock signature: asking the policy would
-    // look for publisher signatures upstream for any digest a client makes up. One that is pinned, or that an index the
-    // repository holds lists, is no made-up digest: admitted, it is fetched as a pull would, as cosign verify
-    // IMAGE@<digest> (and an admission controller checking a pod before its node pulls) asks for the signature first.
+    // A digest the repository does not hold has no airlock signature yet, and cosign verify IMAGE@<digest> (like an
+    // admission controller checking a pod before its node pulls) asks for one before any pull: the manifest is fetched
+    // as a pull would fetch it, then signed if admitted. A pinned digest, or one an index the repository holds lists, is
+    // fetched once admitted. Any other is fetched before the policy is asked, so that a digest a client makes up ends at
+    // the upstream's 404 before publisher signatures are looked for upstream; where no publisher covers the repository,
+    // nothing could admit it, and the upstream is not asked at all.
     if (s.content.holds(r.repository, digest) === null) {
       const known = s.policyStore.pinFor(r.repository, digest) !== null || s.content.parents(r.repository, digest, 'manifest').some((p) => !p.own);
-      if (!known || !(await s.policy.evaluate(r, digest)).admitted) {
+      if (!known && s.policy.candidates(r.repository).length === 0) {
         req.airlock.decision = 'deny';
         throw new RegistryError('MANIFEST_UNKNOWN', `no airlock signature for ${r.repository}@${digest}`);
       }
-      await s.mirror.manifest(r, digest);
+      if (!known || (await s.policy.evaluate(r, digest)).admitted) await s.mirror.manifest(r, digest);
     }
     let d = await s.policy.evaluate(r, digest);
     // Admitted another way than the signature says (a pin deleted, a pin added), it is recorded and signed anew first:
