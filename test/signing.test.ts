@@ -269,6 +269,10 @@ describe('re-signing with the mirror key', () => {
     assert.equal(none.status, 404);
     assert.equal(JSON.parse(none.body.toString()).errors[0].code, 'MANIFEST_UNKNOWN');
     assert.equal(t.airlock.services.policyStore.requestFor(repo, made), null, 'and no approval request was made for it');
+    // A layer is no manifest: asked for one as a manifest, distribution answers 500.
+    const manifest = JSON.parse((await t.request('pull', `/v2/${repo}/manifests/${digest}`)).body.toString()) as { layers: { digest: string }[] };
+    const layer = await t.request('pull', `/v2/${repo}/manifests/${manifest.layers[0].digest.replace(':', '-')}.sig`);
+    assert.equal(layer.status, 404, layer.body.toString());
   });
 
   test('the upstream publisher signature is never passed through under the .sig tag', async () => {

@@ -213,10 +213,10 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     // as a pull would fetch it, then signed if admitted. A pinned digest, or one an index the repository holds lists, is
     // fetched once admitted. Any other is fetched before the policy is asked, so that a digest a client makes up ends at
     // the upstream's 404 before publisher signatures are looked for upstream; where no publisher covers the repository,
-    // nothing could admit it, and the upstream is not asked at all.
+    // nothing could admit it, and the upstream is not asked at all. Nor is it for a layer (see isKnownBlob).
     if (s.content.holds(r.repository, digest) === null) {
       const known = s.policyStore.pinFor(r.repository, digest) !== null || s.content.parents(r.repository, digest, 'manifest').some((p) => !p.own);
-      if (!known && s.policy.candidates(r.repository).length === 0) {
+      if (!known && (s.policy.candidates(r.repository).length === 0 || isKnownBlob(r, digest))) {
         req.airlock.decision = 'deny';
         throw new RegistryError('MANIFEST_UNKNOWN', `no airlock signature for ${r.repository}@${digest}`);
       }
