@@ -404,6 +404,28 @@ describe('podman 4.3 through airlock', () => {
 });
 
 describe('with the upstream down', () => {
+  test("an unpinned tag of a manifest list is served from its last digest as the upstream answered it: to a client that takes no list, the list's linux/amd64 manifest", async () => {
+    const repo = 'docker.io/library/multilist4';
+    await skopeoCopy(`docker://${upstream.host}/library/multilist:1`, `docker://${upstream.host}/library/multilist4:1`, { srcCertDir: upstream.certDir, destCertDir: upstream.certDir, all: true });
+    const list = JSON.parse((await fetchManifest(upstream, 'library/multilist4', '1')).bytes.toString()) as ImageIndex;
+    const amd = list.manifests.find((m) => m.platform?.architecture === 'amd64');
+    assert.ok(amd);
+    const s = t.airlock.services;
+    s.policyStore.addPin({ repository: repo, digest: digests.multilist, tag: null, note: 'the list, by digest', source: 'api', createdBy: 'test' });
+    s.policy.changed();
+    const narrow = { accept: MEDIA_TYPES.dockerManifest };
+    const ask = async (headers: Record<string, string>): Promise<string | string[] | undefined> => {
+      const r = await t.request('pull', '/v2/library/multilist4/manifests/1', { headers });
+      assert.equal(r.status, 200, r.body.toString());
+      return r.headers['docker-content-digest'];
+    };
+    assert.equal(await ask({ accept: ALL_MANIFEST_TYPES }), digests.multilist);
+    assert.equal(await ask(narrow), amd.digest, 'the upstream answers the one-platform client with the amd64 manifest');
+    await upstream.stop();
+    assert.equal(await ask({ accept: ALL_MANIFEST_TYPES }), digests.multilist, "with the upstream down, the tag's last digest");
+    assert.equal(await ask(narrow), amd.digest, 'and its amd64 manifest to the client that takes no list, not the list');
+  });
+
   test('a cached image still pulls completely and an uncached pinned one is refused with 503 UNAVAILABLE', async () => {
     await upstream.stop();
     const dir = out('busybox-offline');

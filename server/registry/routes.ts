@@ -135,6 +135,8 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     let digest: string;
     let tag: string | null = null;
     let pinnedTag = false;
+    // fromMemory: the tag is answered from what airlock knows (a pin, or the last digest while the upstream is down).
+    let fromMemory = false;
     const acceptHeader = req.headers.accept;
     const accept = Array.isArray(acceptHeader) ? acceptHeader.join(', ') : acceptHeader ?? null;
     if (isDigestLike(ref)) {
@@ -149,9 +151,12 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
       if (pinned) {
         digest = pinned;
         pinnedTag = true;
+        fromMemory = true;
         checkDrift(r, tag, pinned);
       } else {
-        digest = (await s.mirror.resolveTag(r, tag, accept)).digest;
+        const resolved = await s.mirror.resolveTag(r, tag, accept);
+        digest = resolved.digest;
+        fromMemory = resolved.source === 'stale';
         // A client that takes no index gets one platform's manifest; it is admitted when listed in an admitted index,
         // which airlock must know whether or not a client that takes indexes pulled the tag before.
         if (accept !== null && !acceptsIndexes(accept) && !(await s.policy.evaluate(r, digest)).admitted) await s.mirror.learnTagIndex(r, tag, digest);
@@ -165,9 +170,10 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     }
     const generation = s.policy.generation;
     let { manifest: m, source } = await s.mirror.manifest(r, digest);
-    // A pinned tag is served from the index it is pinned to; to a client whose Accept names types but not that index's
-    // type, what the upstream would have answered instead (an unpinned tag gets that answer from the upstream itself).
-    const substituted = pinnedTag && accept !== null && isIndexType(m.mediaType) && !acceptsType(accept, m.mediaType);
+    // A pinned tag is served from the index it is pinned to, and an unpinned one whose upstream is down from the index it
+    // last resolved to; to a client whose Accept names types but not that index's type, what the upstream would have
+    // answered instead (an unpinned tag otherwise gets that answer from the upstream itself).
+    const substituted = fromMemory && accept !== null && isIndexType(m.mediaType) && !acceptsType(accept, m.mediaType);
     await admitManifest(req, r, digest, tag, !substituted);
     if (substituted) ({ manifest: m, source } = await platformManifest(req, r, tag as string, m));
     req.airlock.source = source;
