@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import YAML from 'yaml';
 import { startTestAirlock, type TestAirlock } from './harness/airlock.js';
-import { buildImage, buildIndex, inspectDigest, pushImage } from './harness/images.js';
+import { buildImage, buildIndex, inspectDigest, pushImage, skopeoCopy } from './harness/images.js';
 import { run, stopAll, track, waitFor } from './harness/proc.js';
 import { type Registry, registryRequest, startRegistry } from './harness/registry.js';
 
@@ -179,6 +179,27 @@ describe('admission policy', () => {
     assert.equal(drifts[0].reference, 'stable');
     assert.equal(drifts[0].digest, moved);
     assert.equal(drifts[0].reason, `pinned to ${d.frozen}`);
+  });
+
+  test("a tag pinned to one platform's manifest has not drifted while the upstream's index for the tag lists it", async (ctx) => {
+    const repo = 'docker.io/library/oneplatform';
+    await skopeoCopy(`docker://${reg.host}/library/platforms:1`, `docker://${reg.host}/library/oneplatform:1`, { srcCertDir: reg.certDir, destCertDir: reg.certDir, all: true });
+    const index = await registryRequest(reg, '/v2/library/oneplatform/manifests/1', { headers: { accept: 'application/vnd.oci.image.index.v1+json' } });
+    assert.equal(index.headers['docker-content-digest'], d.platforms);
+    const amd64 = (json(index.body).manifests as { digest: string; platform: { architecture: string } }[]).find((m) => m.platform.architecture === 'amd64')?.digest;
+    assert.ok(amd64);
+    const created = await post('/api/v1/pins', { repository: repo, digest: amd64, tag: '1' });
+    assert.equal(created.status, 201, created.body.toString());
+    const s = t.airlock.services;
+    const recorded = ctx.mock.method(s.policyStore, 'recordDrift');
+    const cleared = ctx.mock.method(s.policyStore, 'clearDrift');
+    const decided = (): boolean => [...recorded.mock.calls, ...cleared.mock.calls].some((c) => c.arguments[0] === repo);
+    const pulled = await t.request('pull', '/v2/library/oneplatform/manifests/1');
+    assert.equal(pulled.headers['docker-content-digest'], amd64);
+    await waitFor(decided, { timeoutMs: 5000, what: 'the drift check of library/oneplatform:1' });
+    assert.deepEqual(recorded.mock.calls.filter((c) => c.arguments[0] === repo), [], 'no drift recorded');
+    const drift = json((await t.request('audit', '/api/v1/drift')).body).drift as { repository: string }[];
+    assert.deepEqual(drift.filter((x) => x.repository === repo), []);
   });
 
   test('a tag pin deleted while its drift check waits for the upstream leaves no drift and no tag.drift event', async (ctx) => {

@@ -103,10 +103,13 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
     lastDriftCheck.set(key, t);
     s.mirror
       .peekTag(r, tag)
-      .then((upstream) => {
+      .then(async (upstream) => {
+        if (upstream === null) return;
+        // A tag pinned to one platform's manifest has not moved while the index the upstream gives for it lists that manifest.
+        const moved = upstream !== pinned && !(await listsManifest(r, upstream, pinned));
         // The pin may have been deleted or moved while the upstream answered: drift is only ever of the pin as it is.
-        if (upstream === null || s.policy.tagPin(r.repository, tag) !== pinned) return;
-        if (upstream === pinned) {
+        if (s.policy.tagPin(r.repository, tag) !== pinned) return;
+        if (!moved) {
           s.policyStore.clearDrift(r.repository, tag);
           return;
         }
@@ -116,6 +119,19 @@ export async function registryRoutes(app: FastifyInstance, s: Services, record: 
         }
       })
       .catch((err: Error) => s.logger.warn({ repo: r.repository, tag, err: err.message }, 'drift check failed'));
+  };
+
+  // listsManifest tells whether index (a digest the upstream gives for a tag) is an index listing manifest; the index is
+  // fetched, and kept, only when manifest is a single image's, the only kind an index lists. One that cannot be had
+  // (a schema 1 manifest, say) lists nothing: the tag has moved.
+  const listsManifest = async (r: Route, index: string, manifest: string): Promise<boolean> => {
+    try {
+      if (isIndexType((await s.mirror.manifest(r, manifest)).manifest.mediaType)) return false;
+      if (!isIndexType((await s.mirror.manifest(r, index)).manifest.mediaType)) return false;
+    } catch {
+      return false;
+    }
+    return s.content.parents(r.repository, manifest, 'manifest').some((p) => p.digest === index);
   };
 
   const remembered = new RememberedAnswers(s, checkDrift, record);
