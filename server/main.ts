@@ -73,8 +73,10 @@ async function serve(argv: string[]): Promise<void> {
     try {
       r = initDataDir({ dir: 'airlock-data', hosts: defaultHosts(), force: false, keyPassword: env.AIRLOCK_KEY_PASSWORD ?? '', p12Password: env.AIRLOCK_P12_PASSWORD ?? '' });
     } catch (err) {
-      // init's advice (--force) is not serve's to take: say what serve found, and the commands that settle it.
       if (!(err instanceof UserError)) throw err;
+      // A data directory that cannot be made at all (a file in the way, a folder it may not write) is said as it is.
+      if (!/ exists; refusing to overwrite /.test(err.message)) throw new UserError(`no configuration found, and ./airlock-data cannot be initialised: ${err.message}`);
+      // init's advice (--force) is not serve's to take: say what serve found, and the commands that settle it.
       throw new UserError(
         `${err.message.replace(/ \(use --force[^)]*\)$/, '')}: airlock-data holds part of a data directory but no airlock.yaml; start over with airlock init --dir airlock-data --force, or name a configuration with serve --config`,
       );

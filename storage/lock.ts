@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { UserError } from '../server/errors.js';
+import { UserError, whyUnreadable } from '../server/errors.js';
 
 // LOCK_FILE is the lock's file name in the data directory.
 export const LOCK_FILE = 'airlock.lock';
@@ -19,9 +19,17 @@ export interface DataDirLock {
 // lockDataDir takes the data directory's lock, or says that a running server holds it.
 export function lockDataDir(dataDir: string): DataDirLock {
   const file = path.join(dataDir, LOCK_FILE);
-  let db: Database.Database | null = null;
   try {
     fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    // mkdir says EEXIST for a file where the directory should be: words that read as if the directory were there.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === undefined) throw err;
+    const why = code === 'EEXIST' ? 'a file, not a directory' : code === 'ENOTDIR' ? 'a file in its path is not a directory (ENOTDIR)' : whyUnreadable(err, 'directory');
+    throw new UserError(`data directory ${dataDir}: ${why}`);
+  }
+  let db: Database.Database | null = null;
+  try {
     db = new Database(file, { timeout: 0 });
     // The lock takes no journal file: nothing is ever written, and a journal would need a writable directory.
     db.pragma('journal_mode = MEMORY');

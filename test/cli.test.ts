@@ -201,7 +201,15 @@ describe('airlock init', () => {
       assertUserError(await airlock(['init', '--dir', dir, ...extra]), pattern);
       assert.ok(!fs.existsSync(dir), `nothing was written for ${extra.join(' ')}`);
     }
-    assertUserError(await airlock(['init', '--dir', path.join(tmp, 'a-file-too', 'x')], { env: ENV, cwd: (fs.writeFileSync(path.join(tmp, 'a-file-too'), ''), REPO) }), /ENOTDIR: not a directory/);
+    assertUserError(await airlock(['init', '--dir', path.join(tmp, 'a-file-too', 'x')], { env: ENV, cwd: (fs.writeFileSync(path.join(tmp, 'a-file-too'), ''), REPO) }), /a file in its path is not a directory \(ENOTDIR\)/);
+  });
+
+  test('init --dir naming a file says it is a file, not a directory, and leaves the file as it was', async () => {
+    const file = path.join(tmp, 'init-dir-is-a-file');
+    fs.writeFileSync(file, 'keep me');
+    const r = await airlock(['init', '--dir', file]);
+    assertUserError(r, new RegExp(`^airlock: data directory ${file}: a file, not a directory$`));
+    assert.equal(fs.readFileSync(file, 'utf8'), 'keep me');
   });
 
   test('a second init refuses to overwrite the CA without --force and changes nothing', async () => {
@@ -704,6 +712,15 @@ describe('airlock serve', () => {
     const r = await airlock(['serve'], { cwd: tmp, env: { ...ENV, AIRLOCK_CONFIG: path.join(tmp, 'missing-from-env.yaml') } });
     assertUserError(r, /cannot read config .*missing-from-env\.yaml: no such file \(ENOENT\)/);
     assert.ok(!fs.existsSync(path.join(tmp, 'airlock-data')), 'no data directory is initialised when a config is named');
+  });
+
+  test('serve with no configuration and a file named airlock-data says so, without advising init --force', async () => {
+    const cwd = path.join(tmp, 'cwd-with-a-file');
+    fs.mkdirSync(cwd);
+    fs.writeFileSync(path.join(cwd, 'airlock-data'), 'keep me');
+    const r = await airlock(['serve'], { cwd });
+    assertUserError(r, /^airlock: no configuration found, and \.\/airlock-data cannot be initialised: data directory .*airlock-data: a file, not a directory$/);
+    assert.equal(fs.readFileSync(path.join(cwd, 'airlock-data'), 'utf8'), 'keep me');
   });
 
   test('serve with no configuration anywhere initialises ./airlock-data, says so, and stops with exit 0 on SIGTERM', async () => {
