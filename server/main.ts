@@ -38,6 +38,9 @@ function args<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[],
     if (err instanceof UserError) throw err;
     const unknown = /^Unknown option '([^']*)'/.exec((err as Error).message);
     if (unknown) throw new UserError(`unknown option ${unknown[1]}; run "airlock help" for the usage`);
+    // parseArgs takes a value that starts with "-" (--days -3, --dir --force) for a forgotten one, and says so over three lines.
+    const noValue = /^Option '(-[^' ]+)(?: <value>)?' argument (missing|is ambiguous)/.exec((err as Error).message);
+    if (noValue) throw new UserError(`${noValue[1]} needs a value${noValue[2] === 'missing' ? '' : `; to give one that starts with "-", write ${noValue[1]}=VALUE`}`);
     throw new UserError((err as Error).message.split('\n')[0]);
   }
 }

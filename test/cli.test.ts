@@ -399,7 +399,9 @@ describe('command-line mistakes', () => {
     assertUserError(await airlock(['init', '--dir', path.join(tmp, 'never'), '--colour', 'blue']), /--colour/);
     assertUserError(await airlock(['serve', '--confg', configPath]), /--confg/);
     assertUserError(await airlock(['init', 'extra']), /unexpected argument "extra"/);
-    assertUserError(await airlock(['init', '--dir']), /--dir/);
+    assertUserError(await airlock(['init', '--dir']), /^airlock: --dir needs a value$/);
+    assertUserError(await airlock(['init', '--dir', '--force']), /^airlock: --dir needs a value; to give one that starts with "-", write --dir=VALUE$/);
+    assertUserError(await airlock(['cert', 'issue', '--config', configPath, '--name', 'x', '--role', 'pull', '--days', '-3']), /^airlock: --days needs a value; to give one that starts with "-", write --days=VALUE$/);
     assert.ok(!fs.existsSync(path.join(tmp, 'never')));
   });
 
