@@ -172,7 +172,8 @@ export function loadConfigFile(file: string, env: Env, opts: LoadOptions = {}): 
   try {
     doc = YAML.parse(text, { uniqueKeys: true });
   } catch (err) {
-    throw new UserError(`config ${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+    // The parser's first line ends in ":" before an excerpt of the file on the lines after it, which are left out.
+    throw new UserError(`config ${file} is not valid YAML: ${(err as Error).message.split('\n')[0].replace(/:$/, '')}`);
   }
   return validateConfig(doc ?? {}, path.dirname(path.resolve(file)), env, path.resolve(file), opts);
 }
