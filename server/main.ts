@@ -304,8 +304,10 @@ async function audit(argv: string[]): Promise<number> {
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
-  // `airlock cert --help`, `airlock serve -h`: the usage of that command.
-  const lines = USAGE.split('\n').filter((l) => l.startsWith(`  airlock ${cmd} `));
+  // `airlock cert --help`, `airlock serve -h`: the usage of that command; `airlock cert issue -h`, of that subcommand.
+  const all = USAGE.split('\n').filter((l) => l.startsWith(`  airlock ${cmd} `));
+  const sub = all.filter((l) => rest[0] !== undefined && l.startsWith(`  airlock ${cmd} ${rest[0]} `));
+  const lines = sub.length > 0 ? sub : all;
   if (lines.length > 0 && rest.some((a) => a === '--help' || a === '-h')) {
     console.log(`usage:\n${lines.join('\n')}`);
     return 0;

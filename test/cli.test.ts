@@ -414,6 +414,8 @@ describe('command-line mistakes', () => {
       assert.equal(one.code, 0, one.stderr);
       assert.match(one.stdout, new RegExp(`^usage:\\n(  airlock ${argv[0]} .*\\n)+$`), argv.join(' '));
     }
+    assert.equal((await airlock(['cert', 'issue', '--help'])).stdout, 'usage:\n  airlock cert issue --config FILE --name NAME --role pull|audit|admin [--days N] [--out DIR]\n');
+    assert.equal((await airlock(['cert', '--help'])).stdout.split('\n').length, 4, 'cert --help: both cert commands');
     assertUserError(await airlock(['serve', '--bogus']), /^airlock: unknown option --bogus; run "airlock help" for the usage$/);
   });
 });
