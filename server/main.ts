@@ -70,6 +70,9 @@ function findConfig(flag: string | undefined): string | null {
 
 async function serve(argv: string[]): Promise<void> {
   const { values } = args(argv, { config: { type: 'string' } });
+  // A reader of stdout gone away (serve | grep -m1 listening, a log shipper that died) loses the banner, as the log
+  // loses its lines (logging.ts), not the server: the write's EPIPE would otherwise end it with a stack trace.
+  process.stdout.on('error', () => {});
   let file = findConfig(str(values.config));
   if (file === null) {
     let r;

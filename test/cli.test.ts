@@ -7,6 +7,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { loadConfigFile } from '../server/config.js';
@@ -16,7 +17,7 @@ import { openDatabase } from '../storage/db.js';
 import { MIGRATIONS } from '../storage/migrations.js';
 import { issueServerCertWithValidity, normalizeSerial } from '../server/pki/ca.js';
 import { loadSigningKey } from '../server/signing/key.js';
-import { type Proc, run, type RunResult, runOk, startProcess, stopAll, StopWaiting, waitFor } from './harness/proc.js';
+import { freePort, type Proc, run, type RunResult, runOk, startProcess, stopAll, StopWaiting, waitFor } from './harness/proc.js';
 import { cosignBinary } from './harness/cosign.js';
 import { registryRequest } from './harness/registry.js';
 
@@ -443,6 +444,35 @@ describe('airlock serve', () => {
 
     process.kill(proc.pid, 'SIGTERM');
     assert.equal(await exitWithin(proc, 15_000), 0, proc.output());
+  });
+
+  test('serve whose stdout reader went away goes on serving, and stops with exit 0 on SIGTERM', async () => {
+    const port = await freePort();
+    const file = path.join(data, 'serve-closed-stdout.yaml');
+    fs.writeFileSync(file, listenOn(`127.0.0.1:${port}`));
+    const child = spawn(process.execPath, ['--import', TSX, MAIN, 'serve', '--config', file], { cwd: REPO, env: ENV, stdio: ['ignore', 'pipe', 'pipe'] });
+    // The reading end closes before airlock writes anything: every write to stdout fails with EPIPE.
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    let running = true;
+    void exited.then(() => (running = false));
+    const admin = path.join(data, 'pki', 'clients', 'admin');
+    const bundle = { url: `https://127.0.0.1:${port}`, caPath: path.join(admin, 'ca.crt'), clientCertPath: path.join(admin, 'client.cert'), clientKeyPath: path.join(admin, 'client.key') };
+    try {
+      await waitFor(
+        async () => {
+          if (!running) throw new StopWaiting(`serve exited:\n${stderr}`);
+          return (await registryRequest(bundle, '/healthz').catch(() => null))?.status === 200;
+        },
+        { timeoutMs: 30_000, what: 'airlock serve with a closed stdout to answer /healthz' },
+      );
+    } finally {
+      if (running) child.kill('SIGTERM');
+    }
+    assert.equal(await exited, 0, stderr);
+    assert.equal(stderr, '');
   });
 
   test('certificates issued and revoked on the command line become audit events, chained by the server running then or started later', async () => {
