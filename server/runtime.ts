@@ -600,10 +600,16 @@ async function probeListen(config: Config): Promise<void> {
   });
 }
 
-// listenError words a failure to listen on the configured address.
+// listenError words a failure to listen on the configured address, with an IPv6 host in brackets as it is written.
 function listenError(config: Config, e: NodeJS.ErrnoException): UserError {
-  const why = e.code === 'EADDRINUSE' ? 'the address is already in use' : e.code === 'EADDRNOTAVAIL' ? 'no interface of this machine has that address' : e.message;
-  return new UserError(`listen ${config.listen.host}:${config.listen.port}: ${why}`);
+  const { host, port } = config.listen;
+  let why = e.message;
+  if (e.code === 'EADDRINUSE') why = 'the address is already in use';
+  else if (e.code === 'EADDRNOTAVAIL') why = 'no interface of this machine has that address';
+  else if (e.code === 'EACCES') why = `permission denied (EACCES)${port < 1024 ? ': a port below 1024 needs root or the CAP_NET_BIND_SERVICE capability' : ''}`;
+  // A link-local IPv6 address without its interface, say: Node's message would repeat the address.
+  else if (e.code === 'EINVAL') why = 'not an address this machine can listen on (EINVAL)';
+  return new UserError(`listen ${host.includes(':') ? `[${host}]` : host}:${port}: ${why}`);
 }
 
 // drained resolves once the set is empty, or after ms.

@@ -669,6 +669,19 @@ describe('airlock serve', () => {
     assertUserError(await airlock(['serve', '--config', file]), /database .*bad-db\/airlock\.db: file is not a database$/);
   });
 
+  test('serve on a port below 1024 without the right to it, or on an address no socket can take, is one line saying why', async () => {
+    const file = path.join(data, 'privileged.yaml');
+    fs.writeFileSync(file, listenOn('127.0.0.1:1'));
+    // As root, the process runs without CAP_NET_BIND_SERVICE (and keeps reading the files as root).
+    const root = process.getuid?.() === 0;
+    const cmd = root ? ['/usr/bin/setpriv', '--bounding-set=-net_bind_service', '--inh-caps=-net_bind_service', process.execPath] : [process.execPath];
+    const r = await run(cmd[0], [...cmd.slice(1), '--import', TSX, MAIN, 'serve', '--config', file], { cwd: REPO, env: ENV, timeoutMs: 60_000 });
+    assertUserError(r, /^airlock: listen 127\.0\.0\.1:1: permission denied \(EACCES\): a port below 1024 needs root or the CAP_NET_BIND_SERVICE capability$/);
+    const linkLocal = path.join(data, 'link-local.yaml');
+    fs.writeFileSync(linkLocal, listenOn('"[fe80::1]:5443"'));
+    assertUserError(await airlock(['serve', '--config', linkLocal]), /^airlock: listen \[fe80::1\]:5443: (not an address this machine can listen on \(EINVAL\)|no interface of this machine has that address)$/);
+  });
+
   test('serve on an address already in use is one line, and exits', async () => {
     const busy = net.createServer();
     await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
