@@ -256,6 +256,11 @@ export function validateConfig(doc: unknown, base: string, env: Env, file: strin
 }
 
 function parseListen(v: Validator, value: unknown): { host: string; port: number } {
+  // listen: 5443 reads as a port to a person and as a number to YAML.
+  if (typeof value === 'number') {
+    v.add('listen', `must be host:port, not a port alone: like 127.0.0.1:${value} or [::]:${value}`);
+    return { host: '127.0.0.1', port: 5443 };
+  }
   const s = v.string('listen', value, true);
   if (s === null) return { host: '127.0.0.1', port: 5443 };
   const { host, port, problem } = listenAddress(s);

@@ -311,6 +311,7 @@ describe('configuration validation', () => {
     }
     assert.equal(msg.split('policy.publishers[3]: must be a mapping').length, 2, `reported once: ${msg}`);
     for (const listen of ['-foo:1', '[:::]:1', '[1.2.3.4]:1']) assert.match(problemsOf({ listen }, base), /listen: /, listen);
+    assert.match(problemsOf({ listen: 5443 }, base), /listen: must be host:port, not a port alone: like 127\.0\.0\.1:5443 or \[::\]:5443(;|$)/);
     for (const listen of ['0.0.0.0:5443', '[::]:5443', 'mirror.internal:5443', 'localhost:0']) {
       assert.doesNotMatch(problemsOf({ listen, upstreams: 'x' }, base), /listen: /, listen);
     }
