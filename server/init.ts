@@ -25,6 +25,8 @@ export interface InitOptions {
 export interface InitResult {
   dir: string;
   config: string;
+  // configKept is true when an airlock.yaml was there already and is left as it was.
+  configKept: boolean;
   adminBundle: string;
   hosts: string[];
 }
@@ -47,6 +49,10 @@ export function initDataDir(o: InitOptions): InitResult {
   for (const f of [`${keyPrefix}.key`, `${keyPrefix}.pub`]) {
     if (fs.existsSync(f) && !o.force) throw new UserError(`${f} exists; refusing to overwrite the mirror signing key (use --force to replace everything)`);
   }
+  const config = path.join(dir, 'airlock.yaml');
+  // An airlock.yaml already there is kept (unless force): a --listen would be left out of it without a word.
+  const keepConfig = fs.existsSync(config) && !o.force;
+  if (keepConfig && o.listen !== undefined) throw new UserError(`--listen: ${config} exists and init keeps it; set listen in it, or leave out --listen`);
   const hosts = o.hosts.length > 0 ? o.hosts : defaultHosts();
   // Everything that can be refused is made before anything is written: a bad --host leaves no half-made directory.
   const ca = createCa('airlock CA');
@@ -84,8 +90,7 @@ export function initDataDir(o: InitOptions): InitResult {
       if (o.force) fs.rmSync(adminBundle, { recursive: true, force: true });
       writeClientBundle(adminBundle, admin, ca.certPem, o.p12Password);
 
-      const config = path.join(dir, 'airlock.yaml');
-      if (!fs.existsSync(config) || o.force) {
+      if (!keepConfig) {
         const doc = {
           listen: o.listen ?? '127.0.0.1:5443',
           dataDir: '.',
@@ -103,7 +108,7 @@ export function initDataDir(o: InitOptions): InitResult {
         };
         fs.writeFileSync(config, `# airlock configuration (SPEC §2). Secrets go in environment variables named by *Env fields.\n${YAML.stringify(doc)}`);
       }
-      return { dir, config, adminBundle, hosts };
+      return { dir, config, configKept: keepConfig, adminBundle, hosts };
     } finally {
       db.close();
     }

@@ -152,7 +152,7 @@ function init(argv: string[]): void {
   const problem = listen === undefined ? null : listenAddress(listen).problem;
   if (problem !== null) throw new UserError(`--listen ${listen}: ${problem}`);
   const r = initDataDir({ dir: str(values.dir) ?? 'airlock-data', hosts, force: values.force === true, keyPassword: env.AIRLOCK_KEY_PASSWORD ?? '', p12Password: env.AIRLOCK_P12_PASSWORD ?? '', listen });
-  console.log(`initialised ${r.dir}\n  config: ${r.config}\n  server certificate for: ${r.hosts.join(', ')}\n  admin bundle: ${r.adminBundle}\nrun: airlock serve --config ${r.config}`);
+  console.log(`initialised ${r.dir}\n  config: ${r.config}${r.configKept ? ' (there already: kept as it was)' : ''}\n  server certificate for: ${r.hosts.join(', ')}\n  admin bundle: ${r.adminBundle}\nrun: airlock serve --config ${r.config}`);
 }
 
 // localActor names who ran a command in audit events: there is no client certificate, so it is the local user.

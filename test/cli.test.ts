@@ -213,6 +213,19 @@ describe('airlock init', () => {
     assert.equal(fs.readFileSync(file, 'utf8'), 'keep me');
   });
 
+  test('init keeps an airlock.yaml already there and says so, and refuses a --listen it would leave out of it', async () => {
+    const dir = path.join(tmp, 'init-kept-config');
+    fs.mkdirSync(dir);
+    const config = path.join(dir, 'airlock.yaml');
+    fs.writeFileSync(config, 'listen: 127.0.0.1:7777\n');
+    assertUserError(await airlock(['init', '--dir', dir, '--listen', '0.0.0.0:5443']), /^airlock: --listen: .*airlock\.yaml exists and init keeps it; set listen in it, or leave out --listen$/);
+    assert.deepEqual(fs.readdirSync(dir), ['airlock.yaml'], 'nothing was written');
+    const r = await airlock(['init', '--dir', dir]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.stdout.includes(`config: ${config} (there already: kept as it was)`), r.stdout);
+    assert.equal(fs.readFileSync(config, 'utf8'), 'listen: 127.0.0.1:7777\n');
+  });
+
   test('a second init refuses to overwrite the CA without --force and changes nothing', async () => {
     const before = fs.readFileSync(path.join(data, 'pki', 'ca.crt'));
     const r = await airlock(['init', '--dir', data]);
