@@ -29,6 +29,11 @@ const USAGE = `usage:
 
 const env = process.env;
 
+// A reader of stdout gone away (airlock help | true, serve | grep -m1 listening, a log shipper that died) loses what
+// is written, as the log loses its lines (logging.ts): the write's EPIPE would otherwise end airlock with a stack
+// trace, a server without its final checkpoint.
+process.stdout.on('error', () => {});
+
 function args<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: O, positionals = 0) {
   try {
     const r = parseArgs({ args: argv, options, strict: true as const, allowPositionals: true as const });
@@ -70,9 +75,6 @@ function findConfig(flag: string | undefined): string | null {
 
 async function serve(argv: string[]): Promise<void> {
   const { values } = args(argv, { config: { type: 'string' } });
-  // A reader of stdout gone away (serve | grep -m1 listening, a log shipper that died) loses the banner, as the log
-  // loses its lines (logging.ts), not the server: the write's EPIPE would otherwise end it with a stack trace.
-  process.stdout.on('error', () => {});
   let file = findConfig(str(values.config));
   if (file === null) {
     let r;

@@ -432,6 +432,17 @@ describe('command-line mistakes', () => {
     assert.equal((await airlock(['cert', '--help'])).stdout.split('\n').length, 4, 'cert --help: both cert commands');
     assertUserError(await airlock(['serve', '--bogus']), /^airlock: unknown option --bogus; run "airlock help" for the usage$/);
   });
+
+  test('a command whose stdout reader went away (airlock help | true) exits as it would, without a stack trace', async () => {
+    const child = spawn(process.execPath, ['--import', TSX, MAIN, 'help'], { cwd: REPO, env: ENV, stdio: ['ignore', 'pipe', 'pipe'] });
+    // The reading end closes before airlock writes anything: its write fails with EPIPE.
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+    assert.equal(stderr, '');
+    assert.equal(code, 0);
+  });
 });
 
 describe('airlock serve', () => {
