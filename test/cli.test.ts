@@ -285,6 +285,13 @@ describe('airlock key generate', () => {
     assert.match(wrong.stderr, /decrypt/);
   });
 
+  test('a link to nowhere at PREFIX.pub is refused before anything is written, leaving no half of a pair', async () => {
+    const prefix = path.join(tmp, 'dangling');
+    fs.symlinkSync(path.join(tmp, 'no-such-folder', 'x'), `${prefix}.pub`);
+    assertUserError(await airlock(['key', 'generate', '--out', prefix]), /^airlock: refusing to overwrite existing signing key .*dangling\.pub$/);
+    assert.ok(!fs.existsSync(`${prefix}.key`), 'no private key without its public half');
+  });
+
   test('refuses to overwrite an existing key, and needs --out', async () => {
     const prefix = path.join(tmp, 'once');
     assert.equal((await airlock(['key', 'generate', '--out', prefix])).code, 0);

@@ -150,7 +150,8 @@ export function writeSigningKey(prefix: string, password: string): { keyPath: st
   const keyPath = `${prefix}.key`;
   const pubPath = `${prefix}.pub`;
   for (const existing of [keyPath, pubPath]) {
-    if (fs.existsSync(existing)) throw new Error(`refusing to overwrite existing signing key ${existing}`);
+    // lstat, not exists: a link to nowhere is a file in the way too, and writing through it is refused below.
+    if (fs.lstatSync(existing, { throwIfNoEntry: false })) throw new Error(`refusing to overwrite existing signing key ${existing}`);
   }
   const { privatePem, publicPem } = generateSigningKey(password);
   fs.mkdirSync(path.dirname(keyPath), { recursive: true });
@@ -168,7 +169,13 @@ export function writeSigningKey(prefix: string, password: string): { keyPath: st
   } finally {
     fs.closeSync(fd);
   }
-  fs.writeFileSync(pubPath, publicPem, { mode: 0o644, flag: 'wx' });
+  try {
+    fs.writeFileSync(pubPath, publicPem, { mode: 0o644, flag: 'wx' });
+  } catch (err) {
+    // Half a pair would stay behind and refuse the next attempt: the private key written above goes with the failure.
+    fs.rmSync(keyPath, { force: true });
+    throw err;
+  }
   return { keyPath, pubPath };
 }
 
