@@ -38,6 +38,11 @@ function args<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[],
   try {
     const r = parseArgs({ args: argv, options, strict: true as const, allowPositionals: true as const });
     if (r.positionals.length > positionals) throw new UserError(`unexpected argument "${r.positionals[positionals]}"`);
+    // An empty value (--config "$UNSET") would count as none: serve would initialise ./airlock-data, init --dir and
+    // cert issue --out would write into the working directory.
+    for (const [name, value] of Object.entries(r.values)) {
+      if (value === '' || (Array.isArray(value) && value.includes(''))) throw new UserError(`--${name} needs a value, not an empty one`);
+    }
     return r;
   } catch (err) {
     if (err instanceof UserError) throw err;

@@ -191,7 +191,7 @@ describe('airlock init', () => {
   test('a bad --host or --listen is one line and writes nothing', async () => {
     for (const [extra, pattern] of [
       [['--host', 'bad_host!'], /--host: host "bad_host!" is neither an IP address nor a DNS name/],
-      [['--host', ''], /--host: server certificate needs at least one non-empty host/],
+      [['--host', ''], /^airlock: --host needs a value, not an empty one$/],
       [['--listen', '0.0.0.0:99999'], /^airlock: --listen 0\.0\.0\.0:99999: port must be 0\.\.65535$/],
       [['--listen', '5443'], /^airlock: --listen 5443: must be host:port, like 127\.0\.0\.1:5443 or \[::\]:5443$/],
       [['--listen', 'bad_host:5443'], /^airlock: --listen bad_host:5443: must be host:port/],
@@ -424,6 +424,15 @@ describe('command-line mistakes', () => {
     assertUserError(await airlock(['init', '--dir', '--force']), /^airlock: --dir needs a value; to give one that starts with "-", write --dir=VALUE$/);
     assertUserError(await airlock(['cert', 'issue', '--config', configPath, '--name', 'x', '--role', 'pull', '--days', '-3']), /^airlock: --days needs a value; to give one that starts with "-", write --days=VALUE$/);
     assert.ok(!fs.existsSync(path.join(tmp, 'never')));
+  });
+
+  test('an empty value ("$UNSET") is refused, not taken for none: serve initialises nothing, init --dir and cert issue --out write nothing here', async () => {
+    const cwd = path.join(tmp, 'empty-values');
+    fs.mkdirSync(cwd);
+    assertUserError(await airlock(['serve', '--config', ''], { cwd }), /^airlock: --config needs a value, not an empty one$/);
+    assertUserError(await airlock(['init', '--dir', ''], { cwd }), /^airlock: --dir needs a value, not an empty one$/);
+    assertUserError(await airlock(['cert', 'issue', '--config', configPath, '--name', 'empty-out', '--role', 'pull', '--out', ''], { cwd }), /^airlock: --out needs a value, not an empty one$/);
+    assert.deepEqual(fs.readdirSync(cwd), []);
   });
 
   test('help prints the usage and exits 0', async () => {
