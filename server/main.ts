@@ -55,6 +55,11 @@ function args<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[],
   }
 }
 
+// subcommand says what is wrong with the word after cmd: missing, or not one of cmd's.
+function subcommand(cmd: string, sub: string | undefined): string {
+  return sub === undefined ? `"${cmd}" needs a command after it` : `unknown command "${cmd} ${sub}"`;
+}
+
 function str(v: unknown): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
@@ -245,12 +250,12 @@ function cert(argv: string[]): void {
     }
     return;
   }
-  throw new UserError(`unknown command "cert ${sub ?? ''}"; use cert issue or cert revoke`);
+  throw new UserError(`${subcommand('cert', sub)}; use cert issue or cert revoke`);
 }
 
 function key(argv: string[]): void {
   const [sub, ...rest] = argv;
-  if (sub !== 'generate') throw new UserError(`unknown command "key ${sub ?? ''}"; use key generate --out PREFIX`);
+  if (sub !== 'generate') throw new UserError(`${subcommand('key', sub)}; use key generate --out PREFIX`);
   const { values } = args(rest, { out: { type: 'string' } });
   const prefix = required(values.out, '--out');
   if (prefix.endsWith('/') || (fs.existsSync(prefix) && fs.statSync(prefix).isDirectory())) {
@@ -281,7 +286,7 @@ async function sign(argv: string[]): Promise<void> {
 
 async function audit(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
-  if (sub !== 'verify') throw new UserError(`unknown command "audit ${sub ?? ''}"; use audit verify FILE [--key PUB]`);
+  if (sub !== 'verify') throw new UserError(`${subcommand('audit', sub)}; use audit verify FILE [--key PUB]`);
   const { values, positionals } = args(rest, { key: { type: 'string' } }, 1);
   const file = positionals[0];
   if (!file) throw new UserError('name the exported audit file: airlock audit verify FILE [--key PUB]');

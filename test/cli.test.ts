@@ -417,6 +417,8 @@ describe('airlock cert', () => {
 describe('command-line mistakes', () => {
   test('an unknown command, an unknown flag and a stray argument are one-line errors with a non-zero exit', async () => {
     assertUserError(await airlock(['frobnicate']), /unknown command "frobnicate"/);
+    assertUserError(await airlock(['cert']), /^airlock: "cert" needs a command after it; use cert issue or cert revoke$/);
+    assertUserError(await airlock(['key', 'make']), /^airlock: unknown command "key make"; use key generate --out PREFIX$/);
     assertUserError(await airlock(['init', '--dir', path.join(tmp, 'never'), '--colour', 'blue']), /--colour/);
     assertUserError(await airlock(['serve', '--confg', configPath]), /--confg/);
     assertUserError(await airlock(['init', 'extra']), /unexpected argument "extra"/);
