@@ -263,7 +263,8 @@ function key(argv: string[]): void {
   }
   try {
     const r = writeSigningKey(prefix, env.AIRLOCK_KEY_PASSWORD ?? '');
-    console.log(`wrote ${r.keyPath} (encrypted with $AIRLOCK_KEY_PASSWORD) and ${r.pubPath}`);
+    const how = env.AIRLOCK_KEY_PASSWORD === undefined ? 'with an empty password: $AIRLOCK_KEY_PASSWORD is not set' : 'encrypted with $AIRLOCK_KEY_PASSWORD';
+    console.log(`wrote ${r.keyPath} (${how}) and ${r.pubPath}`);
   } catch (err) {
     throw new UserError((err as Error).message);
   }

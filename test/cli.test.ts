@@ -285,6 +285,14 @@ describe('airlock key generate', () => {
     assert.match(wrong.stderr, /decrypt/);
   });
 
+  test('says the key has an empty password when $AIRLOCK_KEY_PASSWORD is not set, not that the variable encrypts it', async () => {
+    const prefix = path.join(tmp, 'no-password');
+    const r = await airlock(['key', 'generate', '--out', prefix], { env: BASE_ENV });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `wrote ${prefix}.key (with an empty password: $AIRLOCK_KEY_PASSWORD is not set) and ${prefix}.pub\n`);
+    assert.equal(loadSigningKey(fs.readFileSync(`${prefix}.key`, 'utf8'), '').asymmetricKeyType, 'ec');
+  });
+
   test('a link to nowhere at PREFIX.pub is refused before anything is written, leaving no half of a pair', async () => {
     const prefix = path.join(tmp, 'dangling');
     fs.symlinkSync(path.join(tmp, 'no-such-folder', 'x'), `${prefix}.pub`);
