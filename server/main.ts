@@ -70,6 +70,12 @@ function required(v: unknown, flag: string): string {
   return s;
 }
 
+// publicKeyFile is the mirror key's .pub beside its .key; a key named otherwise has none that airlock knows of (its own
+// path would name the private key).
+function publicKeyFile(config: Config): string | null {
+  return config.signing.key.endsWith('.key') ? config.signing.key.replace(/\.key$/, '.pub') : null;
+}
+
 // loadConfig reads the configuration for serving, or (serving false) for a command that only needs the data directory.
 function loadConfig(file: string, serving = true): Config {
   return loadConfigFile(file, env, { requireSecrets: serving, checkServerDates: serving });
@@ -130,6 +136,7 @@ async function serve(argv: string[]): Promise<void> {
   // The commands below reach airlock by a name its certificate holds; where it listens can be a wildcard or another one.
   const base = `https://${address}`;
   const admin = path.join(config.dataDir, 'pki', 'clients', 'admin');
+  const pub = publicKeyFile(config);
   // containerd's snippet is for the first upstream; a configuration may name none yet (only cached content is served).
   const c = clientFiles('containerd', config, address)[0];
   const containerd = c
@@ -142,7 +149,7 @@ async function serve(argv: string[]): Promise<void> {
       `airlock listening on ${airlock.url} (mutual TLS; config ${path.resolve(file)})`,
       ...listenWarnings(config, { host: config.listen.host, port: airlock.port }, airlock.services.serverNames).map((w) => `  warning: ${w}`),
       `admin client bundle: ${admin}/{ca.crt,client.cert,client.key,client.p12}`,
-      `mirror public key:   ${config.signing.key.replace(/\.key$/, '.pub')} (also GET ${base}/api/v1/signing-key)`,
+      pub === null ? `mirror public key:   GET ${base}/api/v1/signing-key` : `mirror public key:   ${pub} (also GET ${base}/api/v1/signing-key)`,
       `console:             ${base}/ui/ (import client.p12 into the browser)`,
       '',
       `Docker: /etc/docker/daemon.json {"registry-mirrors": ["https://${address}"]}, and copy the bundle to /etc/docker/certs.d/${address}/{ca.crt,client.cert,client.key}`,
@@ -295,7 +302,9 @@ async function audit(argv: string[]): Promise<number> {
   if (!keyFile) {
     const cfg = findConfig(undefined);
     if (!cfg) throw new UserError('--key is required when no local configuration names the mirror key');
-    keyFile = loadConfig(cfg, false).signing.key.replace(/\.key$/, '.pub');
+    const config = loadConfig(cfg, false);
+    keyFile = publicKeyFile(config) ?? undefined;
+    if (!keyFile) throw new UserError(`--key is required: the mirror key ${config.signing.key} is not named *.key, so its .pub is not known`);
   }
   let pub;
   try {

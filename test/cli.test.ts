@@ -732,6 +732,26 @@ describe('airlock serve', () => {
     assertUserError(await airlock(['serve', '--config', linkLocal]), /^airlock: listen \[fe80::1\]:5443: (not an address this machine can listen on \(EINVAL\)|no interface of this machine has that address)$/);
   });
 
+  test('a mirror key not named *.key: the banner names no file as its public key, and audit verify asks for --key', async () => {
+    fs.copyFileSync(path.join(data, 'keys', 'mirror.key'), path.join(data, 'keys', 'mirror.pem'));
+    const pem = (text: string): string => {
+      assert.ok(text.includes('key: keys/mirror.key'), text);
+      return text.replace('key: keys/mirror.key', 'key: keys/mirror.pem');
+    };
+    const { proc, url, file } = await serveOn('serve-pem-key', pem);
+    await waitFor(() => proc.output().includes('quick check:'), { timeoutMs: 30_000, what: 'the banner' });
+    assert.ok(proc.output().includes(`mirror public key:   GET ${url}/api/v1/signing-key\n`), proc.output());
+    assert.doesNotMatch(proc.output(), /mirror public key: +\/.*mirror\.pem/);
+    process.kill(proc.pid, 'SIGTERM');
+    assert.equal(await exitWithin(proc, 15_000), 0, proc.output());
+    const exported = path.join(tmp, 'pem-key-audit.jsonl');
+    fs.writeFileSync(exported, '{}\n');
+    assertUserError(
+      await airlock(['audit', 'verify', exported], { env: { ...ENV, AIRLOCK_CONFIG: file } }),
+      /^airlock: --key is required: the mirror key .*mirror\.pem is not named \*\.key, so its \.pub is not known$/,
+    );
+  });
+
   test('serve on an address already in use is one line, and exits', async () => {
     const busy = net.createServer();
     await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
