@@ -25,6 +25,13 @@ const append = db.transaction((rows) => {
 });
 
 parentPort.on('message', (m) => {
+  // The last message: sent after every batch, so the statement under way (waiting on another process's lock, say) ends
+  // here first. Terminating the thread inside one made better-sqlite3 throw into a stopped thread, which aborts Node.
+  if (m.close) {
+    db.close();
+    parentPort.close();
+    return;
+  }
   try {
     append(m.rows);
     parentPort.postMessage({ id: m.id, error: null });

@@ -176,7 +176,12 @@ export function startAuditWriter(file: string): AuditWriter {
     async close() {
       const w = worker;
       worker = null;
-      if (w) await w.terminate();
+      if (!w) return;
+      // The thread finishes the batch under way (at most the database's busy timeout), then closes its connection.
+      const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
+      w.ref();
+      w.postMessage({ close: true });
+      await exited;
     },
   };
 }

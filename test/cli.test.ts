@@ -525,6 +525,24 @@ describe('airlock serve', () => {
     assert.equal(stderr, '');
   });
 
+  test('serve stops with exit 0 on SIGTERM while another process holds the database write lock, its audit writer not cut mid-statement', async () => {
+    const { proc, url } = await serveOn('serve-db-locked');
+    const admin = path.join(data, 'pki', 'clients', 'admin');
+    const holder = new Database(path.join(data, 'airlock.db'));
+    holder.exec('BEGIN IMMEDIATE');
+    try {
+      // Its audit event waits for the lock in the writer thread's statement until the stop.
+      const res = await registryRequest({ url, caPath: path.join(admin, 'ca.crt'), clientCertPath: path.join(admin, 'client.cert'), clientKeyPath: path.join(admin, 'client.key') }, '/v2/');
+      assert.equal(res.status, 200);
+      process.kill(proc.pid, 'SIGTERM');
+      assert.equal(await exitWithin(proc, 30_000), 0, proc.output());
+      assert.doesNotMatch(proc.output(), /FATAL ERROR/);
+    } finally {
+      holder.exec('ROLLBACK');
+      holder.close();
+    }
+  });
+
   test('certificates issued and revoked on the command line become audit events, chained by the server running then or started later', async () => {
     const issue = async (name: string): Promise<string> => {
       const r = await airlock(['cert', 'issue', '--config', configPath, '--name', name, '--role', 'pull', '--out', path.join(tmp, name)]);
