@@ -166,7 +166,10 @@ export function loadConfigFile(file: string, env: Env, opts: LoadOptions = {}): 
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new UserError(`cannot read config ${file}: ${whyUnreadable(err)}`);
+    // A container's first start, before its data directory was made, ends here: the way on is init.
+    const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+    const made = path.basename(file) === 'airlock.yaml' ? 'makes it' : 'makes a data directory with an airlock.yaml';
+    throw new UserError(`cannot read config ${file}: ${whyUnreadable(err)}${missing ? `; airlock init --dir ${path.dirname(file)} ${made}` : ''}`);
   }
   let doc: unknown;
   try {

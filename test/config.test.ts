@@ -429,9 +429,17 @@ describe('a configuration file that cannot be used', () => {
     assert.throws(() => loadConfigFile(file, {}), (err: Error) => err instanceof UserError && err.message === `config ${file} is not valid YAML: Map keys must be unique at line 2, column 1`);
   });
 
-  test('a file that does not exist is one line naming it', () => {
+  test('a file that does not exist is one line naming it and the init that makes one', () => {
     const file = path.join(tmp, 'missing.yaml');
-    assert.throws(() => loadConfigFile(file, {}), (err: Error) => err instanceof UserError && err.message === `cannot read config ${file}: no such file (ENOENT)`);
+    assert.throws(
+      () => loadConfigFile(file, {}),
+      (err: Error) => err instanceof UserError && err.message === `cannot read config ${file}: no such file (ENOENT); airlock init --dir ${tmp} makes a data directory with an airlock.yaml`,
+    );
+    const data = path.join(tmp, 'data', 'airlock.yaml');
+    assert.throws(
+      () => loadConfigFile(data, {}),
+      (err: Error) => err instanceof UserError && err.message === `cannot read config ${data}: no such file (ENOENT); airlock init --dir ${path.dirname(data)} makes it`,
+    );
   });
 
   test('a directory given as the file is one line saying so', () => {
