@@ -348,7 +348,13 @@ async function start(config: Config, opts: StartOptions, lock: DataDirLock): Pro
     // timeout) is cut off now; it ends as a fault, audited before the log closes.
     for (const u of upstreams.values()) await u.close();
     await withDeadline(mirror.inflight.settle(), 5000);
-    await audit.close();
+    const unstored = await audit.close();
+    if (unstored.lost > 0) {
+      logger.error(
+        { lost: unstored.lost, seq: `${unstored.first}-${unstored.last}` },
+        'audit events not written before the stop (the database refused them): they are lost; the next start chains on from the last event stored',
+      );
+    }
     await auditWriter.close();
     db.close();
     lock.release();

@@ -537,6 +537,8 @@ describe('airlock serve', () => {
       process.kill(proc.pid, 'SIGTERM');
       assert.equal(await exitWithin(proc, 30_000), 0, proc.output());
       assert.doesNotMatch(proc.output(), /FATAL ERROR/);
+      // Not "retried": the events still queued end with the process, and the log says so last.
+      assert.match(proc.output(), /"lost":1,"seq":"\d+-\d+","msg":"audit events not written before the stop \(the database refused them\): they are lost/);
     } finally {
       holder.exec('ROLLBACK');
       holder.close();

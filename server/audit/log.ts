@@ -292,11 +292,14 @@ export class AuditLog {
   }
 
   // close writes what is queued and a final checkpoint; later events are dropped.
-  async close(): Promise<void> {
+  // close stores what it can within CLOSE_WAIT_MS and a last checkpoint, and says how many events were not stored: they
+  // are lost, and the next start chains on from the last event stored.
+  async close(): Promise<{ lost: number; first: number; last: number }> {
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     this.closed = true;
     await this.checkpoint(CLOSE_WAIT_MS);
     this.finished = true;
     if (this.timer) clearTimeout(this.timer);
+    return { lost: this.seq - this.storedHead.seq, first: this.storedHead.seq + 1, last: this.seq };
   }
 }
