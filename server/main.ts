@@ -148,7 +148,10 @@ async function serve(argv: string[]): Promise<void> {
     [
       `airlock listening on ${airlock.url} (mutual TLS; config ${path.resolve(file)})`,
       ...listenWarnings(config, { host: config.listen.host, port: airlock.port }, airlock.services.serverNames).map((w) => `  warning: ${w}`),
-      `admin client bundle: ${admin}/{ca.crt,client.cert,client.key,client.p12}`,
+      // A data directory of its own beside TLS files kept elsewhere has no bundle from init: the way to one is said.
+      fs.existsSync(path.join(admin, 'client.cert'))
+        ? `admin client bundle: ${admin}/{ca.crt,client.cert,client.key,client.p12}`
+        : `admin client bundle: none at ${admin}; issue one with airlock cert issue --config ${path.resolve(file)} --name admin --role admin --out ${admin}`,
       pub === null ? `mirror public key:   GET ${base}/api/v1/signing-key` : `mirror public key:   ${pub} (also GET ${base}/api/v1/signing-key)`,
       `console:             ${base}/ui/ (import client.p12 into the browser)`,
       '',

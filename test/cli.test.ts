@@ -525,6 +525,21 @@ describe('airlock serve', () => {
     assert.equal(stderr, '');
   });
 
+  test('serve on a data directory without an admin bundle (TLS files kept elsewhere) says how to issue one, not a path to nothing', async () => {
+    const elsewhere = path.join(tmp, 'data-without-bundle');
+    const { proc } = await serveOn('serve-no-bundle', (text) => {
+      assert.match(text, /^dataDir: \.$/m);
+      return `${text.replace(/^dataDir: \.$/m, `dataDir: ${elsewhere}`)}`;
+    });
+    const admin = path.join(elsewhere, 'pki', 'clients', 'admin');
+    assert.ok(
+      proc.output().includes(`admin client bundle: none at ${admin}; issue one with airlock cert issue --config ${path.join(data, 'serve-no-bundle.yaml')} --name admin --role admin --out ${admin}`),
+      proc.output(),
+    );
+    process.kill(proc.pid, 'SIGTERM');
+    assert.equal(await exitWithin(proc, 15_000), 0, proc.output());
+  });
+
   test('serve stops with exit 0 on SIGTERM while another process holds the database write lock, its audit writer not cut mid-statement', async () => {
     const { proc, url } = await serveOn('serve-db-locked');
     const admin = path.join(data, 'pki', 'clients', 'admin');
