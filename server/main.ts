@@ -91,6 +91,18 @@ function findConfig(flag: string | undefined): string | null {
 
 async function serve(argv: string[]): Promise<void> {
   const { values } = args(argv, { config: { type: 'string' } });
+  // The stop signals have their handlers from the first moment, and one that comes while airlock starts is acted on
+  // once it has started. As a container's PID 1, Node ignores SIGTERM until a handler is installed: docker stop during
+  // the start waited out its whole grace period. The handlers are never swapped: a signal that arrived while a handler
+  // was being replaced would be dropped.
+  let early: string | null = null;
+  let onStop: ((signal: string) => void) | null = null;
+  const signalled = (signal: string): void => {
+    if (onStop === null) early ??= signal;
+    else onStop(signal);
+  };
+  process.on('SIGINT', signalled);
+  process.on('SIGTERM', signalled);
   let file = findConfig(str(values.config));
   if (file === null) {
     let r;
@@ -128,8 +140,8 @@ async function serve(argv: string[]): Promise<void> {
       },
     );
   };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  onStop = stop;
+  if (early !== null) stop(early);
   // A closed terminal must not kill the server without its final checkpoint; there is nothing to reload.
   process.on('SIGHUP', () => airlock.services.logger.warn('SIGHUP ignored: airlock reads its configuration at start; restart it to apply changes'));
   const address = mirrorAddress(config, { host: config.listen.host, port: airlock.port }, airlock.services.serverNames);

@@ -897,4 +897,26 @@ describe('airlock serve', () => {
     process.kill(proc.pid, 'SIGTERM');
     assert.equal(await exitWithin(proc, 15_000), 0, proc.output());
   });
+
+  test('as PID 1 (a container), a SIGTERM while serve is starting stops it once started, not ignored', async () => {
+    if (!(await portFree(5443))) assert.fail('127.0.0.1:5443, the default listen address, is held by another process on this machine: free the port to run this test');
+    const cwd = path.join(tmp, 'pid-one-cwd');
+    fs.mkdirSync(cwd);
+    // In a PID namespace of its own airlock is PID 1, to which the kernel sends no signal its handlers do not take.
+    const proc = startProcess('unshare', ['--pid', '--fork', '--kill-child', process.execPath, '--import', TSX, MAIN, 'serve'], { name: 'serve-pid-one', cwd, env: ENV, logDir: tmp });
+    let pid = 0;
+    await waitFor(
+      () => {
+        if (!proc.running()) throw new StopWaiting(`serve exited:\n${proc.output()}`);
+        // The first words serve writes, before it starts: a signal now reaches it while it starts.
+        if (!proc.output().includes('no configuration found: initialised')) return false;
+        pid = Number(fs.readFileSync(`/proc/${proc.pid}/task/${proc.pid}/children`, 'utf8').trim().split(' ')[0]);
+        return pid > 0;
+      },
+      { timeoutMs: 30_000, what: 'airlock serve to initialise its data directory' },
+    );
+    process.kill(pid, 'SIGTERM');
+    assert.equal(await exitWithin(proc, 20_000), 0, proc.output());
+    assert.match(proc.output(), /"signal":"SIGTERM".*"msg":"stopping: finishing downloads in flight"/);
+  });
 });
