@@ -392,10 +392,7 @@ function reportExpiry(config: Config, serverCert: Buffer, clientCaPems: { file: 
   if (cas.length > 0) metrics.certificateExpiry.set({ cert: 'ca' }, Math.min(...cas.map((c) => end(c.cert))) / 1000);
   const now = Date.now();
   const soon = (c: crypto.X509Certificate): boolean => end(c) - now < EXPIRY_WARNING_DAYS * DAY_MS;
-  const when = (c: crypto.X509Certificate): string => {
-    const days = Math.floor((end(c) - now) / DAY_MS);
-    return end(c) <= now ? `expired on ${new Date(end(c)).toISOString()}` : `expires on ${new Date(end(c)).toISOString()} (in ${days} day${days === 1 ? '' : 's'})`;
-  };
+  const when = (c: crypto.X509Certificate): string => whenItEnds(end(c), now);
   if (soon(server)) {
     logger.warn({ cert: 'server', file: config.tls.cert, notAfter: new Date(end(server)).toISOString() }, `the server certificate (tls.cert) ${when(server)}; every client fails TLS from then on: renew it (docs/operator-guide.md, "Rotate the server certificate")`);
   }
@@ -410,21 +407,29 @@ const MAX_NAMED_CLIENTS = 10;
 // reportClientExpiry warns of each recorded client certificate, not revoked, that ends within EXPIRY_WARNING_DAYS: the
 // first MAX_NAMED_CLIENTS to end by name, then how many more.
 function reportClientExpiry(certs: CertStore, logger: Logger): void {
-  const live = certs.list().filter((c) => c.revokedAt === null && Number.isFinite(Date.parse(c.notAfter)));
   const now = Date.now();
-  const ending = live
-    .filter((c) => Date.parse(c.notAfter) > now && Date.parse(c.notAfter) - now < EXPIRY_WARNING_DAYS * DAY_MS)
-    .sort((a, b) => Date.parse(a.notAfter) - Date.parse(b.notAfter));
-  for (const c of ending.slice(0, MAX_NAMED_CLIENTS)) {
-    const days = Math.floor((Date.parse(c.notAfter) - now) / DAY_MS);
+  const ending = certs
+    .list()
+    .map((c) => ({ c, end: Date.parse(c.notAfter) }))
+    .filter(({ c, end }) => c.revokedAt === null && end > now && end - now < EXPIRY_WARNING_DAYS * DAY_MS)
+    .sort((a, b) => a.end - b.end);
+  for (const { c, end } of ending.slice(0, MAX_NAMED_CLIENTS)) {
     logger.warn(
       { cert: 'client', serial: c.serial, name: c.name, role: c.role, notAfter: c.notAfter },
-      `the ${c.role} certificate ${JSON.stringify(c.name)} (serial ${c.serial}) expires on ${c.notAfter} (in ${days} day${days === 1 ? '' : 's'}); its client is refused from then on: issue a new one (airlock cert issue, or POST /api/v1/certs)`,
+      `the ${c.role} certificate ${JSON.stringify(c.name)} (serial ${c.serial}) ${whenItEnds(end, now)}; its client is refused from then on: issue a new one (airlock cert issue, or POST /api/v1/certs)`,
     );
   }
   if (ending.length > MAX_NAMED_CLIENTS) {
     logger.warn({ cert: 'client', more: ending.length - MAX_NAMED_CLIENTS }, `and ${ending.length - MAX_NAMED_CLIENTS} more client certificates expire within ${EXPIRY_WARNING_DAYS} days (GET /api/v1/certs lists them)`);
   }
+}
+
+// whenItEnds says when a certificate that ends at end (ms) ends, seen at now: expired on …, or expires on … (in N days).
+function whenItEnds(end: number, now: number): string {
+  const on = new Date(end).toISOString();
+  if (end <= now) return `expired on ${on}`;
+  const days = Math.floor((end - now) / DAY_MS);
+  return `expires on ${on} (in ${days} day${days === 1 ? '' : 's'})`;
 }
 
 // loadCa pairs the issuing CA's certificate (the first of tls.clientCa) with its key, empty when the key is kept elsewhere.
