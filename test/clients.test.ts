@@ -74,6 +74,16 @@ async function upstreamManifest(repo: string, ref: string): Promise<ImageManifes
   return JSON.parse((await fetchManifest(upstream, repo, ref)).bytes.toString()) as ImageManifest;
 }
 
+// copyMultilist copies the multi-platform list (every platform) into library/NAME:1 of the upstream and gives the list's
+// linux/amd64 entry.
+async function copyMultilist(name: string): Promise<ImageIndex['manifests'][number]> {
+  await skopeoCopy(`docker://${upstream.host}/library/multilist:1`, `docker://${upstream.host}/library/${name}:1`, { srcCertDir: upstream.certDir, destCertDir: upstream.certDir, all: true });
+  const list = JSON.parse((await fetchManifest(upstream, `library/${name}`, '1')).bytes.toString()) as ImageIndex;
+  const amd = list.manifests.find((m) => m.platform?.architecture === 'amd64');
+  assert.ok(amd, `library/${name}:1 lists a linux/amd64 manifest`);
+  return amd;
+}
+
 before(async () => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-clients-'));
   upstream = await startRegistry({ dir: path.join(work, 'upstream') });
@@ -239,11 +249,8 @@ describe('a tag asked for by a client that takes no index', () => {
 
   test('gets the platform manifest of an admitted index that no client has pulled through airlock yet', async () => {
     const repo = 'docker.io/library/multilist2';
-    await skopeoCopy(`docker://${upstream.host}/library/multilist:1`, `docker://${upstream.host}/library/multilist2:1`, { srcCertDir: upstream.certDir, destCertDir: upstream.certDir, all: true });
+    const amd = await copyMultilist('multilist2');
     assert.equal(await inspectDigest(upstream, 'library/multilist2', '1'), digests.multilist);
-    const list = JSON.parse((await fetchManifest(upstream, 'library/multilist2', '1')).bytes.toString()) as ImageIndex;
-    const amd = list.manifests.find((m) => m.platform?.architecture === 'amd64');
-    assert.ok(amd);
     const s = t.airlock.services;
     s.policyStore.addPin({ repository: repo, digest: digests.multilist, tag: null, note: 'the index, by digest', source: 'api', createdBy: 'test' });
     s.policy.changed();
@@ -258,10 +265,7 @@ describe('a tag asked for by a client that takes no index', () => {
 
   test('gets the platform manifest of an index a publisher signed, once airlock asked what the tag is for everyone', async () => {
     const repo = 'docker.io/library/multilist3';
-    await skopeoCopy(`docker://${upstream.host}/library/multilist:1`, `docker://${upstream.host}/library/multilist3:1`, { srcCertDir: upstream.certDir, destCertDir: upstream.certDir, all: true });
-    const list = JSON.parse((await fetchManifest(upstream, 'library/multilist3', '1')).bytes.toString()) as ImageIndex;
-    const amd = list.manifests.find((m) => m.platform?.architecture === 'amd64');
-    assert.ok(amd);
+    const amd = await copyMultilist('multilist3');
     // The publisher signed the list only, as `cosign sign` without --recursive does.
     const { privateKey, publicKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
     const payload = buildPayload(repo, digests.multilist, null);
@@ -406,10 +410,7 @@ describe('podman 4.3 through airlock', () => {
 describe('with the upstream down', () => {
   test("an unpinned tag of a manifest list is served from its last digest as the upstream answered it: to a client that takes no list, the list's linux/amd64 manifest", async () => {
     const repo = 'docker.io/library/multilist4';
-    await skopeoCopy(`docker://${upstream.host}/library/multilist:1`, `docker://${upstream.host}/library/multilist4:1`, { srcCertDir: upstream.certDir, destCertDir: upstream.certDir, all: true });
-    const list = JSON.parse((await fetchManifest(upstream, 'library/multilist4', '1')).bytes.toString()) as ImageIndex;
-    const amd = list.manifests.find((m) => m.platform?.architecture === 'amd64');
-    assert.ok(amd);
+    const amd = await copyMultilist('multilist4');
     const s = t.airlock.services;
     s.policyStore.addPin({ repository: repo, digest: digests.multilist, tag: null, note: 'the list, by digest', source: 'api', createdBy: 'test' });
     s.policy.changed();

@@ -178,14 +178,18 @@ describe('re-signing with the mirror key', () => {
       ['verify', ...flags, '--key', key, '--insecure-ignore-tlog=true', '--registry-cacert', t.caPath, '--registry-client-cert', path.join(t.bundle('pull').dir, 'client.cert'), '--registry-client-key', path.join(t.bundle('pull').dir, 'client.key'), ref],
       { timeoutMs: 60000 },
     );
+  // mirrorVerified is the payload cosign verify prints for ref, which it must verify with the mirror key.
+  const mirrorVerified = async (ref: string, ...flags: string[]) => {
+    const ok = await cosignVerify(mirrorPub(), ref, ...flags);
+    assert.equal(ok.code, 0, `${ref}: ${ok.stderr}`);
+    return JSON.parse(ok.stdout.trim().split('\n').pop() ?? '[]')[0];
+  };
 
   test('cosign verify with the mirror key succeeds by tag and by digest, and fails with another key', async () => {
     const pulled = await pullThrough('library/pinned', '1');
     assert.equal(pulled.code, 0, pulled.stderr);
     for (const ref of [`${t.host}/${UPSTREAM}/library/pinned:1`, `${t.host}/${UPSTREAM}/library/pinned@${digests.pinned}`]) {
-      const ok = await cosignVerify(mirrorPub(), ref);
-      assert.equal(ok.code, 0, `${ref}: ${ok.stderr}`);
-      const payload = JSON.parse(ok.stdout.trim().split('\n').pop() ?? '[]')[0];
+      const payload = await mirrorVerified(ref);
       assert.equal(payload.critical.image['docker-manifest-digest'], digests.pinned);
       assert.equal(payload.optional['airlock.admission'], 'pin');
     }
@@ -206,12 +210,10 @@ describe('re-signing with the mirror key', () => {
       return [...t.airlock.services.auditStore.range('', '9999', Number.MAX_SAFE_INTEGER)];
     };
     const before = (await events()).at(-1)?.seq ?? 0;
-    const ok = await cosignVerify(mirrorPub(), `${t.host}/${name}@${digests.pinned}`, '--experimental-oci11');
-    assert.equal(ok.code, 0, ok.stderr);
+    const payload = await mirrorVerified(`${t.host}/${name}@${digests.pinned}`, '--experimental-oci11');
     const asked = (await events()).filter((e) => e.seq > before && e.actor !== null);
     assert.ok(asked.some((e) => e.action === 'pull.referrers' && e.digest === digests.pinned && e.status === 200), 'cosign asked the referrers API');
     assert.ok(!asked.some((e) => e.reference?.endsWith('.sig')), 'and not the .sig tag');
-    const payload = JSON.parse(ok.stdout.trim().split('\n').pop() ?? '[]')[0];
     assert.equal(payload.critical.image['docker-manifest-digest'], digests.pinned);
     const wrong = await cosignVerify(strangerKey.pubPath, `${t.host}/${name}@${digests.pinned}`, '--experimental-oci11');
     assert.notEqual(wrong.code, 0);
@@ -234,9 +236,7 @@ describe('re-signing with the mirror key', () => {
     assert.equal(pulled.code, 0, pulled.stderr);
     assert.equal(t.airlock.services.content.holds(repo, armDigest), null, 'no client pulled the arm64 manifest');
     // cosign asks for the .sig tag of a digest reference without fetching its manifest first.
-    const ok = await cosignVerify(mirrorPub(), `${t.host}/${repo}@${armDigest}`);
-    assert.equal(ok.code, 0, ok.stderr);
-    const payload = JSON.parse(ok.stdout.trim().split('\n').pop() ?? '[]')[0];
+    const payload = await mirrorVerified(`${t.host}/${repo}@${armDigest}`);
     assert.equal(payload.critical.image['docker-manifest-digest'], armDigest);
     assert.equal(payload.optional['airlock.admission'], 'index');
   });
@@ -247,9 +247,7 @@ describe('re-signing with the mirror key', () => {
     const pinned = await t.request('admin', '/api/v1/pins', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ repository: repo, digest }) });
     assert.equal(pinned.status, 201, pinned.body.toString());
     assert.equal(t.airlock.services.content.holds(repo, digest), null, 'no client pulled the image');
-    const ok = await cosignVerify(mirrorPub(), `${t.host}/${repo}@${digest}`);
-    assert.equal(ok.code, 0, ok.stderr);
-    const payload = JSON.parse(ok.stdout.trim().split('\n').pop() ?? '[]')[0];
+    const payload = await mirrorVerified(`${t.host}/${repo}@${digest}`);
     assert.equal(payload.critical.image['docker-manifest-digest'], digest);
     assert.equal(payload.optional['airlock.admission'], 'pin');
   });
@@ -259,9 +257,7 @@ describe('re-signing with the mirror key', () => {
     await cosignSign(publisherKey.keyPath, `${reg.host}/acme/fresh@${digest}`);
     const repo = `${UPSTREAM}/acme/fresh`;
     assert.equal(t.airlock.services.content.holds(repo, digest), null, 'no client pulled the image');
-    const ok = await cosignVerify(mirrorPub(), `${t.host}/${repo}@${digest}`);
-    assert.equal(ok.code, 0, ok.stderr);
-    const payload = JSON.parse(ok.stdout.trim().split('\n').pop() ?? '[]')[0];
+    const payload = await mirrorVerified(`${t.host}/${repo}@${digest}`);
     assert.equal(payload.critical.image['docker-manifest-digest'], digest);
     assert.equal(payload.optional['airlock.admission'], 'publisher');
     const made = `sha256:${crypto.createHash('sha256').update(crypto.randomUUID()).digest('hex')}`;
